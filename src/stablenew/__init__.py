@@ -1,0 +1,83 @@
+"""stablenew: a Redis/RQ pipeline queue for StableNew's Stable Diffusion jobs.
+
+The public API is what ``__all__`` lists; everything else is internal. Names are loaded on first
+use (PEP 562) so that ``import stablenew`` (and the CLI's ``--help``) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Canceled": "stablenew.errors",
+    "ConfigError": "stablenew.errors",
+    "InvalidStagePlanError": "stablenew.errors",
+    "JobError": "stablenew.errors",
+    "JobNotAllowed": "stablenew.errors",
+    "JobNotFound": "stablenew.errors",
+    "PipelineConfig": "stablenew.pipeline.config",
+    "PipelineRunner": "stablenew.pipeline.pipeline_runner",
+    "PlanVersionError": "stablenew.errors",
+    "Producer": "stablenew.jobs.producer",
+    "RedisUnavailable": "stablenew.errors",
+    "StableNewError": "stablenew.errors",
+    "StageExecution": "stablenew.pipeline.stage_models",
+    "StageExecutionPlan": "stablenew.pipeline.stage_models",
+    "StageExecutor": "stablenew.pipeline.pipeline_runner",
+    "StageSequencer": "stablenew.pipeline.stage_sequencer",
+    "StageType": "stablenew.pipeline.stage_models",
+    "WebUIClient": "stablenew.webui.client",
+    "WebUIError": "stablenew.errors",
+    "WebUIExecutor": "stablenew.webui.executor",
+    "WebUIHTTPError": "stablenew.errors",
+    "WebUIRejected": "stablenew.errors",
+    "WebUITimeout": "stablenew.errors",
+    "WebUIUnavailable": "stablenew.errors",
+    "load_config_file": "stablenew.config_files",
+    "parse_config": "stablenew.pipeline.config",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stablenew' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from stablenew.config_files import load_config_file
+    from stablenew.errors import (
+        Canceled,
+        ConfigError,
+        InvalidStagePlanError,
+        JobError,
+        JobNotAllowed,
+        JobNotFound,
+        PlanVersionError,
+        RedisUnavailable,
+        StableNewError,
+        WebUIError,
+        WebUIHTTPError,
+        WebUIRejected,
+        WebUITimeout,
+        WebUIUnavailable,
+    )
+    from stablenew.jobs.producer import Producer
+    from stablenew.pipeline.config import PipelineConfig, parse_config
+    from stablenew.pipeline.pipeline_runner import PipelineRunner, StageExecutor
+    from stablenew.pipeline.stage_models import StageExecution, StageExecutionPlan, StageType
+    from stablenew.pipeline.stage_sequencer import StageSequencer
+    from stablenew.webui.client import WebUIClient
+    from stablenew.webui.executor import WebUIExecutor

@@ -1,0 +1,215 @@
+"""The plan: StageType, StageExecution and StageExecutionPlan (PR-107's data model).
+
+Models are frozen pydantic models that round-trip through JSON exactly::
+
+    StageExecutionPlan.model_validate_json(plan.model_dump_json()) == plan
+
+A serialized plan carries ``schema_version``. :meth:`StageExecutionPlan.from_json` is what a
+worker uses: it refuses an unknown version with :class:`PlanVersionError`, and re-checks the
+invariants the sequencer guarantees (canonical order, ADetailer after a generation stage,
+refiner/hires only on txt2img, every stage config within limits) so a plan injected straight
+into Redis gets no further than one built by :class:`StageSequencer`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stablenew.errors import ConfigError, FieldProblem, InvalidStagePlanError, PlanVersionError
+from stablenew.pipeline.config import (
+    ADetailerSection,
+    Img2ImgSection,
+    Txt2ImgSection,
+    UpscaleSection,
+)
+
+PLAN_SCHEMA_VERSION = 1
+
+ADETAILER_NEEDS_GENERATION = "ADetailer requires at least one generation stage (txt2img or img2img)."
+
+
+class StageType(str, Enum):
+    """The four stage kinds, in canonical order. Refiner and hires are not stages."""
+
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"
+    UPSCALE = "upscale"
+    ADETAILER = "adetailer"
+
+    @property
+    def is_generation(self) -> bool:
+        return self in (StageType.TXT2IMG, StageType.IMG2IMG)
+
+
+CANONICAL_ORDER: tuple[StageType, ...] = tuple(StageType)
+
+_SECTION_MODELS: dict[StageType, type[BaseModel]] = {
+    StageType.TXT2IMG: Txt2ImgSection,
+    StageType.IMG2IMG: Img2ImgSection,
+    StageType.UPSCALE: UpscaleSection,
+    StageType.ADETAILER: ADetailerSection,
+}
+
+
+class StageExecution(BaseModel):
+    """One stage of a plan: what runs, with which config snapshot and which metadata."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stage_type: StageType
+    config_key: str
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    refiner_enabled: bool = False
+    refiner_model_name: str | None = None
+    refiner_switch_step: int | None = None
+    refiner_switch_at: float | None = Field(None, gt=0, lt=1)
+
+    hires_enabled: bool = False
+    hires_upscaler_name: str | None = None
+    hires_denoise_strength: float | None = Field(None, ge=0, le=1)
+    hires_scale_factor: float | None = Field(None, ge=1, le=8)
+    hires_second_pass_steps: int | None = Field(None, ge=0, le=150)
+    hires_resize_x: int | None = Field(None, ge=0, le=8192)
+    hires_resize_y: int | None = Field(None, ge=0, le=8192)
+    hires_sampler_name: str | None = None
+
+    adetailer_enabled: bool = False
+
+    @model_validator(mode="after")
+    def _metadata_is_consistent(self) -> StageExecution:
+        if self.config_key != self.stage_type.value:
+            raise ValueError(f"config_key must be {self.stage_type.value!r} (got {self.config_key!r})")
+        if self.stage_type is not StageType.TXT2IMG and (self.refiner_enabled or self.hires_enabled):
+            raise ValueError("refiner/hires metadata belongs to the txt2img stage only")
+        if self.refiner_enabled and (not self.refiner_model_name or self.refiner_switch_at is None):
+            raise ValueError("refiner_enabled needs refiner_model_name and refiner_switch_at")
+        if self.hires_enabled and (self.hires_upscaler_name is None or self.hires_denoise_strength is None):
+            raise ValueError("hires_enabled needs hires_upscaler_name and hires_denoise_strength")
+        if self.adetailer_enabled != (self.stage_type is StageType.ADETAILER):
+            raise ValueError("adetailer_enabled is set on the adetailer stage and only there")
+        return self
+
+
+class StageExecutionPlan(BaseModel):
+    """An ordered list of stages; the only thing :class:`PipelineRunner` executes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = PLAN_SCHEMA_VERSION
+    stages: list[StageExecution] = Field(default_factory=list)
+    callback_url: str | None = Field(None, pattern=r"^https?://")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_version(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "schema_version" in data:
+            version = data["schema_version"]
+            if version != PLAN_SCHEMA_VERSION or isinstance(version, bool):
+                raise PlanVersionError(version, PLAN_SCHEMA_VERSION)
+        return data
+
+    @model_validator(mode="after")
+    def _canonical(self) -> StageExecutionPlan:
+        check_plan_invariants(self.stages)
+        return self
+
+    def is_empty(self) -> bool:
+        return not self.stages
+
+    def has_generation_stage(self) -> bool:
+        return any(s.stage_type.is_generation for s in self.stages)
+
+    def get_stage_types(self) -> list[StageType]:
+        return [s.stage_type for s in self.stages]
+
+    def __iter__(self) -> Iterator[StageExecution]:  # type: ignore[override]
+        return iter(self.stages)
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    def to_json(self) -> str:
+        """The wire format: compact JSON, what travels through Redis."""
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, data: str | bytes | dict[str, Any]) -> StageExecutionPlan:
+        """Parse and fully re-validate a plan from the wire (never trust the queue).
+
+        Raises:
+            PlanVersionError: unknown ``schema_version``.
+            InvalidStagePlanError: stages out of canonical order, ADetailer without generation.
+            ConfigError: malformed JSON, unknown fields, or a stage config outside the limits.
+        """
+        try:
+            obj = json.loads(data) if isinstance(data, str | bytes) else data
+        except ValueError as exc:
+            raise ConfigError([FieldProblem("plan", f"is not valid JSON: {exc}", has_value=False)]) from None
+        if not isinstance(obj, dict):
+            raise ConfigError([FieldProblem("plan", "must be a JSON object", type(obj).__name__)])
+        if "schema_version" not in obj:
+            raise PlanVersionError(None, PLAN_SCHEMA_VERSION)
+        try:
+            plan = cls.model_validate(obj)
+        except ValidationError as exc:
+            raise _plan_error(exc) from None
+        problems: list[FieldProblem] = []
+        for index, stage in enumerate(plan.stages):
+            try:
+                _SECTION_MODELS[stage.stage_type].model_validate(stage.config)
+            except ValidationError as exc:
+                problems.extend(
+                    FieldProblem(
+                        ".".join(str(p) for p in ("stages", index, "config", *e["loc"])),
+                        str(e["msg"]),
+                        e.get("input"),
+                    )
+                    for e in exc.errors(include_url=False)
+                )
+        if problems:
+            raise ConfigError(problems, source="(plan)")
+        return plan
+
+
+def check_plan_invariants(stages: list[StageExecution]) -> None:
+    """Canonical order, no duplicates, ADetailer needs a generation stage.
+
+    Raises:
+        InvalidStagePlanError: naming the rule that is broken.
+    """
+    types = [s.stage_type for s in stages]
+    if len(set(types)) != len(types):
+        raise InvalidStagePlanError(f"a stage appears twice: {[t.value for t in types]}")
+    if types != sorted(types, key=CANONICAL_ORDER.index):
+        order = " -> ".join(t.value for t in CANONICAL_ORDER)
+        raise InvalidStagePlanError(f"stages {[t.value for t in types]} are not in canonical order {order}")
+    if StageType.ADETAILER in types and not any(t.is_generation for t in types):
+        raise InvalidStagePlanError(ADETAILER_NEEDS_GENERATION)
+
+
+def _plan_error(exc: ValidationError) -> Exception:
+    problems: list[FieldProblem] = []
+    for err in exc.errors(include_url=False):
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, InvalidStagePlanError):
+            return cause
+        path = ".".join(str(p) for p in err["loc"]) or "plan"
+        problems.append(FieldProblem(path, str(err["msg"]).removeprefix("Value error, "), err.get("input")))
+    return ConfigError(problems, source="(plan)")
+
+
+__all__ = [
+    "ADETAILER_NEEDS_GENERATION",
+    "CANONICAL_ORDER",
+    "PLAN_SCHEMA_VERSION",
+    "StageExecution",
+    "StageExecutionPlan",
+    "StageType",
+    "check_plan_invariants",
+]

@@ -1,0 +1,66 @@
+"""Runtime settings from ``STABLENEW_*`` environment variables.
+
+Command-line flags override these; the defaults work on one machine. Secrets
+(Redis password, WebUI basic auth) are held as ``SecretStr`` so they never show
+up in a repr, a log line or job meta.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_QUEUES = ("high", "default", "low")
+
+
+class Settings(BaseSettings):
+    """Everything a producer, worker or CLI needs to know about its surroundings."""
+
+    model_config = SettingsConfigDict(env_prefix="STABLENEW_", extra="ignore")
+
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    webui_url: str = "http://127.0.0.1:7860"
+    webui_auth: SecretStr | None = None
+    output_dir: Path = Path("outputs")
+    queues: str = ",".join(DEFAULT_QUEUES)
+
+    webui_connect_timeout: float = Field(5.0, gt=0)
+    webui_read_timeout: float = Field(1800.0, gt=0)
+    progress_interval: float = Field(1.0, gt=0)
+
+    job_timeout_ceiling: int = Field(6 * 3600, gt=0)
+    result_ttl: int = Field(7 * 24 * 3600, gt=0)
+    failure_ttl: int = Field(14 * 24 * 3600, gt=0)
+    retry_max: int = Field(3, ge=0)
+    retry_intervals: str = "10,30,90"
+
+    webhook_secret: SecretStr | None = None
+
+    @property
+    def queue_names(self) -> list[str]:
+        return [q.strip() for q in self.queues.split(",") if q.strip()]
+
+    @property
+    def retry_interval_list(self) -> list[int]:
+        return [int(x) for x in self.retry_intervals.split(",") if x.strip()]
+
+    @property
+    def webui_basic_auth(self) -> tuple[str, str] | None:
+        if self.webui_auth is None:
+            return None
+        user, _, password = self.webui_auth.get_secret_value().partition(":")
+        return (user, password)
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (safe to print)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
