@@ -1,0 +1,373 @@
+"""WebUIExecutor: runs one plan stage on an AUTOMATIC1111 WebUI (the runner's StageExecutor).
+
+- ``run_stage(stage_type, payload)`` maps the neutral payload to A1111 request bodies
+  (:mod:`stablenew.webui.payloads`), one call per input image for the stages that take one, and
+  returns ``{"images": [b64...], "meta": {...}}``. Images are passed through untouched.
+- While a call runs, a poller reads ``/sdapi/v1/progress`` every ``progress_interval`` seconds,
+  reports the stage's fraction to ``on_progress`` and asks ``should_cancel``; on a cancel it posts
+  ``/sdapi/v1/interrupt`` (A1111 then returns the partial result, which we discard) and the stage
+  raises :class:`~stablenew.errors.Canceled`.
+- ``preflight(plan)`` checks, once per WebUI (cached), that every checkpoint, sampler, scheduler,
+  upscaler and ADetailer model the plan names exists there, and remembers each name's exact
+  spelling on that WebUI so requests carry names A1111 will not silently replace.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from stablenew.errors import Canceled, WebUIError, WebUIRejected
+from stablenew.pipeline.stage_models import StageExecutionPlan, StageType
+from stablenew.webui import payloads
+from stablenew.webui.client import GenerationResult, WebUIClient
+from stablenew.webui.images import image_size
+
+ProgressCallback = Callable[[StageType, float], None]
+CancelCheck = Callable[[], bool]
+
+_INVENTORY_TTL_S = 300.0
+
+
+@dataclass
+class Inventory:
+    """What one WebUI has: canonical names keyed by the lower-cased names a config may use."""
+
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    samplers: dict[str, str] = field(default_factory=dict)
+    schedulers: dict[str, str] = field(default_factory=dict)
+    upscalers: dict[str, str] = field(default_factory=dict)
+    hires_upscalers: dict[str, str] = field(default_factory=dict)
+    adetailer_version: str | None = None
+    adetailer_models: dict[str, str] = field(default_factory=dict)
+    fetched_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "fetched_at"}
+
+
+def _keyed(names: Iterable[str]) -> dict[str, str]:
+    return {n.lower(): n for n in names if n}
+
+
+def fetch_inventory(client: WebUIClient, *, need_adetailer: bool) -> Inventory:
+    """Read the WebUI's models, samplers, schedulers, upscalers (and ADetailer's models)."""
+    inv = Inventory(fetched_at=time.monotonic())
+    for model in client.sd_models():
+        title = str(model.get("title") or model.get("model_name") or "")
+        base = title.split(" [", 1)[0]
+        filename = str(model.get("filename") or "").replace("\\", "/").rsplit("/", 1)[-1]
+        for alias in (title, base, str(model.get("model_name") or ""), filename):
+            if alias:
+                inv.checkpoints.setdefault(alias.lower(), title)
+    for sampler in client.samplers():
+        name = str(sampler.get("name") or "")
+        inv.samplers |= _keyed([name]) | {a.lower(): name for a in sampler.get("aliases") or []}
+    for scheduler in client.schedulers():
+        name = str(scheduler.get("name") or "")
+        inv.schedulers |= {k: name for k in _keyed([name, str(scheduler.get("label") or "")])}
+    inv.upscalers = _keyed(str(u.get("name") or "") for u in client.upscalers())
+    latent = _keyed(str(m.get("name") or "") for m in client.latent_upscale_modes())
+    inv.hires_upscalers = inv.upscalers | latent
+    if need_adetailer:
+        inv.adetailer_version = client.adetailer_version()
+        if inv.adetailer_version is not None:
+            inv.adetailer_models = _keyed(client.adetailer_models())
+    return inv
+
+
+class WebUIExecutor:
+    """Runs stages on one WebUI through a :class:`WebUIClient`."""
+
+    def __init__(
+        self,
+        client: WebUIClient,
+        *,
+        progress_interval: float = 1.0,
+        on_progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> None:
+        self.client = client
+        self.progress_interval = progress_interval
+        self.on_progress = on_progress
+        self.should_cancel = should_cancel
+        self._inventory: Inventory | None = None
+        self._names: dict[tuple[str, str], str] = {}
+
+    # ------------------------------------------------------------------ preflight
+    @property
+    def inventory(self) -> Inventory | None:
+        """What preflight last read from the WebUI (None before the first preflight)."""
+        return self._inventory
+
+    def use_inventory(self, inventory: Inventory | None) -> None:
+        """Preflight against ``inventory`` (e.g. cached by another job) instead of fetching one."""
+        if inventory is not None:
+            inventory.fetched_at = time.monotonic()
+        self._inventory = inventory
+
+    def preflight(self, plan: StageExecutionPlan) -> None:
+        """Check that the WebUI has everything ``plan`` names, before any GPU work.
+
+        Raises:
+            WebUIRejected: naming the missing thing and listing what exists.
+            WebUIUnavailable / WebUITimeout / WebUIHTTPError: the WebUI could not be asked.
+        """
+        need_ad = StageType.ADETAILER in plan.get_stage_types()
+        inv = self._inventory
+        stale = inv is None or time.monotonic() - inv.fetched_at > _INVENTORY_TTL_S
+        if stale or (
+            need_ad and inv is not None and not inv.adetailer_models and inv.adetailer_version is None
+        ):
+            inv = self._inventory = fetch_inventory(self.client, need_adetailer=need_ad)
+        assert inv is not None
+        for stage in plan:
+            cfg = stage.config
+            where = stage.stage_type.value
+            if stage.stage_type.is_generation:
+                self._require("checkpoint", cfg.get("model"), inv.checkpoints, f"{where}.model")
+                self._require("sampler", cfg.get("sampler_name"), inv.samplers, f"{where}.sampler_name")
+                self._require("scheduler", cfg.get("scheduler"), inv.schedulers, f"{where}.scheduler")
+            if stage.refiner_enabled:
+                self._require("checkpoint", stage.refiner_model_name, inv.checkpoints, "refiner.model_name")
+            if stage.hires_enabled:
+                self._require("upscaler", stage.hires_upscaler_name, inv.hires_upscalers, "hires.upscaler")
+                self._require("sampler", stage.hires_sampler_name, inv.samplers, "hires.sampler_name")
+            if stage.stage_type is StageType.UPSCALE:
+                self._require("upscaler", cfg.get("upscaler"), inv.upscalers, "upscale.upscaler")
+                if cfg.get("upscaler_2"):
+                    self._require("upscaler", cfg.get("upscaler_2"), inv.upscalers, "upscale.upscaler_2")
+            if stage.stage_type is StageType.ADETAILER:
+                self._preflight_adetailer(cfg, inv)
+
+    def _preflight_adetailer(self, cfg: Mapping[str, Any], inv: Inventory) -> None:
+        if inv.adetailer_version is None:
+            raise WebUIRejected(
+                "the plan has an ADetailer stage but ADetailer is not installed on this WebUI "
+                "(GET /adetailer/v1/version answered 404)",
+                url=self.client.base_url,
+                stage="adetailer",
+            )
+        base = cfg.get("base") or {}
+        self._require("checkpoint", base.get("model"), inv.checkpoints, "adetailer.base.model")
+        self._require("sampler", base.get("sampler_name"), inv.samplers, "adetailer.base.sampler_name")
+        for name in ("face", "hands"):
+            ad_pass = cfg.get(name)
+            if not ad_pass:
+                continue
+            self._require(
+                "adetailer model", ad_pass.get("model"), inv.adetailer_models, f"adetailer.{name}.model"
+            )
+            self._require("sampler", ad_pass.get("sampler"), inv.samplers, f"adetailer.{name}.sampler")
+
+    def _require(self, kind: str, name: Any, known: Mapping[str, str], field_path: str) -> None:
+        if not name:
+            return
+        canonical = known.get(str(name).lower())
+        if canonical is None:
+            listing = ", ".join(sorted(set(known.values()))[:25]) or "(none)"
+            raise WebUIRejected(
+                f"{field_path}: {kind} {name!r} does not exist on this WebUI; it has: {listing}",
+                url=self.client.base_url,
+            )
+        self._names[(kind, str(name))] = canonical
+
+    def _canonical(self, kind: str, name: Any) -> Any:
+        return self._names.get((kind, str(name)), name) if name else name
+
+    # ------------------------------------------------------------------ running
+    def interrupt(self) -> None:
+        """Ask the WebUI to stop whatever it is generating."""
+        self.client.interrupt()
+
+    def run_stage(self, stage_type: StageType, payload: dict[str, Any]) -> dict[str, Any]:
+        """Run one stage and return ``{"images": [...], "meta": {...}}``.
+
+        Raises:
+            WebUIError: from the client, with ``.stage`` set.
+            Canceled: a cancel was requested while the stage ran.
+        """
+        started = time.time()
+        clock = time.perf_counter()
+        inputs = list(payload.get("input_images") or [])
+        if stage_type is StageType.IMG2IMG and not inputs:
+            inputs = list(payload["config"].get("init_images") or [])
+        if stage_type is not StageType.TXT2IMG and not inputs:
+            raise ValueError(f"stage {stage_type.value} has no input image")
+
+        images: list[str] = []
+        seeds: list[int | None] = []
+        requests_sent: list[dict[str, Any]] = []
+        info: dict[str, Any] = {}
+        calls = [None] if stage_type is StageType.TXT2IMG else inputs
+        for number, image in enumerate(calls):
+            body = self._body(stage_type, payload, image)
+            requests_sent.append(_without_images(body))
+            result = self._call(stage_type, body, part=(number, len(calls)))
+            images.extend(result.images)
+            info = result.info or info
+            seeds.extend(self._seeds(stage_type, body, result, payload.get("input_seed")))
+
+        ended = time.time()
+        width, height = image_size(images[0]) if images else (None, None)
+        meta: dict[str, Any] = {
+            "stage": stage_type.value,
+            "endpoint": payloads.STAGE_ROUTES[stage_type.value],
+            "seed": next((s for s in seeds if s is not None), payload.get("input_seed")),
+            "seeds": seeds,
+            "width": width,
+            "height": height,
+            "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
+            "ended_at": datetime.fromtimestamp(ended, UTC).isoformat(),
+            "duration_s": round(time.perf_counter() - clock, 4),
+            "requests": requests_sent,
+            "info": _info_subset(info) if stage_type is not StageType.ADETAILER else {},
+        }
+        return {"images": images, "meta": meta}
+
+    def _body(self, stage_type: StageType, payload: Mapping[str, Any], image: str | None) -> dict[str, Any]:
+        if stage_type is StageType.TXT2IMG:
+            body = payloads.txt2img_body(payload)
+        elif stage_type is StageType.IMG2IMG:
+            body = payloads.img2img_body(payload, image or "")
+        elif stage_type is StageType.UPSCALE:
+            body = payloads.upscale_body(payload, image or "")
+        else:
+            body = payloads.adetailer_body(payload, image or "")
+        return self._apply_canonical_names(body)
+
+    def _apply_canonical_names(self, body: dict[str, Any]) -> dict[str, Any]:
+        overrides = body.get("override_settings")
+        if overrides and "sd_model_checkpoint" in overrides:
+            overrides["sd_model_checkpoint"] = self._canonical("checkpoint", overrides["sd_model_checkpoint"])
+        for key, kind in (
+            ("refiner_checkpoint", "checkpoint"),
+            ("sampler_name", "sampler"),
+            ("hr_sampler_name", "sampler"),
+            ("scheduler", "scheduler"),
+            ("hr_upscaler", "upscaler"),
+            ("upscaler_1", "upscaler"),
+            ("upscaler_2", "upscaler"),
+        ):
+            if body.get(key):
+                body[key] = self._canonical(kind, body[key])
+        for tab in (body.get("alwayson_scripts") or {}).get("ADetailer", {}).get("args", [])[2:]:
+            tab["ad_model"] = self._canonical("adetailer model", tab.get("ad_model"))
+            if tab.get("ad_sampler"):
+                tab["ad_sampler"] = self._canonical("sampler", tab["ad_sampler"])
+        return body
+
+    def _call(
+        self, stage_type: StageType, body: dict[str, Any], *, part: tuple[int, int]
+    ) -> GenerationResult:
+        poller = _ProgressPoller(self, stage_type, part) if self._polls else None
+        if poller:
+            poller.start()
+        try:
+            if stage_type is StageType.TXT2IMG:
+                result = self.client.txt2img(body)
+            elif stage_type is StageType.UPSCALE:
+                result = self.client.extra_single_image(body)
+            else:
+                result = self.client.img2img(body)
+        except WebUIError as exc:
+            exc.stage = stage_type.value
+            if poller and poller.canceled:
+                raise Canceled(f"canceled during {stage_type.value}") from exc
+            raise
+        finally:
+            if poller:
+                poller.stop()
+        if (poller and poller.canceled) or (self.should_cancel and self.should_cancel()):
+            raise Canceled(f"canceled during {stage_type.value}; its partial output was discarded")
+        return result
+
+    @property
+    def _polls(self) -> bool:
+        return self.on_progress is not None or self.should_cancel is not None
+
+    @staticmethod
+    def _seeds(
+        stage_type: StageType, body: Mapping[str, Any], result: GenerationResult, input_seed: Any
+    ) -> list[int | None]:
+        if stage_type in (StageType.TXT2IMG, StageType.IMG2IMG):
+            all_seeds = result.info.get("all_seeds")
+            if isinstance(all_seeds, list) and all_seeds:
+                return [int(s) for s in all_seeds][: len(result.images)] + [None] * max(
+                    0, len(result.images) - len(all_seeds)
+                )
+            seed = result.info.get("seed")
+            return [int(seed) if isinstance(seed, int) else None] * len(result.images)
+        # ADetailer's info describes its dummy pass, so the seed we sent is the truth; an upscale
+        # has no seed of its own and carries its input's forward.
+        seed = body.get("seed", input_seed)
+        return [int(seed) if isinstance(seed, int) and seed >= 0 else None] * len(result.images)
+
+
+class _ProgressPoller:
+    """Background thread: progress -> callback, cancel -> interrupt. Never raises into the stage."""
+
+    def __init__(self, executor: WebUIExecutor, stage_type: StageType, part: tuple[int, int]) -> None:
+        self._executor = executor
+        self._stage_type = stage_type
+        self._part = part
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="stablenew-progress", daemon=True)
+        self.canceled = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        ex = self._executor
+        index, count = self._part
+        while not self._stop.wait(ex.progress_interval):
+            try:
+                if ex.should_cancel and ex.should_cancel():
+                    self.canceled = True
+                    ex.client.interrupt()
+                    return
+                if ex.on_progress:
+                    fraction = float(ex.client.progress().get("progress") or 0.0)
+                    ex.on_progress(self._stage_type, min(1.0, (index + fraction) / count))
+            except WebUIError:
+                continue  # progress is best effort; the stage call itself reports real failures
+
+
+def _without_images(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The request as recorded in meta and the manifest: image data replaced by a marker."""
+    slim = dict(body)
+    if "init_images" in slim:
+        slim["init_images"] = [f"<image {i}>" for i in range(len(slim["init_images"]))]
+    if "image" in slim:
+        slim["image"] = "<image>"
+    return slim
+
+
+_INFO_KEYS = (
+    "seed",
+    "all_seeds",
+    "subseed",
+    "sd_model_name",
+    "sd_model_hash",
+    "sampler_name",
+    "steps",
+    "cfg_scale",
+    "width",
+    "height",
+    "infotexts",
+    "extra_generation_params",
+    "version",
+)
+
+
+def _info_subset(info: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: info[k] for k in _INFO_KEYS if k in info}

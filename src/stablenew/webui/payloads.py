@@ -1,0 +1,355 @@
+"""Neutral stage payload -> AUTOMATIC1111 request body. Pure functions, one per stage.
+
+The WebUI ignores unknown keys and silently replaces unknown names (A1111_API.md, "Silent
+failures"), so every body here is built only from A1111's own field lists below, and
+:func:`check_fields` refuses anything else before a request leaves. Decisions that matter:
+
+- ``sampler_name`` is always sent (omitted = "Euler", unknown = "DPM++ 2M", both silent).
+- The checkpoint goes in ``override_settings.sd_model_checkpoint`` (never ``POST /options``), with
+  ``override_settings_restore_afterwards: false`` so consecutive jobs on one model keep it warm.
+- Hires always sends ``denoising_strength`` (A1111 fails with 500 without it) and
+  ``hr_sampler_name: null`` for "same sampler" (the string "Use same sampler" fails with 500).
+- The refiner switch is a fraction in (0, 1) (``refiner_switch_at``); a step was converted by the
+  config layer.
+- ADetailer runs on img2img with ``skip_img2img`` on: ``args = [true, true, tab, ...]`` (both
+  booleans first, else ADetailer also runs its default tab), ``ad_inpaint_only_masked`` always
+  true, an explicit inpaint size, never a ``mask``. Each tab is validated against ADetailer's
+  schema (``extra=forbid`` upstream: a bad tab is silently disabled there, an error here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from stablenew.errors import ConfigError, FieldProblem
+from stablenew.webui.images import image_size
+
+TXT2IMG_FIELDS = frozenset(
+    """prompt negative_prompt styles seed subseed subseed_strength seed_resize_from_h seed_resize_from_w
+    sampler_name scheduler batch_size n_iter steps cfg_scale width height restore_faces tiling
+    do_not_save_samples do_not_save_grid eta denoising_strength s_min_uncond s_churn s_tmax s_tmin s_noise
+    override_settings override_settings_restore_afterwards refiner_checkpoint refiner_switch_at
+    disable_extra_networks firstpass_image comments enable_hr firstphase_width firstphase_height hr_scale
+    hr_upscaler hr_second_pass_steps hr_resize_x hr_resize_y hr_checkpoint_name hr_sampler_name hr_scheduler
+    hr_prompt hr_negative_prompt force_task_id sampler_index script_name script_args send_images save_images
+    alwayson_scripts infotext""".split()
+)
+_SHARED_PREFIX = """prompt negative_prompt styles seed subseed subseed_strength seed_resize_from_h
+    seed_resize_from_w sampler_name scheduler batch_size n_iter steps cfg_scale width height restore_faces
+    tiling do_not_save_samples do_not_save_grid eta denoising_strength s_min_uncond s_churn s_tmax s_tmin
+    s_noise override_settings override_settings_restore_afterwards refiner_checkpoint refiner_switch_at
+    disable_extra_networks firstpass_image comments""".split()
+IMG2IMG_FIELDS = frozenset(
+    _SHARED_PREFIX
+    + """init_images resize_mode image_cfg_scale mask mask_blur_x mask_blur_y mask_blur mask_round
+    inpainting_fill inpaint_full_res inpaint_full_res_padding inpainting_mask_invert initial_noise_multiplier
+    latent_mask force_task_id sampler_index include_init_images script_name script_args send_images
+    save_images alwayson_scripts infotext""".split()
+)
+EXTRAS_FIELDS = frozenset(
+    """resize_mode show_extras_results gfpgan_visibility codeformer_visibility codeformer_weight
+    upscaling_resize upscaling_resize_w upscaling_resize_h upscaling_crop upscaler_1 upscaler_2
+    extras_upscaler_2_visibility upscale_first image""".split()
+)
+
+# ADetailerArgs (ADetailer v25.3.0): name -> (type, min, max). None bounds = unbounded.
+_STR, _BOOL, _INT, _FLOAT = str, bool, int, float
+ADETAILER_ARGS: dict[str, tuple[type, float | None, float | None]] = {
+    "ad_model": (_STR, None, None),
+    "ad_model_classes": (_STR, None, None),
+    "ad_tab_enable": (_BOOL, None, None),
+    "ad_prompt": (_STR, None, None),
+    "ad_negative_prompt": (_STR, None, None),
+    "ad_confidence": (_FLOAT, 0, 1),
+    "ad_mask_filter_method": (_STR, None, None),
+    "ad_mask_k": (_INT, 0, None),
+    "ad_mask_min_ratio": (_FLOAT, 0, 1),
+    "ad_mask_max_ratio": (_FLOAT, 0, 1),
+    "ad_dilate_erode": (_INT, None, None),
+    "ad_x_offset": (_INT, None, None),
+    "ad_y_offset": (_INT, None, None),
+    "ad_mask_merge_invert": (_STR, None, None),
+    "ad_mask_blur": (_INT, 0, None),
+    "ad_denoising_strength": (_FLOAT, 0, 1),
+    "ad_inpaint_only_masked": (_BOOL, None, None),
+    "ad_inpaint_only_masked_padding": (_INT, 0, None),
+    "ad_use_inpaint_width_height": (_BOOL, None, None),
+    "ad_inpaint_width": (_INT, 1, None),
+    "ad_inpaint_height": (_INT, 1, None),
+    "ad_use_steps": (_BOOL, None, None),
+    "ad_steps": (_INT, 1, None),
+    "ad_use_cfg_scale": (_BOOL, None, None),
+    "ad_cfg_scale": (_FLOAT, 0, None),
+    "ad_use_checkpoint": (_BOOL, None, None),
+    "ad_checkpoint": (_STR, None, None),
+    "ad_use_vae": (_BOOL, None, None),
+    "ad_vae": (_STR, None, None),
+    "ad_use_sampler": (_BOOL, None, None),
+    "ad_sampler": (_STR, None, None),
+    "ad_scheduler": (_STR, None, None),
+    "ad_use_noise_multiplier": (_BOOL, None, None),
+    "ad_noise_multiplier": (_FLOAT, 0.5, 1.5),
+    "ad_use_clip_skip": (_BOOL, None, None),
+    "ad_clip_skip": (_INT, 1, 12),
+    "ad_restore_face": (_BOOL, None, None),
+    "ad_controlnet_model": (_STR, None, None),
+    "ad_controlnet_module": (_STR, None, None),
+    "ad_controlnet_weight": (_FLOAT, 0, 1),
+    "ad_controlnet_guidance_start": (_FLOAT, 0, 1),
+    "ad_controlnet_guidance_end": (_FLOAT, 0, 1),
+}
+_NULLABLE_ARGS = frozenset({"ad_checkpoint", "ad_vae"})
+_ARG_CHOICES = {
+    "ad_mask_filter_method": ("Area", "Confidence"),
+    "ad_mask_merge_invert": ("None", "Merge", "Merge and Invert"),
+}
+
+DEFAULT_SAMPLER = "DPM++ 2M"
+
+
+def check_fields(body: Mapping[str, Any], allowed: frozenset[str], route: str) -> None:
+    """Refuse a body with a key A1111 does not know (it would be silently ignored)."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ValueError(f"payload for {route} has keys A1111 does not know: {unknown}")
+
+
+def _override_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    if config.get("model"):
+        settings["sd_model_checkpoint"] = config["model"]
+    if config.get("vae"):
+        settings["sd_vae"] = config["vae"]
+    if config.get("clip_skip"):
+        settings["CLIP_stop_at_last_layers"] = config["clip_skip"]
+    return settings
+
+
+def _generation_common(config: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "prompt": config.get("prompt") or "",
+        "negative_prompt": config.get("negative_prompt") or "",
+        "seed": seed,
+        "sampler_name": config.get("sampler_name") or DEFAULT_SAMPLER,
+        "batch_size": config.get("batch_size", 1),
+        "n_iter": config.get("n_iter", 1),
+        "steps": config["steps"],
+        "cfg_scale": config["cfg_scale"],
+        "send_images": True,
+        "save_images": False,
+    }
+    if config.get("scheduler"):
+        body["scheduler"] = config["scheduler"]
+    if config.get("styles"):
+        body["styles"] = list(config["styles"])
+    overrides = _override_settings(config)
+    if overrides:
+        body["override_settings"] = overrides
+        body["override_settings_restore_afterwards"] = False
+    return body
+
+
+def txt2img_body(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """``POST /sdapi/v1/txt2img`` body: generation fields + hires + refiner metadata."""
+    config = payload["config"]
+    body = _generation_common(config, config.get("seed", -1))
+    body["width"] = config["width"]
+    body["height"] = config["height"]
+    hires = payload.get("hires")
+    if hires:
+        body["enable_hr"] = True
+        if hires.get("resize_x") and hires.get("resize_y"):
+            body["hr_resize_x"] = hires["resize_x"]
+            body["hr_resize_y"] = hires["resize_y"]
+        else:
+            body["hr_scale"] = hires["scale"]
+        body["hr_upscaler"] = hires["upscaler"]
+        body["hr_second_pass_steps"] = hires.get("second_pass_steps") or 0
+        body["denoising_strength"] = hires["denoise"]
+        body["hr_sampler_name"] = hires.get("sampler_name")  # None = same sampler
+    refiner = payload.get("refiner")
+    if refiner:
+        body["refiner_checkpoint"] = refiner["model_name"]
+        body["refiner_switch_at"] = refiner["switch_at"]
+    check_fields(body, TXT2IMG_FIELDS, "txt2img")
+    return body
+
+
+def _chained_seed(config: Mapping[str, Any], payload: Mapping[str, Any]) -> int:
+    """A stage's own seed, else the previous stage's resolved seed (reproducible chains)."""
+    seed = config.get("seed", -1)
+    if seed == -1 and isinstance(payload.get("input_seed"), int):
+        return int(payload["input_seed"])
+    return int(seed)
+
+
+def img2img_body(payload: Mapping[str, Any], image: str) -> dict[str, Any]:
+    """``POST /sdapi/v1/img2img`` body for one input image; size defaults to the image's size."""
+    config = payload["config"]
+    body = _generation_common(config, _chained_seed(config, payload))
+    width, height = config.get("width"), config.get("height")
+    if not width or not height:
+        width, height = image_size(image)
+    body |= {
+        "init_images": [image],
+        "denoising_strength": config["denoising_strength"],
+        "width": width,
+        "height": height,
+    }
+    check_fields(body, IMG2IMG_FIELDS, "img2img")
+    return body
+
+
+def upscale_body(payload: Mapping[str, Any], image: str) -> dict[str, Any]:
+    """``POST /sdapi/v1/extra-single-image`` body for one image."""
+    config = payload["config"]
+    body: dict[str, Any] = {
+        "image": image,
+        "upscaler_1": config["upscaler"],
+        "upscaler_2": config.get("upscaler_2") or "None",
+        "extras_upscaler_2_visibility": config.get("upscaler_2_visibility", 0.0),
+        "gfpgan_visibility": config.get("gfpgan_visibility", 0.0),
+        "codeformer_visibility": config.get("codeformer_visibility", 0.0),
+        "codeformer_weight": config.get("codeformer_weight", 0.0),
+        "show_extras_results": True,
+    }
+    if config.get("resize_width") and config.get("resize_height"):
+        body |= {
+            "resize_mode": 1,
+            "upscaling_resize_w": config["resize_width"],
+            "upscaling_resize_h": config["resize_height"],
+            "upscaling_crop": True,
+        }
+    else:
+        body |= {"resize_mode": 0, "upscaling_resize": config["upscaling_resize"]}
+    check_fields(body, EXTRAS_FIELDS, "extra-single-image")
+    return body
+
+
+def adetailer_tab(ad_pass: Mapping[str, Any], *, path: str) -> dict[str, Any]:
+    """One ADetailer tab from a StableNew pass (``adetailer_*`` names) plus ``ad_*`` pass-throughs.
+
+    Raises:
+        ConfigError: the tab would be silently disabled by ADetailer (unknown key, null string,
+            out-of-range value, wrong type), or asks for something that breaks skip-img2img.
+    """
+    tab: dict[str, Any] = {
+        "ad_model": ad_pass["model"],
+        "ad_confidence": ad_pass["confidence"],
+        "ad_prompt": ad_pass.get("prompt") or "",
+        "ad_negative_prompt": ad_pass.get("negative_prompt") or "",
+        "ad_denoising_strength": ad_pass["denoise"],
+        "ad_mask_blur": ad_pass["mask_feather"],
+        "ad_inpaint_only_masked": True,
+        "ad_inpaint_only_masked_padding": ad_pass["padding"],
+        "ad_use_inpaint_width_height": True,
+        "ad_inpaint_width": ad_pass["inpaint_width"],
+        "ad_inpaint_height": ad_pass["inpaint_height"],
+    }
+    if ad_pass.get("steps") is not None:
+        tab |= {"ad_use_steps": True, "ad_steps": ad_pass["steps"]}
+    if ad_pass.get("cfg") is not None:
+        tab |= {"ad_use_cfg_scale": True, "ad_cfg_scale": ad_pass["cfg"]}
+    if ad_pass.get("sampler"):
+        tab |= {"ad_use_sampler": True, "ad_sampler": ad_pass["sampler"]}
+        if ad_pass.get("scheduler"):
+            tab["ad_scheduler"] = ad_pass["scheduler"]
+    tab |= dict(ad_pass.get("ad_args") or {})
+    problems = validate_adetailer_tab(tab, path=path)
+    if problems:
+        raise ConfigError(problems)
+    return tab
+
+
+def validate_adetailer_tab(tab: Mapping[str, Any], *, path: str) -> list[FieldProblem]:
+    """Every reason ADetailer would silently drop this tab (its schema is ``extra=forbid``)."""
+    problems: list[FieldProblem] = []
+    for key, value in tab.items():
+        where = f"{path}.{key}"
+        spec = ADETAILER_ARGS.get(key)
+        if spec is None:
+            hint = " (renamed upstream to ad_mask_k)" if key == "ad_mask_k_largest" else ""
+            problems.append(FieldProblem(where, f"is not an ADetailer argument{hint}", value))
+            continue
+        kind, low, high = spec
+        if value is None:
+            if key not in _NULLABLE_ARGS:
+                problems.append(FieldProblem(where, "must not be null", value))
+            continue
+        if not _is_kind(value, kind):
+            problems.append(FieldProblem(where, f"must be of type {kind.__name__}", value))
+            continue
+        if low is not None and value < low:
+            problems.append(FieldProblem(where, f"must be >= {low}", value))
+        if high is not None and value > high:
+            problems.append(FieldProblem(where, f"must be <= {high}", value))
+        if key in _ARG_CHOICES and value not in _ARG_CHOICES[key]:
+            problems.append(FieldProblem(where, f"must be one of {list(_ARG_CHOICES[key])}", value))
+    if tab.get("ad_inpaint_only_masked") is False:
+        problems.append(
+            FieldProblem(f"{path}.ad_inpaint_only_masked", "must stay true (else the output shrinks)", False)
+        )
+    if tab.get("ad_model") in (None, "None"):
+        problems.append(
+            FieldProblem(f"{path}.ad_model", "names no detector, so the pass would do nothing", "None")
+        )
+    return problems
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def adetailer_body(payload: Mapping[str, Any], image: str) -> dict[str, Any]:
+    """``POST /sdapi/v1/img2img`` running ADetailer alone on ``image`` (skip img2img on)."""
+    config = payload["config"]
+    base = dict(config.get("base") or {})
+    base.setdefault("steps", 20)
+    base.setdefault("cfg_scale", 7.0)
+    for key in ("steps", "cfg_scale"):
+        if base[key] is None:
+            base[key] = 20 if key == "steps" else 7.0
+    tabs = [adetailer_tab(config["face"], path="adetailer.face")]
+    if config.get("hands"):
+        tabs.append(adetailer_tab(config["hands"], path="adetailer.hands"))
+    body = _generation_common(base, _chained_seed(base, payload))
+    width, height = image_size(image)
+    body |= {
+        "init_images": [image],
+        "width": width,
+        "height": height,
+        "alwayson_scripts": {"ADetailer": {"args": [True, True, *tabs]}},
+    }
+    check_fields(body, IMG2IMG_FIELDS, "img2img (ADetailer)")
+    return body
+
+
+def validate_stage_payload(payload: Mapping[str, Any]) -> None:
+    """Build a stage's request bodies on a placeholder image, to fail at submit, not on a GPU.
+
+    Raises:
+        ConfigError: an ADetailer tab ADetailer would silently drop.
+    """
+    stage = payload["stage"]
+    if stage == "adetailer":
+        config = payload["config"]
+        adetailer_tab(config["face"], path="adetailer.face")
+        if config.get("hands"):
+            adetailer_tab(config["hands"], path="adetailer.hands")
+    elif stage == "txt2img":
+        txt2img_body(payload)
+
+
+STAGE_ROUTES = {
+    "txt2img": "/sdapi/v1/txt2img",
+    "img2img": "/sdapi/v1/img2img",
+    "upscale": "/sdapi/v1/extra-single-image",
+    "adetailer": "/sdapi/v1/img2img",
+}
