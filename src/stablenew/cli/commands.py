@@ -1,0 +1,279 @@
+"""The CLI's commands. Each returns an exit code; errors propagate to ``main`` which prints them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import socket
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from stablenew.cli import EXIT_INPUT, EXIT_JOB, EXIT_OK
+from stablenew.settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _producer() -> Any:
+    from stablenew.jobs.connection import connect
+    from stablenew.jobs.producer import Producer
+
+    settings = _settings()
+    return Producer(connect(settings.redis_url.get_secret_value()), settings)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+# ---------------------------------------------------------------------------------- plan / run
+def cmd_plan(args: argparse.Namespace) -> int:
+    from stablenew.config_files import load_config_file
+    from stablenew.jobs.producer import build_checked_plan
+
+    plan = build_checked_plan(load_config_file(args.config), source=args.config)
+    if args.json:
+        print(plan.model_dump_json(indent=2))
+        return EXIT_OK
+    print(f"plan for {args.config}: {len(plan)} stage(s), schema_version {plan.schema_version}")
+    for index, stage in enumerate(plan):
+        cfg = stage.config
+        details = []
+        if stage.stage_type.is_generation:
+            size = f"{cfg.get('width')}x{cfg.get('height')}" if cfg.get("width") else "input size"
+            details.append(f"{cfg.get('steps')} steps, {cfg.get('sampler_name')}, {size}")
+            if cfg.get("model"):
+                details.append(f"model {cfg['model']}")
+        if stage.hires_enabled:
+            details.append(
+                f"hires x{stage.hires_scale_factor} {stage.hires_upscaler_name} denoise {stage.hires_denoise_strength}"
+            )
+        if stage.refiner_enabled:
+            details.append(f"refiner {stage.refiner_model_name} at {stage.refiner_switch_at:.2f}")
+        if stage.stage_type.value == "upscale":
+            details.append(f"{cfg.get('upscaler')} x{cfg.get('upscaling_resize')}")
+        if stage.stage_type.value == "adetailer":
+            passes = [cfg["face"]["model"]] + ([cfg["hands"]["model"]] if cfg.get("hands") else [])
+            details.append("passes: " + ", ".join(passes))
+        print(f"  {index}. {stage.stage_type.value:<9} " + "; ".join(details))
+    return EXIT_OK
+
+
+def _local_run_id() -> str:
+    return f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from stablenew.config_files import load_config_file
+    from stablenew.errors import Canceled, StableNewError
+    from stablenew.jobs.producer import build_checked_plan
+    from stablenew.outputs import JobOutputs
+    from stablenew.pipeline.pipeline_runner import PipelineRunner
+    from stablenew.recorder import RunRecorder
+    from stablenew.webui.client import WebUIClient
+    from stablenew.webui.executor import WebUIExecutor
+
+    settings = _settings()
+    plan = build_checked_plan(load_config_file(args.config), source=args.config)
+    outputs = JobOutputs(settings.output_dir, _local_run_id())
+    recorder = RunRecorder(outputs, plan, webui_url=settings.webui_url, worker=socket.gethostname())
+
+    def progress(stage: Any, fraction: float) -> None:
+        if not args.json:
+            print(f"\r  {stage.value:<9} {fraction:6.1%}", end="", file=sys.stderr, flush=True)
+
+    def on_progress(stage: Any, fraction: float) -> None:
+        recorder.on_progress(stage, fraction)
+        progress(stage, fraction)
+
+    with WebUIClient(
+        settings.webui_url,
+        auth=settings.webui_basic_auth,
+        connect_timeout=settings.webui_connect_timeout,
+        read_timeout=settings.webui_read_timeout,
+    ) as client:
+        executor = WebUIExecutor(
+            client,
+            progress_interval=settings.progress_interval,
+            on_progress=on_progress,
+        )
+        executor.preflight(plan)
+        try:
+            PipelineRunner(executor, hooks=recorder).run(plan)
+        except Canceled as exc:
+            recorder.canceled(exc)
+            raise
+        except StableNewError as exc:
+            recorder.failed(exc)
+            raise
+    recorder.finished()
+    if args.json:
+        _print_json(recorder.summary())
+        return EXIT_OK
+    print(file=sys.stderr)
+    _print_outputs(recorder.summary(), settings.output_dir)
+    return EXIT_OK
+
+
+def _print_outputs(view: dict[str, Any], root: Path) -> None:
+    for stage in view["stages"]:
+        for out in stage["outputs"]:
+            print(
+                f"  {stage['index']}. {stage['type']:<9} {root / out['path']}  ({out['width']}x{out['height']}, seed {out['seed']})"
+            )
+    if view.get("manifest"):
+        print(f"manifest: {view['manifest']}")
+
+
+# ---------------------------------------------------------------------------------- queue
+def _config_files(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.glob("*.json") if p.is_file())
+            if not found:
+                from stablenew.errors import ConfigError, FieldProblem
+
+                raise ConfigError([FieldProblem("configs", "directory holds no *.json config", raw)])
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from stablenew.config_files import load_config_file
+    from stablenew.errors import ConfigError, FieldProblem
+
+    files = _config_files(args.configs)
+    if args.job_id and len(files) > 1:
+        raise ConfigError([FieldProblem("--id", "can only name a single config, not a batch", args.job_id)])
+    configs = [load_config_file(f) for f in files]  # all read and checked before anything is enqueued
+    producer = _producer()
+    if len(files) == 1 and not Path(args.configs[0]).is_dir():
+        subs = [producer.submit(configs[0], queue=args.queue, job_id=args.job_id, source=str(files[0]))]
+    else:
+        subs = producer.submit_many(configs, queue=args.queue, sources=[str(f) for f in files])
+    batch = len(subs) > 1 or Path(args.configs[0]).is_dir()
+    if args.json:
+        data = [s.to_dict() for s in subs]
+        _print_json(data if batch else data[0])
+    else:
+        for s in subs:
+            note = " (already submitted: not enqueued again)" if s.existing else ""
+            print(f"{s.job_id}  queue={s.queue}  stages={' -> '.join(s.to_dict()['stages'])}{note}")
+    if not args.wait:
+        return EXIT_OK
+    from stablenew.cli.watch import watch_jobs
+
+    return watch_jobs(producer, [s.job_id for s in subs], interval=0.5, quiet=args.json)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    view = _producer().status(args.job_id)
+    if args.json:
+        _print_json(view.to_dict())
+        return EXIT_OK
+    from stablenew.cli.watch import render_text
+
+    print(render_text(view))
+    return EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from stablenew.cli.watch import watch_jobs
+
+    return watch_jobs(_producer(), [args.job_id], interval=args.interval)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    views = _producer().list_jobs(queue=args.queue, status=args.status, limit=args.limit)
+    if args.json:
+        _print_json([v.to_dict() for v in views])
+        return EXIT_OK
+    if not views:
+        print("no jobs")
+    for v in views:
+        current = next((s for s in v.stages if s["status"] == "running"), None)
+        done = sum(1 for s in v.stages if s["status"] == "finished")
+        where = (
+            f"running {current['type']} {current['progress']:.0%}"
+            if current
+            else f"{done}/{len(v.stages)} stages"
+        )
+        print(f"{v.job_id}  {v.queue:<7} {v.status:<9} {where}")
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    print(f"{args.job_id}: {_producer().cancel(args.job_id)}")
+    return EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    sub = _producer().retry(args.job_id)
+    print(f"{sub.job_id}: requeued on {sub.queue}; it resumes after its last finished stage")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------- services
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from stablenew.errors import RedisUnavailable, WebUIError
+    from stablenew.jobs import worker as worker_module  # imported before forking: horses start warm
+    from stablenew.jobs.connection import connect
+    from stablenew.jobs.keys import QUEUES
+    from stablenew.webui.client import WebUIClient
+
+    settings = _settings()
+    queues = args.queues or list(QUEUES)
+    unknown = [q for q in queues if q not in QUEUES]
+    if unknown:
+        from stablenew.errors import ConfigError, FieldProblem
+
+        raise ConfigError([FieldProblem("queues", f"must be among {list(QUEUES)}", unknown)])
+    name = args.name or f"{socket.gethostname()}-{os.getpid()}"
+    os.environ["STABLENEW_WORKER_NAME"] = name
+    redis_url = settings.redis_url.get_secret_value()
+    while True:
+        try:
+            connection = connect(redis_url)
+            with WebUIClient(
+                settings.webui_url,
+                auth=settings.webui_basic_auth,
+                connect_timeout=settings.webui_connect_timeout,
+            ) as client:
+                client.ping()
+            break
+        except (RedisUnavailable, WebUIError) as exc:
+            if not args.wait:
+                raise
+            print(f"waiting: {exc}", file=sys.stderr)
+            time.sleep(5)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    worker = worker_module.make_worker(connection, queues, name=name)
+    print(
+        f"worker {name}: queues {' > '.join(queues)}, WebUI {settings.webui_url}, outputs {settings.output_dir.resolve()}",
+        file=sys.stderr,
+    )
+    worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+    return EXIT_OK
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from stablenew.webui.simulator import serve
+
+    serve(args.host, args.port, latency=args.latency)
+    return EXIT_OK
+
+
+__all__ = [name for name in dir() if name.startswith("cmd_")] + ["EXIT_INPUT", "EXIT_JOB"]

@@ -1,0 +1,189 @@
+"""The argument parser. Every command's help ends with an example."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from stablenew import __version__
+
+QUEUE_CHOICES = ("high", "default", "low")
+
+
+def _lazy(module: str, name: str) -> Any:
+    def handler(args: argparse.Namespace) -> int:
+        import importlib
+
+        func = getattr(importlib.import_module(module), name)
+        result: int = func(args)
+        return result
+
+    return handler
+
+
+def _command(
+    sub: Any, name: str, help_text: str, example: str, handler: tuple[str, str]
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(handler=_lazy(*handler))
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stablenew",
+        description="A Redis/RQ pipeline queue for StableNew's Stable Diffusion jobs on AUTOMATIC1111 WebUIs.",
+        epilog="example:\n  stablenew submit producer/examples/full_pipeline.json --wait",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"stablenew {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--redis-url", help="Redis URL (env STABLENEW_REDIS_URL)")
+    parser.set_defaults(handler=None, debug=False)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    cmds = "stablenew.cli.commands"
+
+    p = _command(
+        sub,
+        "plan",
+        "validate a config and print its plan (no Redis, no WebUI)",
+        "stablenew plan producer/examples/full_pipeline.json --json",
+        (cmds, "cmd_plan"),
+    )
+    p.add_argument("config", help="a pipeline config file (JSON, any accepted shape)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON (the wire format)")
+
+    p = _command(
+        sub,
+        "run",
+        "run a config locally against a WebUI, without Redis",
+        "stablenew run producer/examples/txt2img_only.json --webui-url http://127.0.0.1:7860",
+        (cmds, "cmd_run"),
+    )
+    p.add_argument("config")
+    p.add_argument("--webui-url", help="WebUI base URL (env STABLENEW_WEBUI_URL)")
+    p.add_argument("--output-dir", help="output root (env STABLENEW_OUTPUT_DIR)")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+
+    p = _command(
+        sub,
+        "submit",
+        "validate and enqueue configs (several files or a directory = one batch)",
+        "stablenew submit producer/examples/ --queue high --json",
+        (cmds, "cmd_submit"),
+    )
+    p.add_argument("configs", nargs="+", help="config files or directories of *.json")
+    p.add_argument("--queue", default="default", choices=QUEUE_CHOICES)
+    p.add_argument(
+        "--id", dest="job_id", help="your own job id ([A-Za-z0-9_-]+); submitting it again is a no-op"
+    )
+    p.add_argument("--wait", action="store_true", help="watch the job(s) until they end; exit 5 if one fails")
+    p.add_argument(
+        "--json", action="store_true", help='print {"job_id", "queue", "stages"} (a list for a batch)'
+    )
+
+    p = _command(
+        sub,
+        "status",
+        "show a job's status and per-stage state",
+        "stablenew status 3f1c... --json",
+        (cmds, "cmd_status"),
+    )
+    p.add_argument("job_id")
+    p.add_argument("--json", action="store_true")
+
+    p = _command(
+        sub,
+        "watch",
+        "live per-stage progress of a job until it ends",
+        "stablenew watch 3f1c...",
+        (cmds, "cmd_watch"),
+    )
+    p.add_argument("job_id")
+    p.add_argument("--interval", type=float, default=0.5, help="refresh interval in seconds")
+
+    p = _command(
+        sub,
+        "list",
+        "recent jobs with their status and current stage",
+        "stablenew list --queue default --status failed",
+        (cmds, "cmd_list"),
+    )
+    p.add_argument("--queue", choices=QUEUE_CHOICES)
+    p.add_argument("--status", choices=("queued", "started", "finished", "failed", "canceled"))
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+
+    p = _command(
+        sub,
+        "cancel",
+        "cancel a queued job, or stop a running one (interrupts the WebUI)",
+        "stablenew cancel 3f1c...",
+        (cmds, "cmd_cancel"),
+    )
+    p.add_argument("job_id")
+
+    p = _command(
+        sub,
+        "retry",
+        "requeue a failed or canceled job; it resumes after its last finished stage",
+        "stablenew retry 3f1c...",
+        (cmds, "cmd_retry"),
+    )
+    p.add_argument("job_id")
+
+    p = _command(
+        sub,
+        "worker",
+        "run a worker for one WebUI (listens on high, default, low by default)",
+        "stablenew worker --webui-url http://127.0.0.1:7860 --name gpu0",
+        (cmds, "cmd_worker"),
+    )
+    p.add_argument("queues", nargs="*", help="queue names in priority order (default: high default low)")
+    p.add_argument("--webui-url", help="this worker's WebUI (env STABLENEW_WEBUI_URL)")
+    p.add_argument(
+        "--output-dir", help="output root, shared storage when several hosts (env STABLENEW_OUTPUT_DIR)"
+    )
+    p.add_argument("--name", help="unique worker name (default: host + pid)")
+    p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    p.add_argument(
+        "--wait", action="store_true", help="wait for Redis and the WebUI instead of refusing to start"
+    )
+
+    p = _command(
+        sub,
+        "simulator",
+        "serve an A1111-compatible test double (no GPU; for demos and tests)",
+        "stablenew simulator --port 7860 --latency 2",
+        (cmds, "cmd_simulator"),
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--latency", type=float, default=0.0, help="seconds per generation")
+
+    p = _command(
+        sub,
+        "dashboard",
+        "start rq-dashboard for stablenew's JSON jobs, read-only",
+        "stablenew dashboard --port 9181",
+        ("stablenew.cli.dashboard", "cmd_dashboard"),
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9181)
+
+    p = _command(
+        sub,
+        "demo",
+        "the whole system on one machine: embedded Redis, simulator, a worker, a job",
+        "stablenew demo",
+        ("stablenew.cli.demo", "cmd_demo"),
+    )
+    p.add_argument("--config", default=None, help="config to submit (default: the full four-stage example)")
+    p.add_argument("--output-dir", default=None)
+    return parser

@@ -1,0 +1,38 @@
+"""Every Redis key, queue name and job-function name stablenew uses, in one place.
+
+RQ owns ``rq:*``; ours are under ``stablenew:``. The state and cancel keys are separate from
+RQ's job hash on purpose: RQ's parent process re-saves its stale copy of a job (meta included)
+when a work horse dies under Retry, and ``save_meta`` rewrites the whole meta field, so anything
+another process writes must not live in ``job.meta``.
+"""
+
+from __future__ import annotations
+
+import re
+
+QUEUES = ("high", "default", "low")
+JOB_FUNCTION = "stablenew.jobs.worker.run_plan"
+ALLOWED_FUNCTIONS = frozenset({JOB_FUNCTION})
+
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+_PREFIX = "stablenew"
+
+
+def state_key(job_id: str) -> str:
+    """Per-stage state of a job (JSON), written only by the work horse running it."""
+    return f"{_PREFIX}:state:{job_id}"
+
+
+def cancel_key(job_id: str) -> str:
+    """Set by a producer to ask the worker running ``job_id`` to stop."""
+    return f"{_PREFIX}:cancel:{job_id}"
+
+
+def inventory_key(webui_url: str) -> str:
+    """A WebUI's models/samplers/upscalers, cached between jobs (short TTL)."""
+    return f"{_PREFIX}:inventory:{webui_url}"
+
+
+def is_valid_job_id(job_id: str) -> bool:
+    return bool(JOB_ID_PATTERN.match(job_id))

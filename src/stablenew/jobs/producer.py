@@ -1,0 +1,364 @@
+"""The producer side: submit, submit_many, status, cancel, retry, list_jobs.
+
+These functions are the API a GUI or a script calls; the CLI calls the same ones. Nothing is
+enqueued unless the config validates and builds a non-empty plan (ADetailer tabs included), and
+jobs travel as JSON only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import (
+    CanceledJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    StartedJobRegistry,
+)
+from rq.serializers import JSONSerializer
+
+from stablenew.errors import (
+    ConfigError,
+    FieldProblem,
+    InvalidStagePlanError,
+    JobError,
+    JobNotFound,
+    StableNewError,
+)
+from stablenew.jobs.keys import JOB_FUNCTION, QUEUES, cancel_key, is_valid_job_id
+from stablenew.jobs.state import JobState, StateStore
+from stablenew.pipeline.config import PipelineConfig
+from stablenew.pipeline.pipeline_runner import build_stage_payload
+from stablenew.pipeline.stage_models import StageExecutionPlan, StageType
+from stablenew.pipeline.stage_sequencer import StageSequencer
+from stablenew.settings import Settings
+from stablenew.webui.payloads import validate_stage_payload
+
+ConfigInput = Mapping[str, Any] | PipelineConfig | StageExecutionPlan
+
+_MIN_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What ``submit`` returns: the job id, its queue and the plan it will run."""
+
+    job_id: str
+    queue: str
+    plan: StageExecutionPlan
+    existing: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``submit --json`` contract."""
+        return {
+            "job_id": self.job_id,
+            "queue": self.queue,
+            "stages": [t.value for t in self.plan.get_stage_types()],
+        }
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What ``status`` returns; ``to_dict`` is the ``status --json`` contract."""
+
+    job_id: str
+    status: str
+    queue: str | None
+    stages: list[dict[str, Any]]
+    error: str | None
+    manifest: str | None
+    position: int | None = None
+    enqueued_at: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "status": self.status,
+            "stages": self.stages,
+            "error": self.error,
+            "manifest": self.manifest,
+            "queue": self.queue,
+            "position": self.position,
+            "enqueued_at": self.enqueued_at,
+        }
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("finished", "failed", "canceled", "stopped")
+
+
+def build_checked_plan(config: ConfigInput, *, source: str | None = None) -> StageExecutionPlan:
+    """Validate ``config`` into a plan that is safe to enqueue.
+
+    Raises:
+        ConfigError: invalid config, or an ADetailer tab the WebUI would silently drop.
+        InvalidStagePlanError: ADetailer without generation, or nothing to run at all.
+    """
+    try:
+        plan = config if isinstance(config, StageExecutionPlan) else StageSequencer().build_plan(config)
+    except ConfigError as exc:
+        if source and not exc.source:
+            raise ConfigError(exc.problems, source=source) from None
+        raise
+    if plan.is_empty():
+        raise InvalidStagePlanError(
+            f"nothing to run{f' in {source}' if source else ''}: every stage is disabled"
+        )
+    problems: list[FieldProblem] = []
+    for index, stage in enumerate(plan):
+        try:
+            validate_stage_payload(build_stage_payload(stage, None, index=index))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems, source=source)
+    return plan
+
+
+def estimate_timeout(plan: StageExecutionPlan, *, ceiling: int) -> int:
+    """A generous ``job_timeout`` from the plan's work (stages, steps, megapixels, batch)."""
+    total = 60.0
+    for stage in plan:
+        cfg = stage.config
+        count = int(cfg.get("batch_size") or 1) * int(cfg.get("n_iter") or 1)
+        megapixels = (int(cfg.get("width") or 1024) * int(cfg.get("height") or 1024)) / 1e6
+        steps = int(cfg.get("steps") or 30)
+        if stage.stage_type is StageType.TXT2IMG and stage.hires_enabled:
+            factor = (stage.hires_scale_factor or 2.0) ** 2
+            steps += int(stage.hires_second_pass_steps or steps) * int(factor)
+        if stage.stage_type is StageType.UPSCALE:
+            steps = 30
+        total += 60 + count * steps * max(megapixels, 0.25) * 2.0
+    return int(min(max(total, _MIN_TIMEOUT_S), ceiling))
+
+
+class Producer:
+    """Submits and inspects jobs on one Redis. Stateless apart from its connection."""
+
+    def __init__(self, connection: redis.Redis, settings: Settings | None = None) -> None:
+        self.connection = connection
+        self.settings = settings or Settings()
+        self.store = StateStore(connection)
+
+    def queue(self, name: str) -> Queue:
+        if name not in QUEUES:
+            raise ConfigError([FieldProblem("queue", f"must be one of {list(QUEUES)}", name)])
+        return Queue(name, connection=self.connection, serializer=JSONSerializer)
+
+    # ------------------------------------------------------------------ submit
+    def _enqueue_args(self, plan: StageExecutionPlan, job_id: str | None) -> dict[str, Any]:
+        s = self.settings
+        intervals = s.retry_interval_list or [0]
+        return {
+            "args": (plan.to_json(),),
+            "job_id": job_id,
+            "timeout": estimate_timeout(plan, ceiling=s.job_timeout_ceiling),
+            "result_ttl": s.result_ttl,
+            "failure_ttl": s.failure_ttl,
+            "retry": Retry(max=s.retry_max, interval=intervals) if s.retry_max > 0 else None,
+            "description": "stablenew plan: " + " -> ".join(t.value for t in plan.get_stage_types()),
+        }
+
+    def submit(
+        self,
+        config: ConfigInput,
+        *,
+        queue: str = "default",
+        job_id: str | None = None,
+        source: str | None = None,
+    ) -> Submission:
+        """Validate, plan and enqueue one config. A known ``job_id`` returns the existing job.
+
+        Raises:
+            ConfigError / InvalidStagePlanError: nothing was enqueued.
+            RedisUnavailable: Redis could not be reached.
+        """
+        _check_job_id(job_id)
+        plan = build_checked_plan(config, source=source)
+        q = self.queue(queue)
+        if job_id is not None:
+            existing = self._existing(job_id)
+            if existing is not None:
+                return existing
+        try:
+            job = q.enqueue(JOB_FUNCTION, unique=job_id is not None, **self._enqueue_args(plan, job_id))
+        except DuplicateJobError:
+            found = self._existing(job_id or "")
+            if found is None:
+                raise
+            return found
+        return Submission(job_id=job.id, queue=queue, plan=plan)
+
+    def submit_many(
+        self, configs: Sequence[ConfigInput], *, queue: str = "default", sources: Sequence[str] | None = None
+    ) -> list[Submission]:
+        """Validate every config first (all-or-nothing), then enqueue them in one pipeline.
+
+        Raises:
+            ConfigError / InvalidStagePlanError: naming which config (by source or index); nothing
+                was enqueued.
+        """
+        plans = []
+        for index, config in enumerate(configs):
+            source = sources[index] if sources else f"#{index + 1}"
+            try:
+                plans.append(build_checked_plan(config, source=source))
+            except InvalidStagePlanError as exc:
+                raise InvalidStagePlanError(f"config {source}: {exc}") from None
+        q = self.queue(queue)
+        datas = [Queue.prepare_data(JOB_FUNCTION, **self._enqueue_args(plan, None)) for plan in plans]
+        with self.connection.pipeline() as pipe:
+            jobs = q.enqueue_many(datas, pipeline=pipe)
+            pipe.execute()
+        return [Submission(job_id=j.id, queue=queue, plan=p) for j, p in zip(jobs, plans, strict=True)]
+
+    def _existing(self, job_id: str) -> Submission | None:
+        try:
+            job = Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
+        except NoSuchJobError:
+            return None
+        try:
+            plan = StageExecutionPlan.from_json(job.args[0])
+        except (StableNewError, IndexError, TypeError) as exc:
+            raise JobError(f"job {job_id} exists but is not a stablenew plan: {exc}", job_id=job_id) from None
+        return Submission(job_id=job_id, queue=job.origin, plan=plan, existing=True)
+
+    # ------------------------------------------------------------------ inspect
+    def _fetch(self, job_id: str) -> Job:
+        _check_job_id(job_id)
+        try:
+            return Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
+        except NoSuchJobError:
+            raise JobNotFound(
+                f"no job {job_id!r} (unknown id, or its result has expired)", job_id=job_id
+            ) from None
+
+    def status(self, job_id: str) -> JobView:
+        """RQ status + per-stage state of one job.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        job = self._fetch(job_id)
+        return self._view(job, self.store.load(job_id))
+
+    def _view(self, job: Job, state: JobState | None) -> JobView:
+        rq_status = job.get_status(refresh=False)
+        status = rq_status.value if isinstance(rq_status, JobStatus) else str(rq_status or "unknown")
+        if state is None:
+            state = _pending_state(job)
+        if state.status == "canceled" and status in ("finished", "failed"):
+            status = "canceled"
+        view = state.view()
+        error = view["error"]
+        if error is None and status == "failed":
+            result = job.latest_result()
+            error = _last_line(result.exc_string if result is not None else None)
+        position = None
+        if status == "queued":
+            position = self.queue(job.origin).get_job_position(job.id) if job.origin in QUEUES else None
+        return JobView(
+            job_id=job.id,
+            status=status,
+            queue=job.origin,
+            stages=view["stages"],
+            error=error,
+            manifest=view["manifest"],
+            position=position,
+            enqueued_at=job.enqueued_at.isoformat() if job.enqueued_at else None,
+        )
+
+    def list_jobs(
+        self, *, queue: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[JobView]:
+        """Recent jobs (newest registries first), optionally one queue and one status."""
+        names = [queue] if queue else list(QUEUES)
+        ids: list[str] = []
+        for name in names:
+            q = self.queue(name)
+            sources: dict[str, Iterable[str]] = {
+                "started": StartedJobRegistry(queue=q).get_job_ids(),
+                "queued": q.get_job_ids(),
+                "failed": FailedJobRegistry(queue=q).get_job_ids(),
+                "canceled": CanceledJobRegistry(queue=q).get_job_ids(),
+                "finished": FinishedJobRegistry(queue=q).get_job_ids(),
+            }
+            for kind, job_ids in sources.items():
+                if status and status != kind:
+                    continue
+                ids.extend(job_ids)
+        ids = list(dict.fromkeys(ids))[: max(limit, 0)]
+        jobs = Job.fetch_many(ids, connection=self.connection, serializer=JSONSerializer)
+        states = self.store.load_many(ids)
+        return [self._view(job, states.get(job.id)) for job in jobs if job is not None]
+
+    # ------------------------------------------------------------------ control
+    def cancel(self, job_id: str) -> str:
+        """Cancel a job: a queued one at once, a running one cooperatively (the worker interrupts
+        the WebUI and ends the job canceled). Returns what happened, in words."""
+        job = self._fetch(job_id)
+        status = job.get_status()
+        if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+            try:
+                job.cancel()
+            except InvalidJobOperation:
+                return "already canceled"
+            state = self.store.load(job_id) or _pending_state(job)
+            state.status = "canceled"
+            state.error = "canceled before it started"
+            for st in state.stages:
+                if st.status == "pending":
+                    st.status = "canceled"
+            self.store.save(state)
+            return "canceled (it had not started)"
+        if status == JobStatus.STARTED:
+            self.connection.set(cancel_key(job_id), "1", ex=self.settings.job_timeout_ceiling)
+            return "cancel requested: the worker will interrupt the WebUI and stop the job"
+        return f"nothing to cancel: the job is {status.value if status else 'gone'}"
+
+    def retry(self, job_id: str) -> Submission:
+        """Requeue a failed or canceled job; it resumes after its last finished stage."""
+        job = self._fetch(job_id)
+        status = job.get_status()
+        if status not in (JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED):
+            raise JobError(
+                f"job {job_id} is {status.value if status else 'gone'}; only failed, canceled "
+                "or stopped jobs can be retried",
+                job_id=job_id,
+            )
+        self.connection.delete(cancel_key(job_id))
+        if status == JobStatus.FAILED:
+            FailedJobRegistry(queue=self.queue(job.origin)).requeue(job_id)
+        else:
+            CanceledJobRegistry(queue=self.queue(job.origin)).remove(job)
+            self.queue(job.origin).enqueue_job(job)
+        existing = self._existing(job_id)
+        assert existing is not None
+        return existing
+
+
+def _pending_state(job: Job) -> JobState:
+    try:
+        plan = StageExecutionPlan.from_json(job.args[0])
+    except (StableNewError, IndexError, TypeError, ValueError):
+        return JobState(job_id=job.id)
+    return JobState.for_plan(job.id, plan)
+
+
+def _check_job_id(job_id: str | None) -> None:
+    if job_id is not None and not is_valid_job_id(job_id):
+        raise ConfigError([FieldProblem("job_id", "must match [A-Za-z0-9_-]{1,128}", job_id)])
+
+
+def _last_line(text: str | None) -> str | None:
+    if not text:
+        return None
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else None

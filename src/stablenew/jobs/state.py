@@ -1,0 +1,135 @@
+"""Per-stage job state: its schema, its transitions, and where it is stored.
+
+The state of job ``J`` is one JSON document at ``stablenew:state:J`` (see :mod:`keys`), written
+only by the work horse running ``J`` (one writer, so no lost updates) and read by ``status``. It is
+never kept only in ``job.meta``: RQ's parent re-saves a stale meta when a horse dies under Retry.
+A copy is mirrored into ``job.meta["stablenew"]`` so rq-dashboard shows it; that copy is a view.
+
+Stage status: ``pending -> running -> finished | failed | canceled``; ``skipped`` for a stage a
+resumed job did not need to run again (its outputs were already on disk).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import redis
+from pydantic import BaseModel, Field
+
+from stablenew.jobs.keys import state_key
+from stablenew.pipeline.stage_models import StageExecutionPlan
+
+StageStatus = Literal["pending", "running", "finished", "failed", "skipped", "canceled"]
+JobRunStatus = Literal["queued", "running", "finished", "failed", "canceled"]
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class OutputRecord(BaseModel):
+    path: str
+    sha256: str
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None
+    bytes: int = 0
+
+
+class StageState(BaseModel):
+    index: int
+    type: str
+    status: StageStatus = "pending"
+    progress: float = 0.0
+    started_at: str | None = None
+    ended_at: str | None = None
+    attempts: int = 0
+    outputs: list[OutputRecord] = Field(default_factory=list)
+    error: str | None = None
+    seed: int | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobState(BaseModel):
+    job_id: str
+    status: JobRunStatus = "queued"
+    stages: list[StageState] = Field(default_factory=list)
+    error: str | None = None
+    manifest: str | None = None
+    runs: int = 0
+    worker: str | None = None
+    updated_at: str = Field(default_factory=utcnow)
+
+    @classmethod
+    def for_plan(cls, job_id: str, plan: StageExecutionPlan) -> JobState:
+        stages = [StageState(index=i, type=s.stage_type.value) for i, s in enumerate(plan.stages)]
+        return cls(job_id=job_id, stages=stages)
+
+    def matches(self, plan: StageExecutionPlan) -> bool:
+        return [s.type for s in self.stages] == [t.value for t in plan.get_stage_types()]
+
+    def view(self) -> dict[str, Any]:
+        """The public per-stage view (the ``stages`` of ``status --json``)."""
+        return {
+            "status": self.status,
+            "error": self.error,
+            "manifest": self.manifest,
+            "stages": [
+                {
+                    "index": s.index,
+                    "type": s.type,
+                    "status": s.status,
+                    "progress": round(s.progress, 4),
+                    "started_at": s.started_at,
+                    "ended_at": s.ended_at,
+                    "attempts": s.attempts,
+                    "outputs": [
+                        {
+                            "path": o.path,
+                            "sha256": o.sha256,
+                            "width": o.width,
+                            "height": o.height,
+                            "seed": o.seed,
+                        }
+                        for o in s.outputs
+                    ],
+                    "error": s.error,
+                }
+                for s in self.stages
+            ],
+        }
+
+
+class StateStore:
+    """Reads and writes :class:`JobState` documents in Redis."""
+
+    def __init__(self, connection: redis.Redis, *, ttl: int = 14 * 24 * 3600) -> None:
+        self.connection = connection
+        self.ttl = ttl
+
+    def load(self, job_id: str) -> JobState | None:
+        raw = self.connection.get(state_key(job_id))
+        if raw is None:
+            return None
+        try:
+            return JobState.model_validate_json(raw)
+        except ValueError:
+            return None  # unreadable state is treated as none: the job starts its stages afresh
+
+    def load_many(self, job_ids: list[str]) -> dict[str, JobState]:
+        if not job_ids:
+            return {}
+        raws = self.connection.mget([state_key(j) for j in job_ids])
+        found = {}
+        for job_id, raw in zip(job_ids, raws, strict=True):
+            if raw is not None:
+                try:
+                    found[job_id] = JobState.model_validate_json(raw)
+                except ValueError:
+                    continue
+        return found
+
+    def save(self, state: JobState) -> None:
+        state.updated_at = utcnow()
+        self.connection.set(state_key(state.job_id), state.model_dump_json(), ex=self.ttl)

@@ -1,0 +1,247 @@
+"""The worker side: the one job function, the allow-listed Job class, and worker start-up.
+
+A GPU host runs one worker per WebUI, either as ``stablenew worker`` or as plain RQ::
+
+    rq worker -S json -j stablenew.jobs.worker.StableNewJob --with-scheduler high default low
+
+``run_plan(plan_json)`` never trusts the queue: it re-validates the plan, preflights it against
+its WebUI, then runs it through :class:`PipelineRunner` + :class:`WebUIExecutor`, persisting
+per-stage state (:mod:`state`) and outputs (:mod:`stablenew.outputs`) as it goes. A rerun of the
+same job (Retry after a transient error, a worker that died, ``stablenew retry``) resumes after
+the last finished stage whose files are intact.
+
+Error policy: transient errors (WebUI down, timeout, 5xx) are re-raised so RQ's ``Retry`` runs the
+job again with backoff; permanent ones (bad plan, rejected by the WebUI, unknown plan version)
+zero the job's remaining retries and fail at once. A cancel ends the job *canceled*.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from rq import Queue, Worker
+from rq.job import Job, JobStatus
+from rq.registry import CanceledJobRegistry
+from rq.serializers import JSONSerializer
+
+from stablenew.errors import (
+    Canceled,
+    JobNotAllowed,
+    StableNewError,
+    WebUIError,
+    is_transient,
+)
+from stablenew.jobs.keys import ALLOWED_FUNCTIONS, QUEUES, cancel_key, inventory_key
+from stablenew.jobs.state import JobState, StateStore
+from stablenew.outputs import JobOutputs
+from stablenew.pipeline.pipeline_runner import PipelineRunner
+from stablenew.pipeline.stage_models import StageExecutionPlan
+from stablenew.recorder import RunRecorder
+from stablenew.settings import Settings
+from stablenew.webui.client import WebUIClient
+from stablenew.webui.executor import Inventory, WebUIExecutor
+
+log = logging.getLogger("stablenew.worker")
+
+
+class StableNewJob(Job):
+    """An RQ Job that runs only allow-listed functions and callbacks.
+
+    JSON alone does not make a queue safe: a JSON job naming ``os.system`` would still run. This
+    class refuses any function, bound instance or callback outside :data:`ALLOWED_FUNCTIONS`; such a
+    job fails with a clear error and the worker goes on. RQ's own job webhooks are disabled (a job
+    injected into Redis could otherwise make the GPU host post to any address).
+    """
+
+    @property
+    def func(self) -> Any:
+        name = self.func_name
+        if name not in ALLOWED_FUNCTIONS or self.instance is not None:
+            raise JobNotAllowed(
+                f"job {self.id} names function {name!r}, which is not allowed on this worker "
+                f"(allowed: {', '.join(sorted(ALLOWED_FUNCTIONS))})",
+                job_id=self.id,
+            )
+        return super().func
+
+    def _checked_callback(self, kind: str, name: str | None) -> None:
+        if name:
+            raise JobNotAllowed(
+                f"job {self.id} names {kind} callback {name!r}, which is not allowed", job_id=self.id
+            )
+
+    @property
+    def success_callback(self) -> Any:
+        self._checked_callback("success", self._success_callback_name)
+        return None
+
+    @property
+    def failure_callback(self) -> Any:
+        self._checked_callback("failure", self._failure_callback_name)
+        return None
+
+    @property
+    def stopped_callback(self) -> Any:
+        self._checked_callback("stopped", self._stopped_callback_name)
+        return None
+
+    def send_webhooks(self, status: Any, *, exc_string: str | None = None) -> None:
+        return None
+
+    def _handle_failure(self, exc_string: str, pipeline: Any, *args: Any, **kwargs: Any) -> None:
+        """A cancel ends the job *canceled* (RQ would otherwise call it failed)."""
+        if getattr(self, "_stablenew_canceled", False):
+            self.set_status(JobStatus.CANCELED, pipeline=pipeline)
+            CanceledJobRegistry(
+                self.origin, self.connection, job_class=type(self), serializer=self.serializer
+            ).add(self, pipeline=pipeline)
+            return
+        super()._handle_failure(exc_string, pipeline, *args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# The job function
+# --------------------------------------------------------------------------------------------
+
+
+def run_plan(plan_json: str) -> dict[str, Any]:
+    """Run one serialized plan on this host's WebUI; return a JSON summary of every stage."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("run_plan must run inside an RQ job")
+    return JobRun(job, Settings()).run(plan_json)
+
+
+class JobRun:
+    """One execution of one job: wires Redis state, cancel and the WebUI to a RunRecorder."""
+
+    def __init__(self, job: Job, settings: Settings) -> None:
+        self.job = job
+        self.settings = settings
+        self.connection: redis.Redis = job.connection
+        self.store = StateStore(self.connection, ttl=max(settings.failure_ttl, settings.result_ttl))
+
+    def run(self, plan_json: str) -> dict[str, Any]:
+        try:
+            plan = StageExecutionPlan.from_json(plan_json)
+        except StableNewError as exc:
+            self._record_unplannable(exc)
+            self.job.retries_left = 0
+            raise
+        recorder = RunRecorder(
+            JobOutputs(self.settings.output_dir, self.job.id),
+            plan,
+            state=self.store.load(self.job.id),
+            persist=self._persist,
+            should_cancel=self._cancel_requested,
+            webui_url=self.settings.webui_url,
+            worker=os.environ.get("STABLENEW_WORKER_NAME") or socket.gethostname(),
+        )
+        client = WebUIClient(
+            self.settings.webui_url,
+            auth=self.settings.webui_basic_auth,
+            connect_timeout=self.settings.webui_connect_timeout,
+            read_timeout=self.settings.webui_read_timeout,
+        )
+        executor = WebUIExecutor(
+            client,
+            progress_interval=self.settings.progress_interval,
+            on_progress=recorder.on_progress,
+            should_cancel=self._cancel_requested,
+        )
+        try:
+            with client:
+                if self._cancel_requested():
+                    raise Canceled("canceled before it started", job_id=self.job.id)
+                self._preflight(executor, client, plan)
+                PipelineRunner(executor, hooks=recorder).run(plan)
+        except Canceled as exc:
+            recorder.canceled(exc)
+            self.connection.delete(cancel_key(self.job.id))
+            self.job.retries_left = 0
+            self.job._stablenew_canceled = True  # type: ignore[attr-defined]
+            raise
+        except Exception as exc:
+            message = recorder.failed(exc)
+            if isinstance(exc, StableNewError) and not is_transient(exc):
+                self.job.retries_left = 0  # permanent: retrying cannot help
+            exc.args = (message,)
+            raise
+        recorder.finished()
+        return recorder.summary()
+
+    def _record_unplannable(self, exc: StableNewError) -> None:
+        state = self.store.load(self.job.id) or JobState(job_id=self.job.id)
+        state.status = "failed"
+        state.error = f"{type(exc).__name__}: {exc}"
+        self._persist(state, False)
+
+    def _preflight(self, executor: WebUIExecutor, client: WebUIClient, plan: StageExecutionPlan) -> None:
+        key = inventory_key(client.base_url)
+        cached = self.connection.get(key)
+        if cached is not None:
+            with contextlib.suppress(TypeError, ValueError):
+                executor.use_inventory(Inventory(**json.loads(cached)))
+        try:
+            executor.preflight(plan)
+        except WebUIError:
+            if cached is None:
+                raise
+            # The cache may be stale (a model was just added): ask the WebUI itself once.
+            executor.use_inventory(None)
+            executor.preflight(plan)
+        inv = executor.inventory
+        if inv is not None and cached is None:
+            self.connection.set(key, json.dumps(inv.to_dict()), ex=300)
+
+    def _cancel_requested(self) -> bool:
+        return bool(self.connection.exists(cancel_key(self.job.id)))
+
+    def _persist(self, state: JobState, progress_only: bool) -> None:
+        self.store.save(state)
+        if progress_only:
+            return
+        # A read-only view for rq-dashboard; the Redis state key is the source of truth.
+        try:
+            self.job.meta["stablenew"] = state.view()
+            self.job.save_meta()  # type: ignore[no-untyped-call]
+        except redis.RedisError:
+            log.warning("job %s: could not mirror state into job.meta", self.job.id)
+
+
+# --------------------------------------------------------------------------------------------
+# Worker start-up
+# --------------------------------------------------------------------------------------------
+
+
+def make_worker(
+    connection: redis.Redis,
+    queues: Sequence[str] = QUEUES,
+    *,
+    name: str | None = None,
+    worker_class: type[Worker] = Worker,
+) -> Worker:
+    """An RQ worker wired for stablenew: JSON serializer, allow-listed Job class, strict priority."""
+    rq_queues = [
+        Queue(q, connection=connection, serializer=JSONSerializer, job_class=StableNewJob) for q in queues
+    ]
+    return worker_class(
+        rq_queues,
+        connection=connection,
+        name=name,
+        serializer=JSONSerializer,
+        job_class=StableNewJob,
+        maintenance_interval=60,
+    )
+
+
+__all__ = ["JobRun", "StableNewJob", "make_worker", "run_plan"]

@@ -1,0 +1,130 @@
+"""Writing a job's images and manifest: exact bytes, safe paths, atomic writes.
+
+Layout: ``<output root>/<job_id>/<NN>-<stage>-<MM>.<ext>`` and ``<job_id>/manifest.json``.
+
+- Images are written exactly as the WebUI sent them (base64-decoded, never re-encoded), so the
+  A1111 ``parameters`` text chunk in each PNG survives and bytes on disk equal bytes received.
+- Every write goes to a temporary file in the same folder and is renamed into place, so a reader
+  (or a resumed job) never sees half a file. A finished stage's files are its checkpoint; resume
+  re-checks their sha256, so a file damaged by a crash is detected and the stage re-runs.
+- Paths are built only from a validated job id and our own stage names: nothing from a config or
+  a job can point outside the output root.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from stablenew.jobs.keys import is_valid_job_id
+from stablenew.webui.images import image_format, image_size, strip_data_url
+
+_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "bin": "bin"}
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One image on disk. ``path`` is relative to the output root."""
+
+    path: str
+    sha256: str
+    width: int | None
+    height: int | None
+    seed: int | None
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class JobOutputs:
+    """The folder of one job under the output root."""
+
+    def __init__(self, root: str | Path, job_id: str) -> None:
+        if not is_valid_job_id(job_id):
+            raise ValueError(f"job id {job_id!r} is not a safe folder name ([A-Za-z0-9_-]+)")
+        self.root = Path(root).resolve()
+        self.job_id = job_id
+        self.folder = self.root / job_id
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.folder / "manifest.json"
+
+    def write_stage(
+        self, index: int, stage: str, images: Sequence[str], seeds: Sequence[int | None] = ()
+    ) -> list[OutputFile]:
+        """Write one stage's base64 images; return what was written, with sha256 and size."""
+        if not stage.isidentifier():
+            raise ValueError(f"stage name {stage!r} is not a safe file name part")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for number, b64 in enumerate(images):
+            try:
+                data = base64.b64decode(strip_data_url(b64), validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError(f"stage {stage} image {number} is not valid base64: {exc}") from None
+            ext = _EXTENSIONS[image_format(b64)]
+            name = f"{index:02d}-{stage}-{number:02d}.{ext}"
+            atomic_write(self.folder / name, data)
+            width: int | None
+            height: int | None
+            try:
+                width, height = image_size(b64)
+            except ValueError:
+                width = height = None
+            seed = seeds[number] if number < len(seeds) else None
+            written.append(
+                OutputFile(
+                    path=f"{self.job_id}/{name}",
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    width=width,
+                    height=height,
+                    seed=seed,
+                    bytes=len(data),
+                )
+            )
+        return written
+
+    def read_verified(self, files: Sequence[OutputFile]) -> list[str] | None:
+        """The base64 of ``files`` if every one exists with its recorded sha256, else None."""
+        images = []
+        for item in files:
+            path = self.root / item.path
+            if path.parent != self.folder:
+                return None
+            try:
+                data = path.read_bytes()
+            except OSError:
+                return None
+            if hashlib.sha256(data).hexdigest() != item.sha256:
+                return None
+            images.append(base64.b64encode(data).decode("ascii"))
+        return images
+
+    def write_manifest(self, manifest: dict[str, Any]) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=False).encode("utf-8"))
+        return self.manifest_path
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,188 @@
+"""RunRecorder: the runner hooks that record a run as it goes.
+
+It keeps the per-stage state (:class:`~stablenew.jobs.state.JobState`), writes each finished
+stage's images (:mod:`stablenew.outputs`), resumes after stages whose files are intact, honours a
+cancel request between stages, and writes the manifest. Where the state is stored is injected:
+Redis for a queued job (the worker), nowhere for ``stablenew run``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from stablenew import __version__
+from stablenew.errors import Canceled
+from stablenew.jobs.state import JobState, OutputRecord, utcnow
+from stablenew.outputs import JobOutputs, OutputFile
+from stablenew.pipeline.pipeline_runner import StageResult
+from stablenew.pipeline.stage_models import StageExecution, StageExecutionPlan, StageType
+from stablenew.settings import redact_url
+
+log = logging.getLogger("stablenew.recorder")
+
+PROGRESS_SAVE_INTERVAL_S = 0.5
+_KEPT_META = ("endpoint", "width", "height", "duration_s", "requests", "info")
+
+Persist = Callable[[JobState, bool], None]  # (state, is_progress_only)
+
+
+def _no_persist(state: JobState, progress_only: bool) -> None:
+    return None
+
+
+def _never() -> bool:
+    return False
+
+
+class RunRecorder:
+    """Implements :class:`~stablenew.pipeline.pipeline_runner.StageHooks` for one run of a plan."""
+
+    def __init__(
+        self,
+        outputs: JobOutputs,
+        plan: StageExecutionPlan,
+        *,
+        state: JobState | None = None,
+        persist: Persist = _no_persist,
+        should_cancel: Callable[[], bool] = _never,
+        webui_url: str = "",
+        worker: str | None = None,
+    ) -> None:
+        self.outputs = outputs
+        self.plan = plan
+        self.persist = persist
+        self.should_cancel = should_cancel
+        self.webui_url = webui_url
+        job_id = outputs.job_id
+        if state is None or not state.matches(plan):
+            state = JobState.for_plan(job_id, plan)
+        self.state = state
+        self.state.runs += 1
+        self.state.status = "running"
+        self.state.error = None
+        self.state.worker = worker
+        self.current: int | None = None
+        self._last_progress_save = 0.0
+        self.save()
+
+    @property
+    def job_id(self) -> str:
+        return self.outputs.job_id
+
+    def save(self, *, progress_only: bool = False) -> None:
+        self.persist(self.state, progress_only)
+
+    # -------------------------------------------------------------- runner hooks
+    def before_stage(self, index: int, stage: StageExecution) -> StageResult | None:
+        self.current = index
+        if self.should_cancel():
+            raise Canceled(f"canceled before stage {index} ({stage.stage_type.value})", job_id=self.job_id)
+        st = self.state.stages[index]
+        if st.status == "finished" and st.outputs:
+            images = self.outputs.read_verified([OutputFile(**o.model_dump()) for o in st.outputs])
+            if images is not None:
+                log.info("job %s: stage %d (%s) already done, resuming after it", self.job_id, index, st.type)
+                return {"images": images, "meta": {**st.meta, "stage": st.type, "seed": st.seed}}
+        st.status = "running"
+        st.progress = 0.0
+        st.attempts += 1
+        st.started_at = utcnow()
+        st.ended_at = None
+        st.error = None
+        st.outputs = []
+        self.save()
+        return None
+
+    def after_stage(self, index: int, stage: StageExecution, result: StageResult) -> None:
+        meta = dict(result.get("meta") or {})
+        seeds = meta.get("seeds") or [meta.get("seed")]
+        written = self.outputs.write_stage(index, stage.stage_type.value, result["images"], seeds)
+        st = self.state.stages[index]
+        st.outputs = [OutputRecord(**f.to_dict()) for f in written]
+        st.status = "finished"
+        st.progress = 1.0
+        st.ended_at = utcnow()
+        st.seed = meta.get("seed")
+        st.meta = {k: meta[k] for k in _KEPT_META if k in meta}
+        self.save()
+
+    def on_progress(self, stage_type: StageType, fraction: float) -> None:
+        """Step progress from the executor; saved at most every PROGRESS_SAVE_INTERVAL_S."""
+        if self.current is None:
+            return
+        self.state.stages[self.current].progress = fraction
+        now = time.monotonic()
+        if now - self._last_progress_save >= PROGRESS_SAVE_INTERVAL_S:
+            self._last_progress_save = now
+            self.save(progress_only=True)
+
+    # -------------------------------------------------------------- endings
+    def finished(self) -> None:
+        self.state.status = "finished"
+        self._close()
+
+    def failed(self, exc: BaseException) -> str:
+        """Record a failure; return the message naming the stage and the error text."""
+        where = ""
+        if self.current is not None:
+            st = self.state.stages[self.current]
+            st.status = "failed"
+            st.ended_at = utcnow()
+            st.error = str(exc)
+            where = f"stage {st.index} ({st.type}): "
+        message = f"{where}{type(exc).__name__}: {exc}"
+        self.state.status = "failed"
+        self.state.error = message
+        self._close()
+        return message
+
+    def canceled(self, exc: Canceled) -> None:
+        for st in self.state.stages:
+            if st.status in ("running", "pending"):
+                st.status = "canceled"
+                st.ended_at = utcnow() if st.started_at else None
+        self.state.status = "canceled"
+        self.state.error = str(exc)
+        self._close()
+
+    def _close(self) -> None:
+        self.state.manifest = str(self.outputs.write_manifest(self.manifest()))
+        self.save()
+
+    # -------------------------------------------------------------- reports
+    def summary(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, **self.state.view()}
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "status": self.state.status,
+            "error": self.state.error,
+            "updated_at": utcnow(),
+            "software": {"stablenew": __version__},
+            "webui": {"url": redact_url(self.webui_url)},
+            "worker": self.state.worker,
+            "plan": _plan_without_images(self.plan),
+            "stages": [
+                {
+                    **st.model_dump(exclude={"meta"}),
+                    "endpoint": st.meta.get("endpoint"),
+                    "requests": st.meta.get("requests") or [],
+                    "info": st.meta.get("info") or {},
+                    "duration_s": st.meta.get("duration_s"),
+                }
+                for st in self.state.stages
+            ],
+        }
+
+
+def _plan_without_images(plan: StageExecutionPlan) -> dict[str, Any]:
+    doc = plan.model_dump(mode="json")
+    for stage in doc["stages"]:
+        images = stage["config"].get("init_images")
+        if images:
+            stage["config"]["init_images"] = [f"<image {i}>" for i in range(len(images))]
+    return doc
