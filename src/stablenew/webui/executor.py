@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +33,7 @@ ProgressCallback = Callable[[StageType, float], None]
 CancelCheck = Callable[[], bool]
 
 _INVENTORY_TTL_S = 300.0
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -128,19 +131,20 @@ class WebUIExecutor:
         for stage in plan:
             cfg = stage.config
             where = stage.stage_type.value
+            require = functools.partial(self._require, stage=where)
             if stage.stage_type.is_generation:
-                self._require("checkpoint", cfg.get("model"), inv.checkpoints, f"{where}.model")
-                self._require("sampler", cfg.get("sampler_name"), inv.samplers, f"{where}.sampler_name")
-                self._require("scheduler", cfg.get("scheduler"), inv.schedulers, f"{where}.scheduler")
+                require("checkpoint", cfg.get("model"), inv.checkpoints, f"{where}.model")
+                require("sampler", cfg.get("sampler_name"), inv.samplers, f"{where}.sampler_name")
+                require("scheduler", cfg.get("scheduler"), inv.schedulers, f"{where}.scheduler")
             if stage.refiner_enabled:
-                self._require("checkpoint", stage.refiner_model_name, inv.checkpoints, "refiner.model_name")
+                require("checkpoint", stage.refiner_model_name, inv.checkpoints, "refiner.model_name")
             if stage.hires_enabled:
-                self._require("upscaler", stage.hires_upscaler_name, inv.hires_upscalers, "hires.upscaler")
-                self._require("sampler", stage.hires_sampler_name, inv.samplers, "hires.sampler_name")
+                require("upscaler", stage.hires_upscaler_name, inv.hires_upscalers, "hires.upscaler")
+                require("sampler", stage.hires_sampler_name, inv.samplers, "hires.sampler_name")
             if stage.stage_type is StageType.UPSCALE:
-                self._require("upscaler", cfg.get("upscaler"), inv.upscalers, "upscale.upscaler")
+                require("upscaler", cfg.get("upscaler"), inv.upscalers, "upscale.upscaler")
                 if cfg.get("upscaler_2"):
-                    self._require("upscaler", cfg.get("upscaler_2"), inv.upscalers, "upscale.upscaler_2")
+                    require("upscaler", cfg.get("upscaler_2"), inv.upscalers, "upscale.upscaler_2")
             if stage.stage_type is StageType.ADETAILER:
                 self._preflight_adetailer(cfg, inv)
 
@@ -152,19 +156,29 @@ class WebUIExecutor:
                 url=self.client.base_url,
                 stage="adetailer",
             )
+        require = functools.partial(self._require, stage="adetailer")
         base = cfg.get("base") or {}
-        self._require("checkpoint", base.get("model"), inv.checkpoints, "adetailer.base.model")
-        self._require("sampler", base.get("sampler_name"), inv.samplers, "adetailer.base.sampler_name")
+        require("checkpoint", base.get("model"), inv.checkpoints, "adetailer.base.model")
+        require("sampler", base.get("sampler_name"), inv.samplers, "adetailer.base.sampler_name")
+        require("scheduler", base.get("scheduler"), inv.schedulers, "adetailer.base.scheduler")
         for name in ("face", "hands"):
             ad_pass = cfg.get(name)
             if not ad_pass:
                 continue
-            self._require(
-                "adetailer model", ad_pass.get("model"), inv.adetailer_models, f"adetailer.{name}.model"
-            )
-            self._require("sampler", ad_pass.get("sampler"), inv.samplers, f"adetailer.{name}.sampler")
+            # ``ad_*`` pass-throughs override the mapped names in the tab actually sent: check those.
+            args = ad_pass.get("ad_args") or {}
+            model, model_field = ad_pass.get("model"), f"adetailer.{name}.model"
+            if "ad_model" in args:
+                model, model_field = args["ad_model"], f"adetailer.{name}.ad_model"
+            require("adetailer model", model, inv.adetailer_models, model_field)
+            sampler, sampler_field = ad_pass.get("sampler"), f"adetailer.{name}.sampler"
+            if args.get("ad_use_sampler", bool(sampler)) and "ad_sampler" in args:
+                sampler, sampler_field = args["ad_sampler"], f"adetailer.{name}.ad_sampler"
+            require("sampler", sampler, inv.samplers, sampler_field)
 
-    def _require(self, kind: str, name: Any, known: Mapping[str, str], field_path: str) -> None:
+    def _require(
+        self, kind: str, name: Any, known: Mapping[str, str], field_path: str, *, stage: str
+    ) -> None:
         if not name:
             return
         canonical = known.get(str(name).lower())
@@ -173,6 +187,7 @@ class WebUIExecutor:
             raise WebUIRejected(
                 f"{field_path}: {kind} {name!r} does not exist on this WebUI; it has: {listing}",
                 url=self.client.base_url,
+                stage=stage,
             )
         self._names[(kind, str(name))] = canonical
 
@@ -329,6 +344,7 @@ class _ProgressPoller:
     def _loop(self) -> None:
         ex = self._executor
         index, count = self._part
+        warned = False
         while not self._stop.wait(ex.progress_interval):
             try:
                 if ex.should_cancel and ex.should_cancel():
@@ -340,6 +356,14 @@ class _ProgressPoller:
                     ex.on_progress(self._stage_type, min(1.0, (index + fraction) / count))
             except WebUIError:
                 continue  # progress is best effort; the stage call itself reports real failures
+            except Exception:
+                # A failing callback (e.g. the state store is briefly down) must not end the thread:
+                # it is also what turns a cancel request into an interrupt.
+                if not warned:
+                    _log.warning(
+                        "progress/cancel check failed during %s", self._stage_type.value, exc_info=True
+                    )
+                    warned = True
 
 
 def _without_images(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Cheap facts about base64 images, without decoding pixels.
 
 Images flow through stablenew as the base64 strings the WebUI sent. We only ever need their size
-and format, which a PNG states in its first 24 bytes: 32 base64 characters. Other formats fall
-back to Pillow's lazy header read (still no pixel decode).
+and format, which a PNG states in its first 24 bytes (32 base64 characters) and a WebP in its first
+30; a JPEG states it in its start-of-frame segment. Other formats fall back to Pillow's lazy header
+read (still no pixel decode).
 """
 
 from __future__ import annotations
@@ -35,21 +36,76 @@ def image_format(b64: str) -> str:
 
 
 def image_size(b64: str) -> tuple[int, int]:
-    """(width, height) of a base64 image.
+    """(width, height) of a base64 image, read from its header.
+
+    PNG, WebP and JPEG headers are parsed here: Pillow's decompression-bomb guard would refuse to even
+    report the size of a large upscale (over ~179 megapixels), although no pixel is ever decoded.
 
     Raises:
         ValueError: the string is not a decodable image.
     """
-    head = _head(b64, 24)
+    head = _head(b64, 30)
     if head.startswith(_PNG_MAGIC) and head[12:16] == b"IHDR":
         width, height = struct.unpack(">II", head[16:24])
         return int(width), int(height)
-    from PIL import Image  # lazy: the PNG path above is the common one
+    size = _webp_size(head) if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else None
+    if size is None and head.startswith(b"\xff\xd8\xff"):
+        size = _jpeg_size(_decoded(b64))
+    return size if size is not None else _pillow_size(b64)
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    chunk = head[12:16]
+    if chunk == b"VP8X" and len(head) >= 30:  # extended: 24-bit canvas size minus one
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    if chunk == b"VP8L" and len(head) >= 25 and head[20] == 0x2F:  # lossless: 14-bit sizes minus one
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and len(head) >= 30 and head[23:26] == b"\x9d\x01\x2a":  # lossy key frame
+        width, height = struct.unpack("<HH", head[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    return None
+
+
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT/JPG/DAC)
+_JPEG_STANDALONE = frozenset(range(0xD0, 0xD9)) | {0x01}  # RSTn, SOI, TEM: no length field
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Walk the JPEG segments up to the first start-of-frame, which states the size."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker in _JPEG_STANDALONE:
+            i += 2
+        elif marker in _JPEG_SOF:
+            if i + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return (int(width), int(height)) if width and height else None
+        else:
+            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def _decoded(b64: str) -> bytes:
+    try:
+        return base64.b64decode(strip_data_url(b64))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"not a decodable image: {exc}") from None
+
+
+def _pillow_size(b64: str) -> tuple[int, int]:
+    from PIL import Image  # lazy: the header parsers above cover what A1111 sends
 
     try:
-        with Image.open(io.BytesIO(base64.b64decode(strip_data_url(b64)))) as img:
+        with Image.open(io.BytesIO(_decoded(b64))) as img:
             return img.size
-    except (OSError, binascii.Error) as exc:
+    except (OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"not a decodable image: {exc}") from None
 
 

@@ -19,6 +19,7 @@ failures"), so every body here is built only from A1111's own field lists below,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -159,9 +160,10 @@ def txt2img_body(payload: Mapping[str, Any]) -> dict[str, Any]:
     hires = payload.get("hires")
     if hires:
         body["enable_hr"] = True
-        if hires.get("resize_x") and hires.get("resize_y"):
-            body["hr_resize_x"] = hires["resize_x"]
-            body["hr_resize_y"] = hires["resize_y"]
+        if hires.get("resize_x") or hires.get("resize_y"):
+            # A1111 derives a side given as 0 from the aspect ratio; hr_scale is then ignored.
+            body["hr_resize_x"] = hires.get("resize_x") or 0
+            body["hr_resize_y"] = hires.get("resize_y") or 0
         else:
             body["hr_scale"] = hires["scale"]
         body["hr_upscaler"] = hires["upscaler"]
@@ -279,6 +281,9 @@ def validate_adetailer_tab(tab: Mapping[str, Any], *, path: str) -> list[FieldPr
             continue
         if not _is_kind(value, kind):
             problems.append(FieldProblem(where, f"must be of type {kind.__name__}", value))
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(FieldProblem(where, "must be a finite number", value))
             continue
         if low is not None and value < low:
             problems.append(FieldProblem(where, f"must be >= {low}", value))
