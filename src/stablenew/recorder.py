@@ -65,6 +65,7 @@ class RunRecorder:
         self.state.error = None
         self.state.worker = worker
         self.current: int | None = None
+        self._ran_a_stage = False  # once a stage runs, later stored outputs are stale
         self._last_progress_save = 0.0
         self.save()
 
@@ -81,11 +82,14 @@ class RunRecorder:
         if self.should_cancel():
             raise Canceled(f"canceled before stage {index} ({stage.stage_type.value})", job_id=self.job_id)
         st = self.state.stages[index]
-        if st.status == "finished" and st.outputs:
+        # A stored stage is only reused while every stage before it was reused too: a stage made
+        # from an input that was just regenerated must be regenerated as well.
+        if st.status == "finished" and st.outputs and not self._ran_a_stage:
             images = self.outputs.read_verified([OutputFile(**o.model_dump()) for o in st.outputs])
             if images is not None:
                 log.info("job %s: stage %d (%s) already done, resuming after it", self.job_id, index, st.type)
                 return {"images": images, "meta": {**st.meta, "stage": st.type, "seed": st.seed}}
+        self._ran_a_stage = True
         st.status = "running"
         st.progress = 0.0
         st.attempts += 1

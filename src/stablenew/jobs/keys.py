@@ -14,7 +14,7 @@ QUEUES = ("high", "default", "low")
 JOB_FUNCTION = "stablenew.jobs.worker.run_plan"
 ALLOWED_FUNCTIONS = frozenset({JOB_FUNCTION})
 
-JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 _PREFIX = "stablenew"
 
@@ -35,4 +35,5 @@ def inventory_key(webui_url: str) -> str:
 
 
 def is_valid_job_id(job_id: str) -> bool:
-    return bool(JOB_ID_PATTERN.match(job_id))
+    # fullmatch, not match with "$": "$" also matches before a trailing newline ("job\n").
+    return isinstance(job_id, str) and JOB_ID_PATTERN.fullmatch(job_id) is not None

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
+from rq.exceptions import DeserializationError, DuplicateJobError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import (
     CanceledJobRegistry,
@@ -178,6 +178,7 @@ class Producer:
 
         Raises:
             ConfigError / InvalidStagePlanError: nothing was enqueued.
+            JobError: ``job_id`` names an existing job that is not a stablenew plan.
             RedisUnavailable: Redis could not be reached.
         """
         _check_job_id(job_id)
@@ -187,8 +188,12 @@ class Producer:
             existing = self._existing(job_id)
             if existing is not None:
                 return existing
+        kwargs = self._enqueue_args(plan, job_id)
+        # Queue.enqueue spells it job_timeout (prepare_data, used by submit_many, says timeout);
+        # an unknown keyword next to args= is silently dropped, leaving RQ's 180 s default.
+        kwargs["job_timeout"] = kwargs.pop("timeout")
         try:
-            job = q.enqueue(JOB_FUNCTION, unique=job_id is not None, **self._enqueue_args(plan, job_id))
+            job = q.enqueue(JOB_FUNCTION, unique=job_id is not None, **kwargs)
         except DuplicateJobError:
             found = self._existing(job_id or "")
             if found is None:
@@ -221,20 +226,23 @@ class Producer:
 
     def _existing(self, job_id: str) -> Submission | None:
         try:
-            job = Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
+            job = _fetch_job(self.connection, job_id)
         except NoSuchJobError:
             return None
         try:
             plan = StageExecutionPlan.from_json(job.args[0])
-        except (StableNewError, IndexError, TypeError) as exc:
-            raise JobError(f"job {job_id} exists but is not a stablenew plan: {exc}", job_id=job_id) from None
+        except (StableNewError, DeserializationError, IndexError, TypeError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise JobError(
+                f"job {job_id} exists but is not a stablenew plan: {reason}", job_id=job_id
+            ) from None
         return Submission(job_id=job_id, queue=job.origin, plan=plan, existing=True)
 
     # ------------------------------------------------------------------ inspect
     def _fetch(self, job_id: str) -> Job:
         _check_job_id(job_id)
         try:
-            return Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
+            return _fetch_job(self.connection, job_id)
         except NoSuchJobError:
             raise JobNotFound(
                 f"no job {job_id!r} (unknown id, or its result has expired)", job_id=job_id
@@ -256,6 +264,10 @@ class Producer:
             state = _pending_state(job)
         if state.status == "canceled" and status in ("finished", "failed"):
             status = "canceled"
+        if status in ("failed", "stopped") and state.status in ("running", "queued"):
+            # The job died without recording its end (e.g. abandoned after a worker crash).
+            result = job.latest_result()
+            state.mark_failed(_last_line(result.exc_string if result is not None else None) or status)
         view = state.view()
         error = view["error"]
         if error is None and status == "failed":
@@ -310,6 +322,9 @@ class Producer:
                 job.cancel()
             except InvalidJobOperation:
                 return "already canceled"
+            # A worker may have popped the job already (it is still "queued" until the worker marks
+            # it started): the cancel key makes that worker end it canceled before any work.
+            self.connection.set(cancel_key(job_id), "1", ex=self.settings.job_timeout_ceiling)
             state = self.store.load(job_id) or _pending_state(job)
             state.status = "canceled"
             state.error = "canceled before it started"
@@ -334,8 +349,13 @@ class Producer:
                 job_id=job_id,
             )
         self.connection.delete(cancel_key(job_id))
-        if status == JobStatus.FAILED:
-            FailedJobRegistry(queue=self.queue(job.origin)).requeue(job_id)
+        # A fresh budget of automatic retries: a permanent failure zeroed it, or the transient
+        # ones used it up, and the rerun deserves the same policy as a new job.
+        if self.settings.retry_max > 0:
+            job.retries_left = self.settings.retry_max
+            job.retry_intervals = self.settings.retry_interval_list or [0]
+        if status in (JobStatus.FAILED, JobStatus.STOPPED):  # RQ files stopped jobs as failed too
+            FailedJobRegistry(queue=self.queue(job.origin)).requeue(job)
         else:
             CanceledJobRegistry(queue=self.queue(job.origin)).remove(job)
             self.queue(job.origin).enqueue_job(job)
@@ -344,10 +364,28 @@ class Producer:
         return existing
 
 
+def _fetch_job(connection: redis.Redis, job_id: str) -> Job:
+    """``Job.fetch`` with JSON, and a clear error for a job hash RQ cannot parse.
+
+    Raises:
+        NoSuchJobError: no such job.
+        JobError: the hash exists but holds fields RQ cannot read (written by something else).
+    """
+    try:
+        return Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+    except NoSuchJobError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise JobError(
+            f"job {job_id} exists but cannot be read ({type(exc).__name__}); it was not written by stablenew",
+            job_id=job_id,
+        ) from None
+
+
 def _pending_state(job: Job) -> JobState:
     try:
         plan = StageExecutionPlan.from_json(job.args[0])
-    except (StableNewError, IndexError, TypeError, ValueError):
+    except (StableNewError, DeserializationError, IndexError, TypeError, ValueError):
         return JobState(job_id=job.id)
     return JobState.for_plan(job.id, plan)
 

@@ -69,6 +69,16 @@ class JobState(BaseModel):
     def matches(self, plan: StageExecutionPlan) -> bool:
         return [s.type for s in self.stages] == [t.value for t in plan.get_stage_types()]
 
+    def mark_failed(self, message: str) -> None:
+        """The job died without recording its end (work horse killed, job abandoned)."""
+        for st in self.stages:
+            if st.status == "running":
+                st.status = "failed"
+                st.ended_at = st.ended_at or utcnow()
+                st.error = st.error or message
+        self.status = "failed"
+        self.error = self.error or message
+
     def view(self) -> dict[str, Any]:
         """The public per-stage view (the ``stages`` of ``status --json``)."""
         return {

@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 from rq import Queue, Worker
+from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import CanceledJobRegistry
 from rq.serializers import JSONSerializer
@@ -40,6 +41,7 @@ from stablenew.errors import (
 )
 from stablenew.jobs.keys import ALLOWED_FUNCTIONS, QUEUES, cancel_key, inventory_key
 from stablenew.jobs.state import JobState, StateStore
+from stablenew.notify import notify
 from stablenew.outputs import JobOutputs
 from stablenew.pipeline.pipeline_runner import PipelineRunner
 from stablenew.pipeline.stage_models import StageExecutionPlan
@@ -64,18 +66,40 @@ class StableNewJob(Job):
     def func(self) -> Any:
         name = self.func_name
         if name not in ALLOWED_FUNCTIONS or self.instance is not None:
-            raise JobNotAllowed(
+            self._refuse(
                 f"job {self.id} names function {name!r}, which is not allowed on this worker "
-                f"(allowed: {', '.join(sorted(ALLOWED_FUNCTIONS))})",
-                job_id=self.id,
+                f"(allowed: {', '.join(sorted(ALLOWED_FUNCTIONS))})"
             )
+        # Callbacks are refused before the job runs, not after it has done its GPU work.
+        self._checked_callback("success", self._success_callback_name)
+        self._checked_callback("failure", self._failure_callback_name)
+        self._checked_callback("stopped", self._stopped_callback_name)
         return super().func
 
     def _checked_callback(self, kind: str, name: str | None) -> None:
         if name:
-            raise JobNotAllowed(
-                f"job {self.id} names {kind} callback {name!r}, which is not allowed", job_id=self.id
-            )
+            self._refuse(f"job {self.id} names {kind} callback {name!r}, which is not allowed")
+
+    def _refuse(self, message: str) -> None:
+        self.retries_left = 0  # permanent: a retry would be refused the same way
+        raise JobNotAllowed(message, job_id=self.id)
+
+    @classmethod
+    def fetch(cls, id: str, connection: redis.Redis | None = None, serializer: Any = None) -> Job:
+        """Fetch a job; one RQ cannot even read is treated as absent, so the worker skips it.
+
+        RQ's dequeue passes over ``NoSuchJobError`` but lets any other error out of ``fetch`` stop
+        the whole worker: an id outside ``[A-Za-z0-9_-]`` pushed onto a queue list, or a hash with
+        a garbage ``created_at``, ``status`` or ``timeout`` written straight into Redis.
+        """
+        try:
+            job: Job = super().fetch(id, connection=connection, serializer=serializer)
+        except (NoSuchJobError, redis.RedisError):
+            raise  # absent, or Redis itself failing: RQ handles both (skipping would lose the job)
+        except Exception as exc:
+            log.warning("job %r: unreadable job skipped (%s: %s)", id, type(exc).__name__, exc)
+            raise NoSuchJobError(f"job {id!r} cannot be read: {type(exc).__name__}") from None
+        return job
 
     @property
     def success_callback(self) -> Any:
@@ -96,13 +120,26 @@ class StableNewJob(Job):
         return None
 
     def _handle_failure(self, exc_string: str, pipeline: Any, *args: Any, **kwargs: Any) -> None:
-        """A cancel ends the job *canceled* (RQ would otherwise call it failed)."""
+        """A cancel ends the job *canceled* (RQ would otherwise call it failed); a job that died
+        without recording its end (its work horse was killed) gets its running stage marked failed.
+
+        RQ calls this once the job will not be retried, in the work horse or, when the horse died,
+        in the worker's parent process."""
         if getattr(self, "_stablenew_canceled", False):
             self.set_status(JobStatus.CANCELED, pipeline=pipeline)
             CanceledJobRegistry(
                 self.origin, self.connection, job_class=type(self), serializer=self.serializer
             ).add(self, pipeline=pipeline)
             return
+        try:
+            store = StateStore(self.connection)
+            state = store.load(self.id)
+            if state is not None and state.status in ("running", "queued"):
+                lines = [line for line in exc_string.strip().splitlines() if line.strip()]
+                state.mark_failed(lines[-1] if lines else "the job died")
+                store.save(state)
+        except redis.RedisError:
+            log.warning("job %s: could not record its failure in the stage state", self.id)
         super()._handle_failure(exc_string, pipeline, *args, **kwargs)
 
 
@@ -160,24 +197,45 @@ class JobRun:
         )
         try:
             with client:
-                if self._cancel_requested():
-                    raise Canceled("canceled before it started", job_id=self.job.id)
-                self._preflight(executor, client, plan)
-                PipelineRunner(executor, hooks=recorder).run(plan)
+                try:
+                    if self._cancel_requested():
+                        raise Canceled("canceled before it started", job_id=self.job.id)
+                    self._preflight(executor, client, plan)
+                    PipelineRunner(executor, hooks=recorder).run(plan)
+                except StableNewError:
+                    raise
+                except Exception:
+                    # Not the WebUI's own error (e.g. RQ's job timeout): it may still be generating.
+                    if recorder.current is not None:
+                        with contextlib.suppress(WebUIError):
+                            client.interrupt()
+                    raise
         except Canceled as exc:
             recorder.canceled(exc)
             self.connection.delete(cancel_key(self.job.id))
             self.job.retries_left = 0
             self.job._stablenew_canceled = True  # type: ignore[attr-defined]
+            self._notify(plan, recorder.summary())
             raise
         except Exception as exc:
             message = recorder.failed(exc)
             if isinstance(exc, StableNewError) and not is_transient(exc):
                 self.job.retries_left = 0  # permanent: retrying cannot help
+            if not self.job.retries_left:  # the last attempt: RQ will not run it again
+                self._notify(plan, recorder.summary())
             exc.args = (message,)
             raise
         recorder.finished()
-        return recorder.summary()
+        summary = recorder.summary()
+        self._notify(plan, summary)
+        return summary
+
+    def _notify(self, plan: StageExecutionPlan, summary: dict[str, Any]) -> None:
+        """POST the summary to the plan's callback_url, if any. Never fails the job."""
+        if not plan.callback_url:
+            return
+        secret = self.settings.webhook_secret
+        notify(plan.callback_url, summary, secret=secret.get_secret_value() if secret else None)
 
     def _record_unplannable(self, exc: StableNewError) -> None:
         state = self.store.load(self.job.id) or JobState(job_id=self.job.id)

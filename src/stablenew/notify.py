@@ -1,0 +1,180 @@
+"""Webhooks: tell a plan's ``callback_url`` that its job ended.
+
+When a job finishes, fails for good or is canceled, the worker POSTs the job's summary (the
+``status --json`` shape: ``job_id``, ``status``, ``stages`` with their outputs, ``error``,
+``manifest``) as JSON to the plan's ``callback_url``. Delivery is best effort and bounded: a few
+attempts with a timeout and a pause between them; a redirect is not followed (it counts as a
+failed delivery). A webhook that fails never fails the job: :func:`notify` logs and returns False.
+
+Request headers::
+
+    Content-Type:           application/json
+    X-StableNew-Event:      job.finished | job.failed | job.canceled
+    X-StableNew-Delivery:   a random id, the same on every attempt of one delivery (deduplicate on it)
+    X-StableNew-Timestamp:  Unix time in whole seconds when this attempt was sent
+    X-StableNew-Signature:  sha256=<hex>   (only when a secret is configured)
+
+Signature scheme: with a secret (``STABLENEW_WEBHOOK_SECRET``) the signature is
+``HMAC-SHA256(secret, timestamp + "." + body)`` in lowercase hex, over the exact body bytes
+received. The timestamp is part of the signed material so that a captured request cannot be
+replayed later: a receiver recomputes the HMAC, compares in constant time, and rejects a timestamp
+more than a few minutes from its clock (:func:`verify_signature` does all three; five minutes by
+default). Within that window a receiver that must not act twice deduplicates on the delivery id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from stablenew import __version__
+
+log = logging.getLogger("stablenew.notify")
+
+EVENTS = {"finished": "job.finished", "failed": "job.failed", "canceled": "job.canceled"}
+SIGNATURE_HEADER = "X-StableNew-Signature"
+TIMESTAMP_HEADER = "X-StableNew-Timestamp"
+EVENT_HEADER = "X-StableNew-Event"
+DELIVERY_HEADER = "X-StableNew-Delivery"
+DEFAULT_TOLERANCE_S = 300.0
+
+# Answers worth another attempt; any other 4xx means the receiver refuses this request as it is.
+_RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+def signature(body: bytes, secret: str, timestamp: str) -> str:
+    """The ``X-StableNew-Signature`` value for ``body`` sent at ``timestamp``: ``sha256=<hex>``."""
+    digest = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256)
+    return f"sha256={digest.hexdigest()}"
+
+
+def verify_signature(
+    body: bytes,
+    header: str | None,
+    secret: str,
+    *,
+    timestamp: str | None,
+    tolerance: float = DEFAULT_TOLERANCE_S,
+    now: float | None = None,
+) -> bool:
+    """For receivers: whether ``body`` was signed with ``secret`` at ``timestamp``, recently.
+
+    ``header`` is the ``X-StableNew-Signature`` value and ``timestamp`` the ``X-StableNew-Timestamp``
+    value, both as received. False when either is missing or malformed, when the timestamp is more
+    than ``tolerance`` seconds away from ``now`` (default: the current time), or when the HMAC
+    differs. Never raises.
+    """
+    if not header or not timestamp or not secret or not timestamp.isdigit():
+        return False
+    if abs((time.time() if now is None else now) - int(timestamp)) > tolerance:
+        return False
+    return hmac.compare_digest(header.encode("utf-8"), signature(body, secret, timestamp).encode("ascii"))
+
+
+def notify(
+    callback_url: str,
+    summary: Mapping[str, Any],
+    *,
+    secret: str | None,
+    timeout: float = 5.0,
+    attempts: int = 3,
+    backoff: Sequence[float] = (0.5, 2.0),
+) -> bool:
+    """POST ``summary`` to ``callback_url``; True once the receiver answered 2xx.
+
+    ``summary["status"]`` (finished, failed or canceled) names the event. Up to ``attempts``
+    attempts, each with ``timeout`` seconds to connect and to read the answer (the answer's body is
+    never read); before attempt ``n + 1`` it waits ``backoff[n - 1]`` seconds (the last value
+    repeats). Connection errors, timeouts, 408/425/429 and 5xx are tried again; redirects and other
+    4xx are not. Never raises: a failed delivery is logged and returns False.
+    """
+    where = _origin(callback_url)
+    try:
+        event = EVENTS.get(str(summary.get("status")))
+        if event is None:
+            log.error(
+                "webhook to %s not sent: job status %r is not an end state", where, summary.get("status")
+            )
+            return False
+        body = json.dumps(summary, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        delivery = uuid.uuid4().hex
+        with requests.Session() as session:
+            for attempt in range(1, max(attempts, 1) + 1):
+                if attempt > 1 and backoff:
+                    time.sleep(backoff[min(attempt - 2, len(backoff) - 1)])
+                outcome = _attempt(session, callback_url, body, event, delivery, secret, timeout)
+                if outcome is None:
+                    log.info("webhook %s for job %s delivered to %s", event, summary.get("job_id"), where)
+                    return True
+                problem, retry = outcome
+                log.warning(
+                    "webhook %s for job %s to %s: attempt %d/%d failed: %s",
+                    event, summary.get("job_id"), where, attempt, attempts, problem,
+                )  # fmt: skip
+                if not retry:
+                    break
+    except Exception:  # a webhook must never fail the job, whatever went wrong here
+        log.exception("webhook to %s not delivered", where)
+        return False
+    log.error("webhook for job %s to %s not delivered", summary.get("job_id"), where)
+    return False
+
+
+def _attempt(
+    session: requests.Session,
+    url: str,
+    body: bytes,
+    event: str,
+    delivery: str,
+    secret: str | None,
+    timeout: float,
+) -> tuple[str, bool] | None:
+    """One POST: None when delivered, else (what went wrong, whether another attempt may help)."""
+    timestamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": f"stablenew/{__version__}",
+        EVENT_HEADER: event,
+        DELIVERY_HEADER: delivery,
+        TIMESTAMP_HEADER: timestamp,
+    }
+    if secret:
+        headers[SIGNATURE_HEADER] = signature(body, secret, timestamp)
+    try:
+        response = session.post(
+            url, data=body, headers=headers, timeout=(timeout, timeout), allow_redirects=False, stream=True
+        )
+    # Only the exception's name is logged: its text repeats the URL, whose path may carry a token.
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        return type(exc).__name__, True
+    except requests.RequestException as exc:  # invalid URL and the like: another attempt cannot help
+        return type(exc).__name__, False
+    status = response.status_code
+    response.close()
+    if 200 <= status < 300:
+        return None
+    if 300 <= status < 400:
+        return f"HTTP {status} redirect (not followed)", False
+    return f"HTTP {status}", status >= 500 or status in _RETRY_STATUSES
+
+
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of ``url``: paths and queries of webhook URLs often carry tokens."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}"
+    except ValueError:
+        return "<invalid url>"
+
+
+__all__ = ["EVENTS", "notify", "signature", "verify_signature"]

@@ -1,0 +1,193 @@
+"""Fixtures for the queue-layer tests: one fakeredis server, a simulated WebUI, a burst worker.
+
+Producer and worker share one ``fakeredis.FakeServer`` (each gets its own client, as two processes
+would). The worker is RQ's ``SimpleWorker`` run in the main thread with ``burst=True``: it runs
+every queued job in-process and returns (the forking ``Worker`` never completes jobs on fakeredis).
+Retries use interval 0 so RQ requeues them at once and the same burst picks them up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+import rq
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from stablenew.jobs.keys import QUEUES
+from stablenew.jobs.producer import Producer
+from stablenew.jobs.state import JobState, StateStore
+from stablenew.jobs.worker import make_worker
+from stablenew.settings import Settings
+from stablenew.webui.simulator import GENERATION_ROUTES, SimulatedWebUI
+
+IMG2IMG = "/sdapi/v1/img2img"
+
+
+class RecordingWebUI(SimulatedWebUI):
+    """The simulator, also keeping the body of every successful generation response.
+
+    ``sim.requests`` shows what the worker sent; ``responses`` shows the exact base64 the WebUI
+    sent back, so a test can compare the bytes on disk with the bytes received.
+    ``route_latency`` gives one generation route its own latency (others get none). It hooks the
+    simulator's private ``_handle``: the one place that sees both the request and the response.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.responses: list[tuple[str, dict[str, Any]]] = []
+        self.route_latency: dict[str, float] = {}
+
+    def _handle(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> Any:
+        path = target.split("?", 1)[0]
+        generation = method == "POST" and path in GENERATION_ROUTES
+        if generation and self.route_latency:
+            self.set_latency(self.route_latency.get(path, 0.0))
+        response = super()._handle(method, target, headers, raw)
+        if generation and response.status == 200:
+            self.responses.append((path, json.loads(response.body)))
+        return response
+
+    def posts(self, route: str) -> list[dict[str, Any]]:
+        """Bodies of the POSTs received on ``route``, oldest first."""
+        return [r.body for r in self.requests if r.method == "POST" and r.path == route]
+
+    def generation_posts(self) -> list[str]:
+        return [r.path for r in self.requests if r.method == "POST" and r.path in GENERATION_ROUTES]
+
+    def plain_img2img_posts(self) -> list[dict[str, Any]]:
+        """img2img POSTs of img2img stages (an ADetailer stage also posts to /img2img)."""
+        return [b for b in self.posts(IMG2IMG) if "ADetailer" not in (b.get("alwayson_scripts") or {})]
+
+    def adetailer_posts(self) -> list[dict[str, Any]]:
+        return [b for b in self.posts(IMG2IMG) if "ADetailer" in (b.get("alwayson_scripts") or {})]
+
+    def sent_images(self) -> list[list[str]]:
+        """Per successful generation response, the base64 images it carried, oldest first."""
+        return [body["images"] if "images" in body else [body["image"]] for _, body in self.responses]
+
+
+class Configs:
+    """Small configs (256x256, few steps) so the suite stays fast."""
+
+    @staticmethod
+    def txt2img(prompt: str = "a red bicycle", **overrides: Any) -> dict[str, Any]:
+        section = {"prompt": prompt, "width": 256, "height": 256, "steps": 4, "seed": 7, **overrides}
+        return {"txt2img_enabled": True, "txt2img_config": section}
+
+    @staticmethod
+    def two_stage(prompt: str = "a red bicycle") -> dict[str, Any]:
+        return {
+            **Configs.txt2img(prompt),
+            "img2img_enabled": True,
+            "img2img_config": {"denoising_strength": 0.4, "steps": 4},
+        }
+
+    @staticmethod
+    def three_stage(prompt: str = "a red bicycle") -> dict[str, Any]:
+        return {
+            **Configs.two_stage(prompt),
+            "upscale_enabled": True,
+            "upscale_config": {"upscaler": "R-ESRGAN 4x+", "upscaling_resize": 1.5},
+        }
+
+    @staticmethod
+    def four_stage(prompt: str = "a red bicycle") -> dict[str, Any]:
+        return {
+            **Configs.three_stage(prompt),
+            "adetailer_enabled": True,
+            "adetailer_config": {"adetailer_model": "face_yolov8n.pt", "adetailer_steps": 4},
+        }
+
+
+class CountingWorker(rq.SimpleWorker):
+    """SimpleWorker that remembers the id of every job it performed, in order (retries included)."""
+
+    performed: list[str]
+
+    def perform_job(self, job: Job, queue: rq.Queue) -> bool:
+        self.performed.append(job.id)
+        result: bool = super().perform_job(job, queue)
+        return result
+
+
+RunWorker = Callable[..., list[str]]
+
+
+@pytest.fixture
+def configs() -> type[Configs]:
+    return Configs
+
+
+@pytest.fixture
+def sim() -> Iterator[RecordingWebUI]:
+    with RecordingWebUI() as server:
+        yield server
+
+
+@pytest.fixture
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def conn(server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis(server=server)
+
+
+@pytest.fixture
+def output_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, sim: RecordingWebUI, output_dir: Path) -> None:
+    for name in ("STABLENEW_RETRY_MAX", "STABLENEW_WEBUI_AUTH", "STABLENEW_QUEUES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STABLENEW_WEBUI_URL", sim.url)
+    monkeypatch.setenv("STABLENEW_OUTPUT_DIR", str(output_dir))
+    monkeypatch.setenv("STABLENEW_PROGRESS_INTERVAL", "0.05")
+    monkeypatch.setenv("STABLENEW_RETRY_INTERVALS", "0")
+
+
+@pytest.fixture
+def producer(conn: fakeredis.FakeRedis, env: None) -> Producer:
+    return Producer(conn, Settings())
+
+
+@pytest.fixture
+def run_worker(server: fakeredis.FakeServer, env: None) -> RunWorker:
+    """Run a burst worker on ``queues``; return the ids of the jobs it performed, in order."""
+
+    def run(queues: Sequence[str] = QUEUES) -> list[str]:
+        worker = make_worker(fakeredis.FakeRedis(server=server), queues, worker_class=CountingWorker)
+        worker.performed = []
+        worker.work(burst=True)
+        return list(worker.performed)
+
+    return run
+
+
+@pytest.fixture
+def fetch(conn: fakeredis.FakeRedis) -> Callable[[str], Job]:
+    def fetch_job(job_id: str) -> Job:
+        return Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+
+    return fetch_job
+
+
+@pytest.fixture
+def stored_state(conn: fakeredis.FakeRedis) -> Callable[[str], JobState]:
+    def load(job_id: str) -> JobState:
+        state = StateStore(conn).load(job_id)
+        assert state is not None, f"no state stored for {job_id}"
+        return state
+
+    return load

@@ -1,0 +1,115 @@
+"""The worker tells a plan's callback_url how the job ended, and a failing webhook never fails a job."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from stablenew.jobs.producer import Producer
+from stablenew.notify import verify_signature
+from stablenew.webui.simulator import Fault
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.deliveries: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.deliveries.append((dict(self.headers.items()), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?token=abc"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def test_a_finished_job_posts_a_signed_summary_to_its_callback_url(
+    producer: Producer, run_worker: Any, receiver: Receiver, configs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a webhook secret and a plan with a callback_url
+    monkeypatch.setenv("STABLENEW_WEBHOOK_SECRET", "s3cret")
+    sub = producer.submit({**configs.two_stage(), "callback_url": receiver.url})
+
+    # When the job runs
+    run_worker()
+
+    # Then exactly one delivery arrived, describing the finished job, signed with the secret
+    assert len(receiver.deliveries) == 1
+    headers, body = receiver.deliveries[0]
+    summary = json.loads(body)
+    assert summary["job_id"] == sub.job_id
+    assert summary["status"] == "finished"
+    assert [s["type"] for s in summary["stages"]] == ["txt2img", "img2img"]
+    assert all(s["outputs"] for s in summary["stages"])
+    assert verify_signature(
+        body, headers["X-StableNew-Signature"], "s3cret", timestamp=headers["X-StableNew-Timestamp"]
+    )
+
+
+def test_a_permanently_failed_job_posts_its_error(
+    producer: Producer, run_worker: Any, receiver: Receiver, configs: Any
+) -> None:
+    sub = producer.submit(
+        {**configs.txt2img(model="no-such-model.safetensors"), "callback_url": receiver.url}
+    )
+
+    run_worker()
+
+    assert producer.status(sub.job_id).status == "failed"
+    assert len(receiver.deliveries) == 1
+    summary = json.loads(receiver.deliveries[0][1])
+    assert summary["status"] == "failed"
+    assert "no-such-model" in summary["error"]
+
+
+def test_a_transient_failure_that_will_be_retried_is_not_announced(
+    producer: Producer,
+    run_worker: Any,
+    receiver: Receiver,
+    configs: Any,
+    sim: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given one 503 and one retry allowed
+    monkeypatch.setenv("STABLENEW_RETRY_MAX", "1")
+    sim.inject(Fault("status", route="/sdapi/v1/txt2img", status=503, count=1))
+    sub = Producer(producer.connection).submit({**configs.txt2img(), "callback_url": receiver.url})
+
+    run_worker()
+
+    # Then only the final outcome was posted
+    assert producer.status(sub.job_id).status == "finished"
+    assert [json.loads(b)["status"] for _, b in receiver.deliveries] == ["finished"]
+
+
+def test_an_unreachable_callback_does_not_fail_the_job(
+    producer: Producer, run_worker: Any, configs: Any
+) -> None:
+    sub = producer.submit({**configs.txt2img(), "callback_url": "http://127.0.0.1:1/hook"})
+
+    run_worker()
+
+    assert producer.status(sub.job_id).status == "finished"
