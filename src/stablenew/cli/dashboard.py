@@ -1,51 +1,202 @@
-"""``stablenew dashboard``: rq-dashboard for our JSON jobs, read-only.
+"""``stablenew dashboard``: rq-dashboard 0.9.0 for our JSON jobs, read-only.
 
-rq-dashboard 0.9.0 knows nothing of custom serializers, and with JSON jobs it has known faults:
-its requeue re-saves a job with pickle (corrupting it for our JSON workers), its delete/empty
-actions are destructive, and it imports ``six`` without declaring it (we depend on ``six``).
-So we serve it with ``RQ_DASHBOARD_JSON`` semantics (JSON serializer everywhere) and refuse every
-state-changing route: operators use ``stablenew cancel/retry``, which keep jobs JSON.
+rq-dashboard has no serializer setting in its app config: its CLI flag ``--json`` (env
+``RQ_DASHBOARD_JSON``) sets the module global ``rq_dashboard.web.config.serializer``, which some of
+its call sites pass to rq and others do not. With JSON jobs, 0.9.0 has these faults (paths are in
+the installed ``rq_dashboard``/``rq`` packages), each worked around here:
+
+- **Workers API 500 while a worker is busy.** ``web.py:673`` (and the workers page, ``web.py:357``)
+  calls ``Worker.all(connection=...)`` with no serializer, so rq gives every worker the pickle
+  serializer (``rq/worker/base.py:342`` -> ``:187``). ``web.py:664`` then calls
+  ``worker.get_current_job()``, which fetches the job with that serializer (``rq/worker/base.py:824``),
+  and ``web.py:236`` ``job.get_call_string()`` unpickles our JSON ``data`` (``rq/job.py:592``):
+  ``DeserializationError`` -> HTTP 500. Fix: rq-dashboard looks ``Worker`` up in its module at call time,
+  so we give it a ``Worker`` whose ``all()`` defaults to JSON (:class:`DashboardWorker`).
+- **Job page reads meta with pickle.** ``web.py:416`` (and delete, ``web.py:441``) call
+  ``Job.fetch(job_id, connection=...)`` without a serializer; rq unpickles ``meta`` on fetch
+  (``rq/job.py:1027``; rq#2389), which is code execution for anyone who can write to Redis. Same
+  fix: a ``Job`` whose ``fetch()`` defaults to JSON (:class:`DashboardJob`).
+- **Requeue re-saves with pickle.** ``web.py:454``/``:465`` call ``rq.requeue_job`` without a
+  serializer (``rq/job.py:168``): the JSON meta reads as ``{"unserialized": ...}`` and is written back
+  pickled, corrupting the job for our workers. Delete/empty/compact are destructive. So every
+  state-changing route is refused with 403 (``/requeue/<queue>`` even changes state on GET), and
+  their buttons are removed from the templates (the ``RQ_DASHBOARD_DISABLE_DELETE`` flag only hides
+  Delete and Empty; Requeue, Requeue All and Compact have no flag).
+- **Undeclared ``six``.** ``web.py:55`` does ``from six import string_types``, but rq-dashboard does
+  not list six in its requirements. stablenew declares ``six``; should it still be missing (an
+  install with ``--no-deps``), :func:`_import_web` lends rq-dashboard a stand-in for that one import.
+
+Operators change jobs with ``stablenew cancel`` / ``stablenew retry``, which keep them JSON.
+The serializer and the two classes are module globals of rq-dashboard (as its own ``--json`` is), so
+they apply to every rq-dashboard app in the process; the 403 guard and the templates are per app.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import re
+import sys
+import types
 from typing import Any
+
+from flask import Flask, Response, request
+from jinja2 import DictLoader
+from redis import Redis
+from rq import Queue, Worker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.serializers import JSONSerializer
+from rq.worker import BaseWorker
 
 from stablenew.cli import EXIT_OK
 
-# Routes of rq-dashboard 0.9.0 that change state (all POST); refused with 403.
-_MUTATING_PREFIXES = ("/job/", "/queue/", "/requeue", "/empty", "/delete", "/compact", "/cancel")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# rq-dashboard 0.9.0 endpoints that change jobs or queues (web.py:436-509). Refused whatever the
+# method: ``requeue_all`` also answers GET.
+MUTATING_ENDPOINTS = frozenset(
+    {
+        "rq_dashboard.delete_job_view",
+        "rq_dashboard.requeue_job_view",
+        "rq_dashboard.requeue_all",
+        "rq_dashboard.empty_queue",
+        "rq_dashboard.compact_queue",
+    }
+)
+
+# The buttons that call those endpoints, as written in rq-dashboard 0.9.0's templates. Each must match
+# exactly once: a changed template stops the dashboard at start-up rather than showing a live button.
+_REMOVED_CONTROLS: dict[str, tuple[str, ...]] = {
+    "rq_dashboard/jobs.html": (
+        r'<a href="[^"]*" id="empty-btn".*?</a>',
+        r'<a href="[^"]*" id="compact-btn".*?</a>',
+        r'<a href="[^"]*" id="requeue-all-btn".*?</a>',
+        r'<a href="#" data-role="requeue-job-btn".*?</a>',
+        r'<a href="#" data-role="delete-job-btn".*?</a>',
+    ),
+    "rq_dashboard/job.html": (
+        r'<button id="requeue-job-btn".*?</button>',
+        r'<button id="delete-job-btn".*?</button>',
+    ),
+}
+
+READ_ONLY_MESSAGE = (
+    "stablenew serves rq-dashboard read-only: use `stablenew cancel JOB` or `stablenew retry JOB`\n"
+)
 
 
-def create_app(redis_url: str) -> Any:
-    """The rq-dashboard Flask app bound to ``redis_url``, JSON jobs, read-only."""
-    from flask import Flask, abort, request
-    from rq.serializers import JSONSerializer
+class DashboardWorker(Worker):
+    """rq's ``Worker`` as rq-dashboard must list ours: JSON serializer unless told otherwise."""
+
+    @classmethod
+    def all(
+        cls,
+        connection: Redis | None = None,
+        job_class: type[Job] | None = None,
+        queue_class: type[Queue] | None = None,
+        queue: Queue | None = None,
+        serializer: Any = None,
+    ) -> list[BaseWorker]:
+        workers: list[BaseWorker] = super().all(
+            connection=connection,
+            job_class=job_class,
+            queue_class=queue_class,
+            queue=queue,
+            serializer=serializer or JSONSerializer,
+        )
+        return workers
+
+
+class DashboardJob(Job):
+    """rq's ``Job`` as rq-dashboard must fetch ours: JSON serializer unless told otherwise."""
+
+    @classmethod
+    def fetch(cls, id: str, connection: Redis | None = None, serializer: Any = None) -> Job:
+        return super().fetch(id, connection=connection, serializer=serializer or JSONSerializer)
+
+
+_MISSING = object()
+
+
+def _import_web() -> Any:
+    """Import ``rq_dashboard.web`` even if ``six`` (used, never declared: web.py:55) is missing.
+
+    The stand-in holds only ``string_types``, the one name rq-dashboard imports, and is removed
+    from ``sys.modules`` again right after, so no other library can mistake it for six.
+    """
+    if importlib.util.find_spec("six") is not None:
+        import rq_dashboard.web
+
+        return rq_dashboard.web
+    stand_in = types.ModuleType("six", "stand-in for rq_dashboard.web's `from six import string_types`")
+    stand_in.string_types = (str,)  # type: ignore[attr-defined]
+    saved = sys.modules.get("six", _MISSING)
+    sys.modules["six"] = stand_in
+    try:
+        import rq_dashboard.web
+
+        return rq_dashboard.web
+    finally:
+        if saved is _MISSING:
+            del sys.modules["six"]
+        else:
+            sys.modules["six"] = saved  # type: ignore[assignment]
+
+
+def _read_only_templates(blueprint: Any) -> dict[str, str]:
+    """rq-dashboard's job and jobs templates without their state-changing buttons."""
+    templates = {}
+    for name, controls in _REMOVED_CONTROLS.items():
+        source: str = blueprint.jinja_loader.get_source(None, name)[0]
+        for control in controls:
+            source, found = re.subn(control, "", source, flags=re.DOTALL)
+            if found != 1:
+                raise RuntimeError(
+                    f"rq-dashboard's {name} no longer matches {control!r} ({found} matches): "
+                    "review stablenew.cli.dashboard before serving it"
+                )
+        templates[name] = source
+    return templates
+
+
+def create_app(redis_url: str) -> Flask:
+    """The rq-dashboard Flask app bound to ``redis_url``: JSON jobs, read-only."""
+    web = _import_web()
     from rq_dashboard import default_settings
-    from rq_dashboard.web import blueprint, setup_rq_connection
 
-    app = Flask(__name__)
+    web.config.serializer = JSONSerializer
+    web.Worker = DashboardWorker
+    web.Job = DashboardJob
+
+    app = Flask(__name__, static_folder=web.blueprint.static_folder)  # base.html links the app's favicon
     app.config.from_object(default_settings)
     app.config["RQ_DASHBOARD_REDIS_URL"] = [redis_url]
     app.config["RQ_DASHBOARD_DISABLE_DELETE"] = True
-    app.config["RQ_DASHBOARD_SERIALIZER"] = JSONSerializer
-    app.register_blueprint(blueprint)
-    setup_rq_connection(app)
+    app.jinja_loader = DictLoader(_read_only_templates(web.blueprint))  # searched before the blueprint's
+    app.register_blueprint(web.blueprint)
+    web.setup_rq_connection(app)
 
     @app.before_request
-    def read_only() -> None:
-        if request.method not in ("GET", "HEAD", "OPTIONS"):
-            abort(403, description="stablenew serves rq-dashboard read-only; use `stablenew cancel/retry`")
+    def refuse_changes() -> Response | None:  # app hooks run before the blueprint's: no Redis touched
+        if request.method in SAFE_METHODS and request.endpoint not in MUTATING_ENDPOINTS:
+            return None
+        return Response(READ_ONLY_MESSAGE, status=403, mimetype="text/plain")
+
+    @app.errorhandler(NoSuchJobError)
+    def job_not_found(exc: NoSuchJobError) -> tuple[str, int]:  # rq-dashboard answers 500
+        return f"{exc}\n", 404
 
     return app
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    from stablenew.jobs.connection import connect
     from stablenew.settings import Settings, redact_url
 
     url = Settings().redis_url.get_secret_value()
+    connect(url).close()  # an unreachable Redis is exit code 4 now, not an error page later
     app = create_app(url)
-    print(f"rq-dashboard (read-only) for {redact_url(url)} at http://{args.host}:{args.port}/")
-    app.run(host=args.host, port=args.port, debug=False, use_reloader=False)
+    print(f"rq-dashboard (read-only) for {redact_url(url)} at http://{args.host}:{args.port}/", flush=True)
+    app.run(host=args.host, port=args.port, debug=False, use_reloader=False, threaded=True)
     return EXIT_OK
