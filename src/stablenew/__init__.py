@@ -40,7 +40,35 @@ _EXPORTS = {
     "parse_config": "stablenew.pipeline.config",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "Canceled",
+    "ConfigError",
+    "InvalidStagePlanError",
+    "JobError",
+    "JobNotAllowed",
+    "JobNotFound",
+    "PipelineConfig",
+    "PipelineRunner",
+    "PlanVersionError",
+    "Producer",
+    "RedisUnavailable",
+    "StableNewError",
+    "StageExecution",
+    "StageExecutionPlan",
+    "StageExecutor",
+    "StageSequencer",
+    "StageType",
+    "WebUIClient",
+    "WebUIError",
+    "WebUIExecutor",
+    "WebUIHTTPError",
+    "WebUIRejected",
+    "WebUITimeout",
+    "WebUIUnavailable",
+    "__version__",
+    "load_config_file",
+    "parse_config",
+]
 
 
 def __getattr__(name: str) -> Any:

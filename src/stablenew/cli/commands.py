@@ -235,7 +235,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from stablenew.webui.client import WebUIClient
 
     settings = _settings()
-    queues = args.queues or list(QUEUES)
+    queues = args.queues or settings.queue_names
     unknown = [q for q in queues if q not in QUEUES]
     if unknown:
         from stablenew.errors import ConfigError, FieldProblem

@@ -1,0 +1,276 @@
+"""The ``stablenew`` command as a user runs it: a subprocess, against a real Redis, a real worker
+process and the simulator over HTTP where the command needs them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from rq import Queue
+
+from stablenew import __version__
+from stablenew.cli.parser import build_parser
+from stablenew.webui.simulator import SimulatedWebUI
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "producer" / "examples"
+FULL_PIPELINE = EXAMPLES / "full_pipeline.json"
+TXT2IMG_ONLY = EXAMPLES / "txt2img_only.json"
+CANONICAL = ["txt2img", "img2img", "upscale", "adetailer"]
+
+VIEW_KEYS = {"job_id", "status", "stages", "error", "manifest"}
+VIEW_OPTIONAL_KEYS = {"queue", "position", "enqueued_at"}
+STAGE_KEYS = {"index", "type", "status", "progress", "started_at", "ended_at", "attempts", "outputs", "error"}
+OUTPUT_KEYS = {"path", "sha256", "width", "height", "seed"}
+
+
+def _commands() -> list[str]:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(sub.choices)
+
+
+COMMANDS = _commands()
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(config))
+    return path
+
+
+def example(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded
+
+
+def assert_view_contract(view: dict[str, Any]) -> None:
+    assert VIEW_KEYS <= set(view) <= VIEW_KEYS | VIEW_OPTIONAL_KEYS, set(view)
+    for stage in view["stages"]:
+        assert set(stage) == STAGE_KEYS, set(stage)
+        for out in stage["outputs"]:
+            assert set(out) == OUTPUT_KEYS, set(out)
+
+
+# ---------------------------------------------------------------------------------- submit
+def test_submit_json_prints_the_job_id_queue_and_stages_in_canonical_order(
+    run_cli, connection: redis.Redis, tmp_path: Path
+) -> None:
+    shuffled = dict(reversed(list(example(FULL_PIPELINE).items())))  # adetailer_config comes first
+    config = write_config(tmp_path / "shuffled.json", shuffled)
+
+    result = run_cli("submit", str(config), "--queue", "high", "--json")
+
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data) == {"job_id", "queue", "stages"}
+    assert data["queue"] == "high"
+    assert data["stages"] == CANONICAL
+    assert Queue("high", connection=connection).get_job_ids() == [data["job_id"]]
+
+
+def test_submit_of_a_directory_prints_a_batch_and_enqueues_every_config(
+    run_cli, connection: redis.Redis
+) -> None:
+    expected = sorted(p.name for p in EXAMPLES.glob("*.json"))
+
+    result = run_cli("submit", str(EXAMPLES), "--json")
+
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert isinstance(data, list)
+    assert len(data) == len(expected) >= 2
+    assert all(set(item) == {"job_id", "queue", "stages"} for item in data)
+    assert Queue("default", connection=connection).get_job_ids() == [item["job_id"] for item in data]
+    assert data[expected.index("full_pipeline.json")]["stages"] == CANONICAL  # files go in name order
+
+
+def test_submit_of_a_directory_with_one_invalid_config_enqueues_nothing_and_names_the_file_and_field(
+    run_cli, connection: redis.Redis, tmp_path: Path
+) -> None:
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    shutil.copy(TXT2IMG_ONLY, batch / "a_good.json")
+    bad = example(TXT2IMG_ONLY)
+    bad["txt2img_config"]["steps"] = 0
+    write_config(batch / "b_bad.json", bad)
+    shutil.copy(TXT2IMG_ONLY, batch / "c_good.json")
+
+    result = run_cli("submit", str(batch), "--json")
+
+    assert result.returncode == 2, result
+    assert "b_bad.json" in result.stderr
+    assert "txt2img_config.steps" in result.stderr
+    assert "a_good.json" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert connection.keys("rq:*") == []
+
+
+# ---------------------------------------------------------------------------------- status / list
+def test_status_json_of_a_queued_job_has_the_contract_keys(run_cli) -> None:
+    job_id = json.loads(run_cli("submit", str(FULL_PIPELINE), "--json").stdout)["job_id"]
+
+    result = run_cli("status", job_id, "--json")
+
+    assert result.returncode == 0, result.stderr
+    view = json.loads(result.stdout)
+    assert_view_contract(view)
+    assert (view["job_id"], view["status"], view["queue"]) == (job_id, "queued", "default")
+    assert view["position"] == 0
+    assert [s["type"] for s in view["stages"]] == CANONICAL
+    assert all(s["status"] == "pending" and s["outputs"] == [] for s in view["stages"])
+
+
+def test_submit_wait_exits_0_when_the_job_finishes_and_status_json_shows_its_outputs(
+    run_cli, simulator: SimulatedWebUI, worker_process, tmp_path: Path
+) -> None:
+    worker_process(webui_url=simulator.url)
+
+    submitted = run_cli("submit", str(FULL_PIPELINE), "--wait", "--json")
+
+    assert submitted.returncode == 0, submitted
+    job_id = json.loads(submitted.stdout)["job_id"]
+    status = run_cli("status", job_id, "--json")
+    assert status.returncode == 0, status.stderr
+    view = json.loads(status.stdout)
+    assert_view_contract(view)
+    assert view["status"] == "finished"
+    assert view["error"] is None
+    assert Path(view["manifest"]).is_file()
+    assert [s["status"] for s in view["stages"]] == ["finished"] * 4
+    for stage in view["stages"]:
+        assert len(stage["outputs"]) == 1
+        assert (tmp_path / "outputs" / stage["outputs"][0]["path"]).is_file()
+
+
+def test_submit_wait_exits_5_when_the_job_fails_permanently(
+    run_cli, simulator: SimulatedWebUI, worker_process, tmp_path: Path
+) -> None:
+    worker_process(webui_url=simulator.url)
+    config = example(TXT2IMG_ONLY)
+    config["txt2img_config"]["model"] = "nope.safetensors"
+    path = write_config(tmp_path / "unknown_model.json", config)
+
+    result = run_cli("submit", str(path), "--wait")
+
+    assert result.returncode == 5, result
+    assert "failed" in result.stdout
+    assert "nope" in result.stdout
+    job_id = result.stdout.split()[0]
+    view = json.loads(run_cli("status", job_id, "--json").stdout)
+    assert view["status"] == "failed"
+    assert "nope" in view["error"]
+    assert not [r for r in simulator.requests if r.path == "/sdapi/v1/txt2img"]
+
+
+def test_list_json_shows_the_submitted_jobs_with_the_status_contract(run_cli) -> None:
+    first = json.loads(run_cli("submit", str(TXT2IMG_ONLY), "--json").stdout)["job_id"]
+    second = json.loads(run_cli("submit", str(FULL_PIPELINE), "--queue", "low", "--json").stdout)["job_id"]
+
+    result = run_cli("list", "--json")
+
+    assert result.returncode == 0, result.stderr
+    views = json.loads(result.stdout)
+    assert {v["job_id"]: (v["queue"], v["status"]) for v in views} == {
+        first: ("default", "queued"),
+        second: ("low", "queued"),
+    }
+    for view in views:
+        assert_view_contract(view)
+
+
+def test_cancel_of_an_unknown_job_exits_2_and_names_the_id(run_cli) -> None:
+    result = run_cli("cancel", "no-such-job")
+
+    assert result.returncode == 2, result
+    assert "no-such-job" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------- plan / help
+def test_plan_of_a_bad_config_exits_2_with_one_line_per_problem_and_no_traceback(
+    run_cli, tmp_path: Path
+) -> None:
+    bad = example(TXT2IMG_ONLY)
+    bad["txt2img_config"].update({"steps": -3, "width": 100})
+    write_config(tmp_path / "bad.json", bad)
+
+    result = run_cli("plan", "bad.json")
+
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2, result.stderr
+    assert all(re.fullmatch(r"error in bad\.json: txt2img_config\.\w+: .+", line) for line in lines), lines
+    assert {line.split(": ")[1] for line in lines} == {"txt2img_config.steps", "txt2img_config.width"}
+    assert "Traceback" not in result.stderr
+
+
+def test_version_prints_the_package_version(run_cli) -> None:
+    result = run_cli("--version")
+
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"stablenew {__version__}"
+
+
+def test_help_lists_every_command(run_cli) -> None:
+    result = run_cli("--help")
+
+    assert result.returncode == 0
+    listed = set(re.findall(r"^    (\w+)(?: |$)", result.stdout, flags=re.MULTILINE))
+    assert listed == set(COMMANDS)
+    assert {"plan", "run", "submit", "status", "watch", "list", "cancel", "retry", "worker"} <= listed
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_help_shows_an_example(run_cli, command: str) -> None:
+    result = run_cli(command, "--help")
+
+    assert result.returncode == 0, result.stderr
+    assert "example:" in result.stdout
+    assert f"stablenew {command}" in result.stdout.split("example:")[1]
+
+
+# ---------------------------------------------------------------------------------- run (no Redis)
+def test_run_against_the_simulator_needs_no_redis_and_writes_a_manifest(
+    run_cli, simulator: SimulatedWebUI, tmp_path: Path
+) -> None:
+    out = tmp_path / "local"
+
+    result = run_cli(
+        "run",
+        str(FULL_PIPELINE),
+        "--webui-url",
+        simulator.url,
+        "--output-dir",
+        str(out),
+        env={"STABLENEW_REDIS_URL": "redis://127.0.0.1:1/0"},
+    )
+
+    assert result.returncode == 0, result
+    manifests = list(out.glob("*/manifest.json"))
+    assert len(manifests) == 1
+    manifest = json.loads(manifests[0].read_text())
+    assert manifest["status"] == "finished"
+    assert [s["type"] for s in manifest["stages"]] == CANONICAL
+    assert all((out / s["outputs"][0]["path"]).is_file() for s in manifest["stages"])
+
+
+def test_run_against_a_closed_port_exits_3(run_cli, closed_port: int, tmp_path: Path) -> None:
+    result = run_cli(
+        "run",
+        str(TXT2IMG_ONLY),
+        "--webui-url",
+        f"http://127.0.0.1:{closed_port}",
+        "--output-dir",
+        str(tmp_path),
+    )
+
+    assert result.returncode == 3, result
+    assert "WebUI" in result.stderr
+    assert "Traceback" not in result.stderr
