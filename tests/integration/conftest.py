@@ -264,13 +264,21 @@ def worker_process(
     started: list[WorkerProcess] = []
     request.node.stash[_WORKER_LOGS] = started
 
-    def start(*queues: str, webui_url: str, name: str | None = None) -> WorkerProcess:
+    def start(
+        *queues: str, webui_url: str, name: str | None = None, command: list[str] | None = None
+    ) -> WorkerProcess:
+        """``command`` replaces ``python -m stablenew worker`` (e.g. a plain ``rq worker``)."""
         name = name or f"it-{uuid.uuid4().hex[:10]}"
         log_path = tmp_path / f"worker-{name}.log"
         env = {**stablenew_env, "STABLENEW_WEBUI_URL": webui_url}
+        argv = (
+            [*command, "--name", name, *queues]
+            if command
+            else [sys.executable, "-m", "stablenew", "worker", *queues, "--name", name]
+        )
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "stablenew", "worker", *queues, "--name", name],
+                argv,
                 env=env,
                 cwd=tmp_path,
                 stdout=log,
