@@ -38,6 +38,18 @@ class Settings(BaseSettings):
     retry_intervals: str = "10,30,90"
 
     webhook_secret: SecretStr | None = None
+    # Hosts (host or host:port, comma-separated) a plan's callback_url may name; empty = any.
+    # Set it on shared deployments: a submitter could otherwise make GPU hosts POST anywhere.
+    webhook_allowed_hosts: str = ""
+
+    def callback_allowed(self, url: str) -> bool:
+        """Whether ``url``'s host is allowed by ``webhook_allowed_hosts`` (always, when unset)."""
+        allowed = {h.strip().lower() for h in self.webhook_allowed_hosts.split(",") if h.strip()}
+        if not allowed:
+            return True
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        return host in allowed or f"{host}:{parts.port}" in allowed
 
     @property
     def queue_names(self) -> list[str]:

@@ -113,3 +113,20 @@ def test_an_unreachable_callback_does_not_fail_the_job(
     run_worker()
 
     assert producer.status(sub.job_id).status == "finished"
+
+
+def test_a_callback_host_outside_the_allow_list_is_refused_at_submit(
+    conn: Any, configs: Any, env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stablenew.errors import ConfigError
+    from stablenew.settings import Settings
+
+    monkeypatch.setenv("STABLENEW_WEBHOOK_ALLOWED_HOSTS", "hooks.example.org, 127.0.0.1:9000")
+    producer = Producer(conn, Settings())
+
+    with pytest.raises(ConfigError) as info:
+        producer.submit({**configs.txt2img(), "callback_url": "http://169.254.169.254/latest"})
+
+    assert info.value.problems[0].path == "callback_url"
+    assert conn.keys("rq:job:*") == []
+    assert producer.submit({**configs.txt2img(), "callback_url": "http://127.0.0.1:9000/x"}).job_id

@@ -153,6 +153,15 @@ class Producer:
         return Queue(name, connection=self.connection, serializer=JSONSerializer)
 
     # ------------------------------------------------------------------ submit
+    def _checked(self, config: ConfigInput, source: str | None) -> StageExecutionPlan:
+        plan = build_checked_plan(config, source=source)
+        if plan.callback_url and not self.settings.callback_allowed(plan.callback_url):
+            problem = FieldProblem(
+                "callback_url", "host is not in STABLENEW_WEBHOOK_ALLOWED_HOSTS", plan.callback_url
+            )
+            raise ConfigError([problem], source=source)
+        return plan
+
     def _enqueue_args(self, plan: StageExecutionPlan, job_id: str | None) -> dict[str, Any]:
         s = self.settings
         intervals = s.retry_interval_list or [0]
@@ -182,7 +191,7 @@ class Producer:
             RedisUnavailable: Redis could not be reached.
         """
         _check_job_id(job_id)
-        plan = build_checked_plan(config, source=source)
+        plan = self._checked(config, source)
         q = self.queue(queue)
         if job_id is not None:
             existing = self._existing(job_id)
@@ -214,7 +223,7 @@ class Producer:
         for index, config in enumerate(configs):
             source = sources[index] if sources else f"#{index + 1}"
             try:
-                plans.append(build_checked_plan(config, source=source))
+                plans.append(self._checked(config, source))
             except InvalidStagePlanError as exc:
                 raise InvalidStagePlanError(f"config {source}: {exc}") from None
         q = self.queue(queue)

@@ -234,6 +234,9 @@ class JobRun:
         """POST the summary to the plan's callback_url, if any. Never fails the job."""
         if not plan.callback_url:
             return
+        if not self.settings.callback_allowed(plan.callback_url):
+            log.warning("job %s: callback host not in STABLENEW_WEBHOOK_ALLOWED_HOSTS; not sent", self.job.id)
+            return
         secret = self.settings.webhook_secret
         notify(plan.callback_url, summary, secret=secret.get_secret_value() if secret else None)
 

@@ -333,6 +333,7 @@ class _ProgressPoller:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="stablenew-progress", daemon=True)
         self.canceled = False
+        self._best = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -353,7 +354,9 @@ class _ProgressPoller:
                     return
                 if ex.on_progress:
                     fraction = float(ex.client.progress().get("progress") or 0.0)
-                    ex.on_progress(self._stage_type, min(1.0, (index + fraction) / count))
+                    # A1111 reports 0 once idle: a poll just after the call ended must not go back.
+                    self._best = max(self._best, min(1.0, (index + fraction) / count))
+                    ex.on_progress(self._stage_type, self._best)
             except WebUIError:
                 continue  # progress is best effort; the stage call itself reports real failures
             except Exception:
