@@ -83,6 +83,10 @@ def _worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[by
                     proc.wait()
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds the context managers: every service is stopped
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from stablenew.cli.watch import watch_jobs
     from stablenew.config_files import load_config_file
@@ -90,6 +94,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from stablenew.jobs.producer import Producer
     from stablenew.settings import Settings
 
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
     config_path = Path(args.config) if args.config else _default_config()
     output_dir = Path(args.output_dir or os.environ.get("STABLENEW_OUTPUT_DIR") or "outputs").resolve()
     config = load_config_file(config_path)
