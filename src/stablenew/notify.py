@@ -51,6 +51,40 @@ DEFAULT_TOLERANCE_S = 300.0
 _RETRY_STATUSES = frozenset({408, 425, 429})
 
 
+_FORBIDDEN_URL_CHARS = frozenset("\\@ \t\r\n") | {chr(c) for c in range(32)} | {chr(127)}
+
+
+def callback_problem(url: str) -> str | None:
+    """Why ``url`` may not be used as a callback, or None when it is acceptable.
+
+    The URL is read with urllib3's parser, the one ``requests`` sends with, so that the host we
+    check is the host we would contact; anything two parsers could read differently (a
+    backslash, user info, whitespace or control characters) is refused outright.
+    """
+    from urllib3.exceptions import LocationParseError
+    from urllib3.util import parse_url
+
+    if any(ch in _FORBIDDEN_URL_CHARS for ch in url):
+        return "must not contain user info, backslashes, whitespace or control characters"
+    try:
+        parsed = parse_url(url)
+    except (LocationParseError, ValueError) as exc:
+        return f"is not a valid URL ({exc})"
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return "must be an http(s) URL with a host"
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        return "has an invalid port"
+    return None
+
+
+def callback_host(url: str) -> tuple[str, int | None]:
+    """(host, port) exactly as ``requests`` would connect; call only on an acceptable URL."""
+    from urllib3.util import parse_url
+
+    parsed = parse_url(url)
+    return (parsed.host or "").lower().strip("[]"), parsed.port
+
+
 def signature(body: bytes, secret: str, timestamp: str) -> str:
     """The ``X-StableNew-Signature`` value for ``body`` sent at ``timestamp``: ``sha256=<hex>``."""
     digest = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256)

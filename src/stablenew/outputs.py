@@ -113,16 +113,38 @@ class JobOutputs:
 
     def write_manifest(self, manifest: dict[str, Any]) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=False).encode("utf-8"))
+        atomic_write(
+            self.manifest_path, json.dumps(manifest, indent=2, sort_keys=False).encode("utf-8"), durable=True
+        )
         return self.manifest_path
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files 0600 whatever the umask; outputs are meant to be read by others (a GUI,
+# a web server, another uid on shared storage), so they get the mode a plain open() would give.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
+def atomic_write(path: Path, data: bytes, *, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
+
+    ``durable`` also fsyncs the file before the rename (used for the manifest). Images skip it:
+    a resumed job re-checks every image's sha256, so a file torn by a power loss is detected and
+    its stage re-run, and an fsync per multi-megabyte image would cost more than it protects.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+            os.fchmod(handle.fileno(), _FILE_MODE)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -8,7 +8,6 @@ up in a repr, a log line or job meta.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,13 +42,19 @@ class Settings(BaseSettings):
     webhook_allowed_hosts: str = ""
 
     def callback_allowed(self, url: str) -> bool:
-        """Whether ``url``'s host is allowed by ``webhook_allowed_hosts`` (always, when unset)."""
+        """Whether ``url`` is an acceptable callback whose host ``webhook_allowed_hosts`` allows.
+
+        Never raises: a URL that cannot be read safely is simply not allowed.
+        """
+        from stablenew.notify import callback_host, callback_problem
+
+        if callback_problem(url) is not None:
+            return False
         allowed = {h.strip().lower() for h in self.webhook_allowed_hosts.split(",") if h.strip()}
         if not allowed:
             return True
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        return host in allowed or f"{host}:{parts.port}" in allowed
+        host, port = callback_host(url)
+        return host in allowed or (port is not None and f"{host}:{port}" in allowed)
 
     @property
     def queue_names(self) -> list[str]:
@@ -68,11 +73,24 @@ class Settings(BaseSettings):
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (safe to print)."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """Return ``url`` with any password (user info or ``?password=``) replaced by ``***``.
+
+    Works on the raw text, so a password holding ``/``, ``#`` or ``@`` is still hidden whole.
+    """
+    scheme_end = url.find("://")
+    if scheme_end > 0 and "@" in url[scheme_end:]:
+        head, _, tail = url.rpartition("@")
+        scheme, userinfo = head[: scheme_end + 3], head[scheme_end + 3 :]
+        user, has_password, _ = userinfo.partition(":")
+        url = f"{scheme}{user}:***@{tail}" if has_password else f"{scheme}{user}@{tail}"
+    base, sep, query = url.partition("?")
+    if not sep:
         return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    query, hashsep, fragment = query.partition("#")
+    pairs = []
+    for pair in query.split("&"):
+        key, eq, value = pair.partition("=")
+        if eq and any(word in key.lower() for word in ("pass", "token", "secret")):
+            value = "***"
+        pairs.append(f"{key}{eq}{value}")
+    return f"{base}?{'&'.join(pairs)}{hashsep}{fragment}"

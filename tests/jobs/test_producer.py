@@ -328,7 +328,7 @@ def test_retry_of_a_failed_job_requeues_it_and_it_resumes_after_its_finished_sta
     run_worker()
     failed = producer.status(submission.job_id)
     assert failed.status == "failed"
-    assert [s["status"] for s in failed.stages] == ["finished", "failed", "pending"]
+    assert [s["status"] for s in failed.stages] == ["finished", "failed", "skipped"]
     assert "img2img" in failed.error
 
     # When it is retried and a worker runs the queue

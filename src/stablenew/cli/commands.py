@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stablenew.cli import EXIT_INPUT, EXIT_JOB, EXIT_OK
-from stablenew.settings import Settings
+from stablenew.settings import Settings, redact_url
 
 
 def _settings() -> Settings:
@@ -262,7 +262,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     worker = worker_module.make_worker(connection, queues, name=name)
     print(
-        f"worker {name}: queues {' > '.join(queues)}, WebUI {settings.webui_url}, outputs {settings.output_dir.resolve()}",
+        f"worker {name}: queues {' > '.join(queues)}, WebUI {redact_url(settings.webui_url)}, outputs {settings.output_dir.resolve()}",
         file=sys.stderr,
     )
     worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")

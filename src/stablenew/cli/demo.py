@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from stablenew.cli import EXIT_OK
+from stablenew.settings import redact_url
 
 _EXAMPLE = "full_pipeline.json"
 _SIM_LATENCY_S = 1.2
@@ -36,7 +37,7 @@ def _default_config() -> Path:
 def _redis() -> Iterator[str]:
     url = os.environ.get("STABLENEW_REDIS_URL")
     if url:
-        print(f"redis:   {url.split('@')[-1]} (from STABLENEW_REDIS_URL)")
+        print(f"redis:   {redact_url(url)} (from STABLENEW_REDIS_URL)")
         yield url
         return
     from stablenew.embedded import embedded_redis
@@ -50,7 +51,7 @@ def _redis() -> Iterator[str]:
 def _webui() -> Iterator[str]:
     url = os.environ.get("STABLENEW_WEBUI_URL")
     if url:
-        print(f"webui:   {url} (from STABLENEW_WEBUI_URL)")
+        print(f"webui:   {redact_url(url)} (from STABLENEW_WEBUI_URL)")
         yield url
         return
     from stablenew.webui.simulator import SimulatedWebUI

@@ -29,9 +29,13 @@ def cancel_key(job_id: str) -> str:
     return f"{_PREFIX}:cancel:{job_id}"
 
 
-def inventory_key(webui_url: str) -> str:
-    """A WebUI's models/samplers/upscalers, cached between jobs (short TTL)."""
-    return f"{_PREFIX}:inventory:{webui_url}"
+def inventory_key(worker: str, webui_url: str) -> str:
+    """One worker's WebUI inventory (models, samplers, upscalers), cached between its jobs.
+
+    Keyed by worker too: workers on different hosts often name their own WebUI by the same URL
+    (``http://127.0.0.1:7860``), and one host's models must never vouch for another's.
+    """
+    return f"{_PREFIX}:inventory:{worker}:{webui_url}"
 
 
 def is_valid_job_id(job_id: str) -> bool:

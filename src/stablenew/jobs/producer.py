@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from rq import Queue, Retry
 from rq.exceptions import DeserializationError, DuplicateJobError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import (
+    BaseRegistry,
     CanceledJobRegistry,
     FailedJobRegistry,
     FinishedJobRegistry,
@@ -31,14 +32,18 @@ from stablenew.errors import (
     JobNotFound,
     StableNewError,
 )
-from stablenew.jobs.keys import JOB_FUNCTION, QUEUES, cancel_key, is_valid_job_id
+from stablenew.jobs.job import StableNewJob
+from stablenew.jobs.keys import JOB_FUNCTION, QUEUES, cancel_key, is_valid_job_id, state_key
 from stablenew.jobs.state import JobState, StateStore
+from stablenew.notify import callback_problem
 from stablenew.pipeline.config import PipelineConfig
 from stablenew.pipeline.pipeline_runner import build_stage_payload
 from stablenew.pipeline.stage_models import StageExecutionPlan, StageType
 from stablenew.pipeline.stage_sequencer import StageSequencer
 from stablenew.settings import Settings
 from stablenew.webui.payloads import validate_stage_payload
+
+_R = TypeVar("_R", bound=BaseRegistry)
 
 ConfigInput = Mapping[str, Any] | PipelineConfig | StageExecutionPlan
 
@@ -150,16 +155,18 @@ class Producer:
     def queue(self, name: str) -> Queue:
         if name not in QUEUES:
             raise ConfigError([FieldProblem("queue", f"must be one of {list(QUEUES)}", name)])
-        return Queue(name, connection=self.connection, serializer=JSONSerializer)
+        return Queue(name, connection=self.connection, serializer=JSONSerializer, job_class=StableNewJob)
 
     # ------------------------------------------------------------------ submit
     def _checked(self, config: ConfigInput, source: str | None) -> StageExecutionPlan:
         plan = build_checked_plan(config, source=source)
-        if plan.callback_url and not self.settings.callback_allowed(plan.callback_url):
-            problem = FieldProblem(
-                "callback_url", "host is not in STABLENEW_WEBHOOK_ALLOWED_HOSTS", plan.callback_url
-            )
-            raise ConfigError([problem], source=source)
+        url = plan.callback_url
+        if url:
+            reason = callback_problem(url)
+            if reason is None and not self.settings.callback_allowed(url):
+                reason = "host is not in STABLENEW_WEBHOOK_ALLOWED_HOSTS"
+            if reason is not None:
+                raise ConfigError([FieldProblem("callback_url", reason, url)], source=source)
         return plan
 
     def _enqueue_args(self, plan: StageExecutionPlan, job_id: str | None) -> dict[str, Any]:
@@ -197,6 +204,8 @@ class Producer:
             existing = self._existing(job_id)
             if existing is not None:
                 return existing
+            # An id reused after its job expired: the old run's stage state must not linger.
+            self.connection.delete(state_key(job_id), cancel_key(job_id))
         kwargs = self._enqueue_args(plan, job_id)
         # Queue.enqueue spells it job_timeout (prepare_data, used by submit_many, says timeout);
         # an unknown keyword next to args= is silently dropped, leaving RQ's 180 s default.
@@ -278,6 +287,10 @@ class Producer:
             result = job.latest_result()
             state.mark_failed(_last_line(result.exc_string if result is not None else None) or status)
         view = state.view()
+        if status == "failed":
+            for stage in view["stages"]:
+                if stage["status"] == "pending":
+                    stage["status"] = "skipped"  # never ran: an earlier stage failed for good
         error = view["error"]
         if error is None and status == "failed":
             result = job.latest_result()
@@ -305,18 +318,20 @@ class Producer:
         for name in names:
             q = self.queue(name)
             sources: dict[str, Iterable[str]] = {
-                "started": StartedJobRegistry(queue=q).get_job_ids(),
+                # cleanup=False: reading must not run RQ's maintenance (which would act on
+                # abandoned jobs from a GUI host, outside any worker).
+                "started": _registry(StartedJobRegistry, q).get_job_ids(cleanup=False),
                 "queued": q.get_job_ids(),
-                "failed": FailedJobRegistry(queue=q).get_job_ids(),
-                "canceled": CanceledJobRegistry(queue=q).get_job_ids(),
-                "finished": FinishedJobRegistry(queue=q).get_job_ids(),
+                "failed": _registry(FailedJobRegistry, q).get_job_ids(cleanup=False),
+                "canceled": _registry(CanceledJobRegistry, q).get_job_ids(cleanup=False),
+                "finished": _registry(FinishedJobRegistry, q).get_job_ids(cleanup=False),
             }
             for kind, job_ids in sources.items():
                 if status and status != kind:
                     continue
                 ids.extend(job_ids)
         ids = list(dict.fromkeys(ids))[: max(limit, 0)]
-        jobs = Job.fetch_many(ids, connection=self.connection, serializer=JSONSerializer)
+        jobs = StableNewJob.fetch_many(ids, connection=self.connection, serializer=JSONSerializer)
         states = self.store.load_many(ids)
         return [self._view(job, states.get(job.id)) for job in jobs if job is not None]
 
@@ -364,9 +379,9 @@ class Producer:
             job.retries_left = self.settings.retry_max
             job.retry_intervals = self.settings.retry_interval_list or [0]
         if status in (JobStatus.FAILED, JobStatus.STOPPED):  # RQ files stopped jobs as failed too
-            FailedJobRegistry(queue=self.queue(job.origin)).requeue(job)
+            _registry(FailedJobRegistry, self.queue(job.origin)).requeue(job)
         else:
-            CanceledJobRegistry(queue=self.queue(job.origin)).remove(job)
+            _registry(CanceledJobRegistry, self.queue(job.origin)).remove(job)
             self.queue(job.origin).enqueue_job(job)
         existing = self._existing(job_id)
         assert existing is not None
@@ -381,7 +396,10 @@ def _fetch_job(connection: redis.Redis, job_id: str) -> Job:
         JobError: the hash exists but holds fields RQ cannot read (written by something else).
     """
     try:
-        return Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+        # Not StableNewJob.fetch: that one hides an unreadable job from workers, here we report it.
+        job = StableNewJob(job_id, connection=connection, serializer=JSONSerializer)
+        job.refresh()  # type: ignore[no-untyped-call]
+        return job
     except NoSuchJobError:
         raise
     except (ValueError, TypeError, KeyError) as exc:
@@ -389,6 +407,11 @@ def _fetch_job(connection: redis.Redis, job_id: str) -> Job:
             f"job {job_id} exists but cannot be read ({type(exc).__name__}); it was not written by stablenew",
             job_id=job_id,
         ) from None
+
+
+def _registry(kind: type[_R], queue: Queue) -> _R:
+    """A registry of ``queue`` that reads jobs as StableNewJob, with JSON (never a plain Job)."""
+    return kind(queue.name, queue.connection, job_class=StableNewJob, serializer=JSONSerializer)
 
 
 def _pending_state(job: Job) -> JobState:

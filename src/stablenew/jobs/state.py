@@ -11,6 +11,7 @@ resumed job did not need to run again (its outputs were already on disk).
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -26,6 +27,11 @@ JobRunStatus = Literal["queued", "running", "finished", "failed", "canceled"]
 
 def utcnow() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def plan_digest(plan: StageExecutionPlan) -> str:
+    """Identifies a plan: a job id reused for another plan never reuses this one's outputs."""
+    return hashlib.sha256(plan.to_json().encode("utf-8")).hexdigest()
 
 
 class OutputRecord(BaseModel):
@@ -58,16 +64,18 @@ class JobState(BaseModel):
     error: str | None = None
     manifest: str | None = None
     runs: int = 0
+    plan_sha256: str | None = None
     worker: str | None = None
     updated_at: str = Field(default_factory=utcnow)
 
     @classmethod
     def for_plan(cls, job_id: str, plan: StageExecutionPlan) -> JobState:
         stages = [StageState(index=i, type=s.stage_type.value) for i, s in enumerate(plan.stages)]
-        return cls(job_id=job_id, stages=stages)
+        return cls(job_id=job_id, stages=stages, plan_sha256=plan_digest(plan))
 
     def matches(self, plan: StageExecutionPlan) -> bool:
-        return [s.type for s in self.stages] == [t.value for t in plan.get_stage_types()]
+        """Whether this state was recorded for exactly ``plan`` (so its outputs may be reused)."""
+        return self.plan_sha256 == plan_digest(plan) and len(self.stages) == len(plan.stages)
 
     def mark_failed(self, message: str) -> None:
         """The job died without recording its end (work horse killed, job abandoned)."""

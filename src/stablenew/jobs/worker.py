@@ -27,19 +27,17 @@ from typing import Any
 
 import redis
 from rq import Queue, Worker
-from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
-from rq.registry import CanceledJobRegistry
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from stablenew.errors import (
     Canceled,
-    JobNotAllowed,
     StableNewError,
     WebUIError,
     is_transient,
 )
-from stablenew.jobs.keys import ALLOWED_FUNCTIONS, QUEUES, cancel_key, inventory_key
+from stablenew.jobs.job import StableNewJob
+from stablenew.jobs.keys import QUEUES, cancel_key, inventory_key
 from stablenew.jobs.state import JobState, StateStore
 from stablenew.notify import notify
 from stablenew.outputs import JobOutputs
@@ -51,96 +49,6 @@ from stablenew.webui.client import WebUIClient
 from stablenew.webui.executor import Inventory, WebUIExecutor
 
 log = logging.getLogger("stablenew.worker")
-
-
-class StableNewJob(Job):
-    """An RQ Job that runs only allow-listed functions and callbacks.
-
-    JSON alone does not make a queue safe: a JSON job naming ``os.system`` would still run. This
-    class refuses any function, bound instance or callback outside :data:`ALLOWED_FUNCTIONS`; such a
-    job fails with a clear error and the worker goes on. RQ's own job webhooks are disabled (a job
-    injected into Redis could otherwise make the GPU host post to any address).
-    """
-
-    @property
-    def func(self) -> Any:
-        name = self.func_name
-        if name not in ALLOWED_FUNCTIONS or self.instance is not None:
-            self._refuse(
-                f"job {self.id} names function {name!r}, which is not allowed on this worker "
-                f"(allowed: {', '.join(sorted(ALLOWED_FUNCTIONS))})"
-            )
-        # Callbacks are refused before the job runs, not after it has done its GPU work.
-        self._checked_callback("success", self._success_callback_name)
-        self._checked_callback("failure", self._failure_callback_name)
-        self._checked_callback("stopped", self._stopped_callback_name)
-        return super().func
-
-    def _checked_callback(self, kind: str, name: str | None) -> None:
-        if name:
-            self._refuse(f"job {self.id} names {kind} callback {name!r}, which is not allowed")
-
-    def _refuse(self, message: str) -> None:
-        self.retries_left = 0  # permanent: a retry would be refused the same way
-        raise JobNotAllowed(message, job_id=self.id)
-
-    @classmethod
-    def fetch(cls, id: str, connection: redis.Redis | None = None, serializer: Any = None) -> Job:
-        """Fetch a job; one RQ cannot even read is treated as absent, so the worker skips it.
-
-        RQ's dequeue passes over ``NoSuchJobError`` but lets any other error out of ``fetch`` stop
-        the whole worker: an id outside ``[A-Za-z0-9_-]`` pushed onto a queue list, or a hash with
-        a garbage ``created_at``, ``status`` or ``timeout`` written straight into Redis.
-        """
-        try:
-            job: Job = super().fetch(id, connection=connection, serializer=serializer)
-        except (NoSuchJobError, redis.RedisError):
-            raise  # absent, or Redis itself failing: RQ handles both (skipping would lose the job)
-        except Exception as exc:
-            log.warning("job %r: unreadable job skipped (%s: %s)", id, type(exc).__name__, exc)
-            raise NoSuchJobError(f"job {id!r} cannot be read: {type(exc).__name__}") from None
-        return job
-
-    @property
-    def success_callback(self) -> Any:
-        self._checked_callback("success", self._success_callback_name)
-        return None
-
-    @property
-    def failure_callback(self) -> Any:
-        self._checked_callback("failure", self._failure_callback_name)
-        return None
-
-    @property
-    def stopped_callback(self) -> Any:
-        self._checked_callback("stopped", self._stopped_callback_name)
-        return None
-
-    def send_webhooks(self, status: Any, *, exc_string: str | None = None) -> None:
-        return None
-
-    def _handle_failure(self, exc_string: str, pipeline: Any, *args: Any, **kwargs: Any) -> None:
-        """A cancel ends the job *canceled* (RQ would otherwise call it failed); a job that died
-        without recording its end (its work horse was killed) gets its running stage marked failed.
-
-        RQ calls this once the job will not be retried, in the work horse or, when the horse died,
-        in the worker's parent process."""
-        if getattr(self, "_stablenew_canceled", False):
-            self.set_status(JobStatus.CANCELED, pipeline=pipeline)
-            CanceledJobRegistry(
-                self.origin, self.connection, job_class=type(self), serializer=self.serializer
-            ).add(self, pipeline=pipeline)
-            return
-        try:
-            store = StateStore(self.connection)
-            state = store.load(self.id)
-            if state is not None and state.status in ("running", "queued"):
-                lines = [line for line in exc_string.strip().splitlines() if line.strip()]
-                state.mark_failed(lines[-1] if lines else "the job died")
-                store.save(state)
-        except redis.RedisError:
-            log.warning("job %s: could not record its failure in the stage state", self.id)
-        super()._handle_failure(exc_string, pipeline, *args, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,6 +74,7 @@ class JobRun:
         self.settings = settings
         self.connection: redis.Redis = job.connection
         self.store = StateStore(self.connection, ttl=max(settings.failure_ttl, settings.result_ttl))
+        self.worker_name = os.environ.get("STABLENEW_WORKER_NAME") or socket.gethostname()
 
     def run(self, plan_json: str) -> dict[str, Any]:
         try:
@@ -181,7 +90,7 @@ class JobRun:
             persist=self._persist,
             should_cancel=self._cancel_requested,
             webui_url=self.settings.webui_url,
-            worker=os.environ.get("STABLENEW_WORKER_NAME") or socket.gethostname(),
+            worker=self.worker_name,
         )
         client = WebUIClient(
             self.settings.webui_url,
@@ -219,8 +128,8 @@ class JobRun:
             raise
         except Exception as exc:
             message = recorder.failed(exc)
-            if isinstance(exc, StableNewError) and not is_transient(exc):
-                self.job.retries_left = 0  # permanent: retrying cannot help
+            if _is_permanent(exc):
+                self.job.retries_left = 0  # retrying cannot help
             if not self.job.retries_left:  # the last attempt: RQ will not run it again
                 self._notify(plan, recorder.summary())
             exc.args = (message,)
@@ -235,10 +144,13 @@ class JobRun:
         if not plan.callback_url:
             return
         if not self.settings.callback_allowed(plan.callback_url):
-            log.warning("job %s: callback host not in STABLENEW_WEBHOOK_ALLOWED_HOSTS; not sent", self.job.id)
+            log.warning("job %s: callback URL refused (bad URL or host not allowed); not sent", self.job.id)
             return
         secret = self.settings.webhook_secret
-        notify(plan.callback_url, summary, secret=secret.get_secret_value() if secret else None)
+        try:
+            notify(plan.callback_url, summary, secret=secret.get_secret_value() if secret else None)
+        except Exception:  # a webhook must never fail the job
+            log.exception("job %s: webhook delivery crashed", self.job.id)
 
     def _record_unplannable(self, exc: StableNewError) -> None:
         state = self.store.load(self.job.id) or JobState(job_id=self.job.id)
@@ -247,21 +159,24 @@ class JobRun:
         self._persist(state, False)
 
     def _preflight(self, executor: WebUIExecutor, client: WebUIClient, plan: StageExecutionPlan) -> None:
-        key = inventory_key(client.base_url)
+        key = inventory_key(self.worker_name, client.base_url)
+        from_cache = False
         cached = self.connection.get(key)
         if cached is not None:
             with contextlib.suppress(TypeError, ValueError):
                 executor.use_inventory(Inventory(**json.loads(cached)))
+                from_cache = True
         try:
             executor.preflight(plan)
         except WebUIError:
-            if cached is None:
+            if not from_cache:
                 raise
             # The cache may be stale (a model was just added): ask the WebUI itself once.
             executor.use_inventory(None)
+            from_cache = False
             executor.preflight(plan)
         inv = executor.inventory
-        if inv is not None and cached is None:
+        if inv is not None and not from_cache:
             self.connection.set(key, json.dumps(inv.to_dict()), ex=300)
 
     def _cancel_requested(self) -> bool:
@@ -277,6 +192,14 @@ class JobRun:
             self.job.save_meta()  # type: ignore[no-untyped-call]
         except redis.RedisError:
             log.warning("job %s: could not mirror state into job.meta", self.job.id)
+
+
+def _is_permanent(exc: BaseException) -> bool:
+    """Our own errors say; a ValueError/TypeError/KeyError from our code or data repeats the same
+    way on every try; anything else (Redis or disk trouble, RQ's job timeout) may pass."""
+    if isinstance(exc, StableNewError):
+        return not is_transient(exc)
+    return isinstance(exc, ValueError | TypeError | LookupError | AttributeError)
 
 
 # --------------------------------------------------------------------------------------------
