@@ -231,4 +231,4 @@ def test_a_killed_work_horse_without_retries_left_shows_its_running_stage_as_fai
 
     assert view.status == "failed"
     assert view.error is not None and "Work-horse terminated" in view.error
-    assert [s["status"] for s in view.stages] == ["finished", "failed", "pending", "pending"], view.to_dict()
+    assert [s["status"] for s in view.stages] == ["finished", "failed", "skipped", "skipped"], view.to_dict()

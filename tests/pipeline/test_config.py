@@ -746,3 +746,321 @@ def test_a_config_that_is_not_an_object_is_rejected(raw: Any) -> None:
     err = parse_error(raw)
 
     assert "must be a JSON object" in str(err)
+
+
+# --------------------------------------------------------------------------------------------
+# Sampler names that carry a scheduler (A1111 >= 1.9 lists "DPM++ 2M" and "Karras" apart)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "sampler", "scheduler"),
+    [
+        ("DPM++ 2M Karras", "DPM++ 2M", "Karras"),
+        ("Euler a Exponential", "Euler a", "Exponential"),
+        ("DPM++ 2M SGM Uniform", "DPM++ 2M", "SGM Uniform"),  # the longer suffix, not " Uniform"
+        ("DPM++ SDE karras", "DPM++ SDE", "Karras"),
+        ("DPM++ 3M SDE Align Your Steps", "DPM++ 3M SDE", "Align Your Steps"),
+    ],
+)
+@pytest.mark.parametrize("shape", ["flat", "nested"])
+def test_a_sampler_name_carrying_a_scheduler_is_split_into_sampler_and_scheduler(
+    given: str, sampler: str, scheduler: str, shape: str
+) -> None:
+    raw = {"txt2img_config": {"sampler_name": given}} if shape == "flat" else {"txt2img": {"sampler": given}}
+
+    cfg = parse_config(raw)
+
+    assert (cfg.txt2img.sampler_name, cfg.txt2img.scheduler) == (sampler, scheduler)
+
+
+@pytest.mark.parametrize("name", ["DPM++ 2M", "DPM++ 2M SDE Heun", "DDIM", "Euler a", "DDIM CFG++", "UniPC"])
+def test_a_sampler_name_without_a_trailing_scheduler_is_left_alone(name: str) -> None:
+    cfg = parse_config({"txt2img_config": {"sampler_name": name}})
+
+    assert (cfg.txt2img.sampler_name, cfg.txt2img.scheduler) == (name, None)
+
+
+@pytest.mark.parametrize("scheduler", ["karras", "Karras", "Automatic"])
+def test_a_scheduler_beside_a_sampler_name_naming_the_same_or_none_keeps_the_given_one(
+    scheduler: str,
+) -> None:
+    cfg = parse_config({"txt2img_config": {"sampler_name": "DPM++ 2M Karras", "scheduler": scheduler}})
+
+    # "Automatic" means unset in StableNew's configs: the name's scheduler is then the one asked for.
+    assert cfg.txt2img.sampler_name == "DPM++ 2M"
+    assert cfg.txt2img.scheduler == (scheduler if scheduler != "Automatic" else "Karras")
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        pytest.param(
+            {"txt2img_config": {"sampler_name": "DPM++ 2M Karras", "scheduler": "Exponential"}},
+            "txt2img_config.scheduler",
+            id="flat",
+        ),
+        pytest.param(
+            {"txt2img": {"sampler": "DPM++ 2M Karras", "scheduler_name": "Exponential"}},
+            "txt2img.scheduler_name",
+            id="nested-aliases",
+        ),
+        pytest.param(
+            {
+                "txt2img_enabled": True,
+                "img2img_enabled": True,
+                "img2img_config": {"sampler_name": "Euler Karras", "scheduler": "Uniform"},
+            },
+            "img2img_config.scheduler",
+            id="img2img",
+        ),
+    ],
+)
+def test_a_sampler_name_whose_scheduler_disagrees_with_the_given_one_is_rejected_naming_the_field(
+    raw: dict[str, Any], path: str
+) -> None:
+    err = parse_error(raw)
+
+    line = str(problem_at(err, path))
+    assert "Karras" in line
+    assert "(got 'Exponential')" in line or "(got 'Uniform')" in line
+
+
+def test_the_adetailer_pass_sampler_carrying_a_scheduler_is_split() -> None:
+    cfg = parse_config(
+        {"adetailer": {"adetailer_sampler": "DPM++ 2M Karras", "adetailer_hands_sampler": "x"}}
+    )
+
+    assert (cfg.adetailer.face.sampler, cfg.adetailer.face.scheduler) == ("DPM++ 2M", "Karras")
+
+
+@pytest.mark.parametrize("value", ["inherit", "Use same scheduler", "Automatic"])
+def test_an_adetailer_scheduler_that_means_the_main_pass_is_unset(value: str) -> None:
+    """StableNew's presets say "inherit"; sent as is, ADetailer would hand A1111 an unknown scheduler."""
+    cfg = parse_config({"adetailer": {"adetailer_sampler": "DPM++ 2M", "adetailer_scheduler": value}})
+
+    assert cfg.adetailer.face.scheduler is None
+
+
+def test_a_vae_of_none_is_kept_apart_from_automatic() -> None:
+    """A1111's "None" (no external VAE) differs from "Automatic" (the one matching the checkpoint)."""
+    assert parse_config({"txt2img": {"vae": "None"}}).txt2img.vae == "None"
+    assert parse_config({"txt2img": {"vae": "none"}}).txt2img.vae == "None"
+    assert parse_config({"txt2img": {"vae": "Automatic"}}).txt2img.vae is None
+
+
+# --------------------------------------------------------------------------------------------
+# Output size and image count limits
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "path", "value"),
+    [
+        pytest.param(
+            {
+                "hires_enabled": True,
+                "hires_scale_factor": 4,
+                "txt2img_enabled": True,
+                "txt2img_config": {"width": 8192, "height": 1024},
+            },
+            "hires_scale_factor",
+            4,
+            id="flat-hires-side",
+        ),
+        pytest.param(
+            {"txt2img": {"width": 8192, "height": 8192, "enable_hr": True, "hr_scale": 2}},
+            "txt2img.hr_scale",
+            2,
+            id="nested-hires-pixels",
+        ),
+        pytest.param(
+            {"txt2img": {"width": 8192, "height": 256, "enable_hr": True, "hr_resize_y": 1024}},  # 32768 wide
+            "txt2img.hr_resize_y",
+            1024,
+            id="nested-hires-resize-keeps-aspect",
+        ),
+        pytest.param(
+            {
+                "txt2img_enabled": True,
+                "upscale_enabled": True,
+                "txt2img_config": {"width": 4096, "height": 4096},
+                "upscale_config": {"upscaling_resize": 4.0},
+            },
+            "upscale_config.upscaling_resize",
+            4.0,
+            id="flat-upscale-factor",
+        ),
+        pytest.param(
+            {
+                "pipeline": {"upscale_enabled": True},
+                "txt2img": {"width": 1024, "height": 1024},
+                "upscale": {"upscaling_resize_w": 16384, "upscaling_resize_h": 16384},
+            },
+            "upscale.upscaling_resize_w",
+            16384,
+            id="nested-upscale-target-pixels",
+        ),
+    ],
+)
+def test_an_output_over_the_size_limits_is_rejected_naming_the_field_that_asks_for_it(
+    raw: dict[str, Any], path: str, value: Any
+) -> None:
+    err = parse_error(raw)
+
+    assert [p.path for p in err.problems] == [path]
+    line = str(err.problems[0])
+    assert f"(got {value!r})" in line or f"(got {float(value)!r})" in line
+    assert "px" in line
+
+
+def test_an_output_exactly_at_the_pixel_limit_is_accepted() -> None:
+    cfg = parse_config(
+        {"txt2img": {"width": 8192, "height": 4096, "enable_hr": True, "hr_scale": 2}}  # 16384 x 8192
+    )
+
+    assert cfg.hires.scale == 2
+
+
+def test_an_upscale_after_an_img2img_first_stage_of_unknown_size_is_left_to_the_worker() -> None:
+    cfg = parse_config(
+        {
+            "img2img_enabled": True,
+            "upscale_enabled": True,
+            "img2img_config": {"init_images": [INIT_IMAGE_B64]},
+            "upscale_config": {"upscaling_resize": 8},
+        }
+    )
+
+    assert cfg.upscale.upscaling_resize == 8
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        pytest.param(
+            {"txt2img_enabled": True, "txt2img_config": {"batch_size": 4, "n_iter": 5}},
+            "txt2img_config.batch_size",
+            id="flat",
+        ),
+        pytest.param({"txt2img": {"batch_size": 2, "n_iter": 9}}, "txt2img.batch_size", id="nested"),
+    ],
+)
+def test_batch_size_times_n_iter_over_16_is_rejected(raw: dict[str, Any], path: str) -> None:
+    err = parse_error(raw)
+
+    line = str(problem_at(err, path))
+    assert "batch_size x n_iter" in line
+    assert "over 16" in line
+
+
+def test_img2img_after_a_batch_may_not_multiply_the_images_past_16() -> None:
+    err = parse_error(
+        {
+            "txt2img_enabled": True,
+            "img2img_enabled": True,
+            "txt2img_config": {"batch_size": 4},
+            "img2img_config": {"batch_size": 2, "n_iter": 4},
+        }
+    )
+
+    line = str(problem_at(err, "img2img_config.batch_size"))
+    assert "32 images" in line
+
+
+# --------------------------------------------------------------------------------------------
+# StableNew fields that would otherwise be silently ignored
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "given", "missing"),
+    [
+        pytest.param({"width": 768}, "width", "height", id="width-only"),
+        pytest.param({"height": 768}, "height", "width", id="height-only"),
+    ],
+)
+@pytest.mark.parametrize("shape", ["flat", "nested"])
+def test_img2img_width_without_height_or_the_reverse_is_rejected_naming_the_field(
+    section: dict[str, Any], given: str, missing: str, shape: str
+) -> None:
+    if shape == "flat":
+        raw: dict[str, Any] = {"txt2img_enabled": True, "img2img_enabled": True, "img2img_config": section}
+        path = f"img2img_config.{given}"
+    else:
+        raw = {"pipeline": {"img2img_enabled": True}, "img2img": section}
+        path = f"img2img.{given}"
+
+    err = parse_error(raw)
+
+    line = str(problem_at(err, path))
+    assert f"without {missing}" in line
+    assert "(got 768)" in line
+
+
+@pytest.mark.parametrize("shape", ["flat", "nested"])
+def test_an_upscale_mode_other_than_single_is_rejected_as_not_supported(shape: str) -> None:
+    if shape == "flat":
+        raw: dict[str, Any] = {"upscale_config": {"upscale_mode": "img2img"}}
+        path = "upscale_config.upscale_mode"
+    else:
+        raw = {"upscale": {"upscale_mode": "img2img"}}
+        path = "upscale.upscale_mode"
+
+    err = parse_error(raw)
+
+    line = str(problem_at(err, path))
+    assert "not supported" in line
+    assert "(got 'img2img')" in line
+
+
+def test_upscale_mode_single_is_accepted() -> None:
+    assert parse_config({"upscale": {"upscale_mode": "single"}}).upscale.upscale_mode == "single"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("mask_mode", "inpaint"), ("mask_image_path", "masks/face.png"), ("mask_blur", 4)],
+)
+@pytest.mark.parametrize("shape", ["flat", "nested"])
+def test_img2img_inpainting_keys_are_rejected_as_not_supported(key: str, value: Any, shape: str) -> None:
+    if shape == "flat":
+        raw: dict[str, Any] = {
+            "txt2img_enabled": True,
+            "img2img_enabled": True,
+            "img2img_config": {key: value},
+        }
+        path = f"img2img_config.{key}"
+    else:
+        raw = {"pipeline": {"img2img_enabled": True}, "img2img": {key: value}}
+        path = f"img2img.{key}"
+
+    err = parse_error(raw)
+
+    line = str(problem_at(err, path))
+    assert "inpainting is not supported" in line
+    assert f"(got {value!r})" in line
+
+
+def test_img2img_inpainting_keys_that_ask_for_nothing_are_accepted() -> None:
+    cfg = parse_config(
+        {
+            "pipeline": {"img2img_enabled": True},
+            "img2img": {"mask_mode": "none", "mask_image_path": "", "mask_blur": 0},
+        }
+    )
+
+    assert cfg.img2img_enabled
+
+
+def test_seed_resize_from_is_a_txt2img_field() -> None:
+    cfg = parse_config({"txt2img": {"seed_resize_from_w": 768, "seed_resize_from_h": 512}})
+
+    assert (cfg.txt2img.seed_resize_from_w, cfg.txt2img.seed_resize_from_h) == (768, 512)
+    assert "seed_resize_from_w" not in cfg.txt2img.model_extra
+
+
+def test_seed_resize_from_one_side_only_is_rejected_naming_it() -> None:
+    err = parse_error({"txt2img": {"seed_resize_from_w": 768, "seed_resize_from_h": -1}})
+
+    assert "without seed_resize_from_h" in str(problem_at(err, "txt2img.seed_resize_from_w"))

@@ -267,3 +267,150 @@ def test_from_json_refuses_a_config_key_that_does_not_match_the_stage() -> None:
 
     with pytest.raises(ConfigError, match="config_key"):
         from_dict(data)
+
+
+# --------------------------------------------------------------------------------------------
+# from_json: limits a queue-injected plan cannot get around
+# --------------------------------------------------------------------------------------------
+
+
+def adetailer_base() -> dict[str, Any]:
+    """The ADetailer stage's ``base`` as the sequencer writes it."""
+    return {
+        "prompt": "a lighthouse",
+        "negative_prompt": "",
+        "model": None,
+        "vae": None,
+        "sampler_name": "DPM++ 2M",
+        "scheduler": "Karras",
+        "steps": 30,
+        "cfg_scale": 7.0,
+        "clip_skip": None,
+        "seed": -1,
+    }
+
+
+def test_from_json_accepts_the_adetailer_base_the_sequencer_writes() -> None:
+    data = full_plan_dict()
+    data["stages"][3]["config"]["base"] = adetailer_base()
+
+    assert from_dict(data).stages[3].config["base"]["steps"] == 30
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        pytest.param("steps", 100_000, "less than or equal to 150", id="steps"),
+        pytest.param("cfg_scale", 300.0, "less than or equal to 30", id="cfg"),
+        pytest.param("prompt", "x" * 10_001, "at most 10000 characters", id="prompt"),
+        pytest.param("negative_prompt", "x" * 10_001, "at most 10000 characters", id="negative-prompt"),
+        pytest.param("clip_skip", 40, "less than or equal to 12", id="clip-skip"),
+        pytest.param("batch_size", 64, "Extra inputs are not permitted", id="unknown-key"),
+    ],
+)
+def test_from_json_refuses_an_adetailer_base_outside_the_limits(key: str, value: Any, message: str) -> None:
+    # Given: a plan whose ADetailer main pass was edited on its way through the queue
+    data = full_plan_dict()
+    data["stages"][3]["config"]["base"] = adetailer_base() | {key: value}
+
+    with pytest.raises(ConfigError) as excinfo:
+        from_dict(data)
+
+    assert f"stages.3.config.base.{key}" in str(excinfo.value)
+    assert message in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "path"),
+    [
+        pytest.param(
+            {
+                0: {
+                    "hires_enabled": True,
+                    "hires_upscaler_name": "Latent",
+                    "hires_denoise_strength": 0.5,
+                    "hires_scale_factor": 8.0,
+                    "config": {"width": 8192, "height": 1024},
+                }
+            },
+            "stages.0.hires_scale_factor",
+            id="hires-scale",
+        ),
+        pytest.param(
+            {0: {"config": {"width": 4096, "height": 4096}}, 2: {"config": {"upscaling_resize": 8}}},
+            "stages.2.config.upscaling_resize",
+            id="upscale-factor",
+        ),
+        pytest.param(
+            {2: {"config": {"upscaler": "x", "resize_width": 16384, "resize_height": 16384}}},
+            "stages.2.config.resize_width",
+            id="upscale-target",
+        ),
+        pytest.param(
+            {0: {"config": {"batch_size": 4, "n_iter": 8}}},
+            "stages.0.config.batch_size",
+            id="batch",
+        ),
+        pytest.param(
+            {0: {"config": {"batch_size": 4}}, 1: {"config": {"denoising_strength": 0.3, "n_iter": 8}}},
+            "stages.1.config.batch_size",
+            id="images-across-stages",
+        ),
+    ],
+)
+def test_from_json_refuses_outputs_over_the_config_limits(
+    changes: dict[int, dict[str, Any]], path: str
+) -> None:
+    data = full_plan_dict()
+    for index, fields in changes.items():
+        config = fields.pop("config", None)
+        data["stages"][index] |= fields
+        if config is not None:
+            data["stages"][index]["config"] |= config
+
+    with pytest.raises(ConfigError) as excinfo:
+        from_dict(data)
+
+    assert [p.path for p in excinfo.value.problems] == [path]
+    assert "over" in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("index", "config", "path", "message"),
+    [
+        pytest.param(1, {"width": 768}, "stages.1.config.width", "without height", id="img2img-width-only"),
+        pytest.param(
+            1, {"mask_mode": "inpaint"}, "stages.1.config.mask_mode", "inpainting is not supported", id="mask"
+        ),
+        pytest.param(
+            2, {"upscale_mode": "img2img"}, "stages.2.config.upscale_mode", "not supported", id="mode"
+        ),
+        pytest.param(
+            0,
+            {"sampler_name": "DPM++ 2M Karras", "scheduler": "Exponential"},
+            "stages.0.config.scheduler",
+            "disagrees",
+            id="sampler-scheduler",
+        ),
+    ],
+)
+def test_from_json_refuses_what_the_config_refuses_naming_the_field(
+    index: int, config: dict[str, Any], path: str, message: str
+) -> None:
+    data = full_plan_dict()
+    data["stages"][index]["config"] |= config
+
+    with pytest.raises(ConfigError) as excinfo:
+        from_dict(data)
+
+    (problem,) = excinfo.value.problems
+    assert problem.path == path
+    assert message in problem.message
+
+
+def test_from_json_refuses_an_overlong_name_in_the_stage_metadata() -> None:
+    data = full_plan_dict()
+    data["stages"][0] |= {"refiner_enabled": True, "refiner_model_name": "r" * 1000, "refiner_switch_at": 0.8}
+
+    with pytest.raises(ConfigError, match=r"stages\.0\.refiner_model_name"):
+        from_dict(data)

@@ -363,3 +363,17 @@ def test_runner_rejects_adetailer_without_generation_before_calling_the_executor
         runner.run(flat_config(upscale=True, adetailer=True))
 
     assert executor.calls == []
+
+
+def test_the_adetailer_base_carries_the_generation_sampler_split_from_its_scheduler() -> None:
+    plan = StageSequencer().build_plan(
+        {
+            "txt2img_enabled": True,
+            "adetailer_enabled": True,
+            "txt2img_config": {"sampler_name": "DPM++ 2M Karras"},
+        }
+    )
+
+    base = plan.stages[-1].config["base"]
+    assert (base["sampler_name"], base["scheduler"]) == ("DPM++ 2M", "Karras")
+    assert StageExecutionPlan.from_json(plan.to_json()) == plan

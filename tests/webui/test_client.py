@@ -207,6 +207,21 @@ def test_lookup_lists_are_returned_as_sent(webui: FakeWebUI, client: WebUIClient
     assert client.latent_upscale_modes() == [{"name": "latent-upscale-modes"}]
 
 
+def test_sd_vae_returns_the_vae_list_as_sent(webui: FakeWebUI, client: WebUIClient) -> None:
+    vaes = [{"model_name": "sdxl_vae.safetensors", "filename": "/models/VAE/sdxl_vae.safetensors"}]
+    webui.reply("GET /sdapi/v1/sd-vae", body=vaes)
+
+    assert client.sd_vae() == vaes
+    assert [(s.method, s.path) for s in webui.seen] == [("GET", "/sdapi/v1/sd-vae")]
+
+
+def test_an_sd_vae_answer_that_is_not_a_list_is_an_http_error(webui: FakeWebUI, client: WebUIClient) -> None:
+    webui.reply("GET /sdapi/v1/sd-vae", body={"detail": "Not Found"})
+
+    with pytest.raises(WebUIHTTPError, match="not a JSON list"):
+        client.sd_vae()
+
+
 def test_adetailer_version_and_models_when_installed(webui: FakeWebUI, client: WebUIClient) -> None:
     webui.reply("GET /adetailer/v1/version", body={"version": "25.3.0"})
     webui.reply("GET /adetailer/v1/ad_model", body={"ad_model": ["face_yolov8n.pt", "hand_yolov8n.pt"]})

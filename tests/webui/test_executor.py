@@ -22,6 +22,7 @@ from test_payloads import A1111_EXTRAS, A1111_IMG2IMG, A1111_OVERRIDE_OPTIONS, A
 from stablenew.config_files import load_config_file
 from stablenew.errors import (
     Canceled,
+    ConfigError,
     WebUIError,
     WebUIHTTPError,
     WebUIRejected,
@@ -362,8 +363,8 @@ def set_path(raw: dict[str, Any], path: str, value: Any) -> None:
 MISSING = {
     "checkpoint": ("txt2img_config.model", "sd_xl_turbo.safetensors", "txt2img.model", "sd_xl_base_1.0"),
     "sampler": ("txt2img_config.sampler_name", "DPM++ 3M", "txt2img.sampler_name", "Euler a"),
-    "scheduler": ("txt2img_config.scheduler", "Beta", "txt2img.scheduler", "karras"),
-    "img2img sampler": ("img2img_config.sampler_name", "UniPC", "img2img.sampler_name", "DDIM"),
+    "scheduler": ("txt2img_config.scheduler", "Laplace", "txt2img.scheduler", "karras"),
+    "img2img sampler": ("img2img_config.sampler_name", "DPM++ 4M", "img2img.sampler_name", "DDIM"),
     "upscaler": ("upscale_config.upscaler", "4x-Foolhardy", "upscale.upscaler", "R-ESRGAN 4x+"),
     "hires upscaler": ("hires_upscaler_name", "Latent (bogus)", "hires.upscaler", "Latent (antialiased)"),
     "refiner": ("refiner_model_name", "sd_xl_refiner_0.9", "refiner.model_name", "sd_xl_refiner_1.0"),
@@ -375,7 +376,7 @@ MISSING = {
     ),
     "adetailer sampler": (
         "adetailer_config.adetailer_sampler",
-        "Heun",
+        "DPM++ 4M",
         "adetailer.face.sampler",
         "DPM++ 2M SDE",
     ),
@@ -435,20 +436,20 @@ def test_preflight_checks_an_ad_model_given_as_an_ad_passthrough(sim, client):
 
 def test_preflight_checks_an_ad_sampler_given_as_an_ad_passthrough(sim, client):
     raw = nested_config()
-    raw["execution_config"]["adetailer"] |= {"ad_use_sampler": True, "ad_sampler": "Heun"}
+    raw["execution_config"]["adetailer"] |= {"ad_use_sampler": True, "ad_sampler": "DPM++ 4M"}
 
     with pytest.raises(WebUIRejected) as caught:
         run_plan(client, raw)
 
     assert "adetailer.face.ad_sampler" in str(caught.value)
-    assert "'Heun'" in str(caught.value)
+    assert "'DPM++ 4M'" in str(caught.value)
     assert generations(sim) == []
 
 
 def test_preflight_checks_the_scheduler_of_the_adetailer_main_pass(sim, client):
     """A plan from the queue is not always the sequencer's: its ADetailer base may name its own scheduler."""
     data = json.loads(plan_of(flat_config()).to_json())
-    data["stages"][3]["config"]["base"]["scheduler"] = "Beta"
+    data["stages"][3]["config"]["base"]["scheduler"] = "Laplace"
     plan = StageExecutionPlan.from_json(data)
 
     with pytest.raises(WebUIRejected) as caught:
@@ -616,6 +617,7 @@ FAULTS = {
     "malformed_json": (Fault("malformed_json"), WebUIHTTPError, 200),
     "bad_base64": (Fault("bad_base64"), WebUIHTTPError, 200),
     "close": (Fault("close"), WebUIUnavailable, None),
+    "no_images": (Fault("no_images"), WebUIHTTPError, 200),
 }
 STAGE_INPUT = png_b64(64, 64)
 
@@ -660,3 +662,157 @@ def test_a_stopped_webui_makes_the_stage_unavailable_with_the_stage_set(sim, cli
 
     assert caught.value.stage == "img2img"
     assert isinstance(caught.value, WebUIError)
+
+
+# --- a stage without images is a failure -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failing", [TXT2IMG, IMG2IMG], ids=["txt2img", "img2img"])
+def test_a_stage_that_returns_no_images_fails_and_the_next_stage_never_runs(sim, client, failing):
+    sim.inject(Fault("no_images", route=failing))
+    stage = "txt2img" if failing == TXT2IMG else "img2img"
+
+    with pytest.raises(WebUIHTTPError) as caught:
+        run_plan(client, flat_config())
+
+    assert caught.value.stage == stage
+    assert (caught.value.status, caught.value.transient) == (200, False)
+    assert "returned no images" in str(caught.value)
+    assert [r.path for r in generations(sim)][-1] == failing  # nothing was sent after it
+
+
+# --- settings that must not leak between jobs ----------------------------------------------------------------
+
+
+def test_the_clip_skip_and_vae_of_one_job_do_not_leak_into_the_next(sim, client):
+    """A1111 keeps overrides (restore_afterwards false): the second job must run with its own defaults."""
+    first = flat_config(upscale_enabled=False, adetailer_enabled=False, img2img_enabled=False)
+    first["txt2img_config"] |= {"clip_skip": 2, "vae": "sdxl_vae.safetensors"}
+    second = flat_config(upscale_enabled=False, adetailer_enabled=False, img2img_enabled=False)
+
+    run_plan(client, first)
+    result, _ = run_plan(client, second)
+
+    info = result["meta"]["info"]
+    assert (info["clip_skip"], info["sd_vae_name"]) == (1, None)
+    assert "Clip skip" not in info["infotexts"][0]
+
+
+def test_the_webui_reports_the_clip_skip_and_vae_a_job_asked_for(sim, client):
+    config = flat_config(upscale_enabled=False, adetailer_enabled=False)
+    config["txt2img_config"] |= {"clip_skip": 2, "vae": "SDXL_VAE.safetensors"}
+
+    _, hooks = run_plan(client, config)
+
+    for stage in (StageType.TXT2IMG, StageType.IMG2IMG):  # img2img inherits both from txt2img
+        info = hooks.results[stage]["meta"]["info"]
+        assert (info["clip_skip"], info["sd_vae_name"]) == (2, "sdxl_vae.safetensors"), stage
+    assert generations(sim)[0].body["override_settings"]["sd_vae"] == "sdxl_vae.safetensors"  # its spelling
+
+
+def test_preflight_rejects_a_vae_the_webui_lacks_naming_the_field_and_what_exists(sim, client):
+    config = flat_config()
+    config["txt2img_config"]["vae"] = "kl-f8-anime2.ckpt"
+
+    with pytest.raises(WebUIRejected) as caught:
+        run_plan(client, config)
+
+    message = str(caught.value)
+    assert "txt2img.vae" in message and "'kl-f8-anime2.ckpt'" in message
+    assert "sdxl_vae.safetensors" in message
+    assert generations(sim) == []
+
+
+@pytest.mark.parametrize("vae", ["Automatic", "None"])
+def test_a_builtin_vae_setting_needs_no_vae_file_on_the_webui(vae):
+    with SimulatedWebUI(vaes=[]) as bare, WebUIClient(bare.url) as bare_client:
+        config = flat_config(upscale_enabled=False, adetailer_enabled=False, img2img_enabled=False)
+        config["txt2img_config"]["vae"] = vae
+
+        run_plan(bare_client, config)
+
+        assert generations(bare)[0].body["override_settings"]["sd_vae"] == vae
+
+
+# --- refiner with hires ------------------------------------------------------------------------------------
+
+
+def test_with_refiner_and_hires_the_webui_runs_the_refiner_in_the_first_pass(sim, client):
+    _, hooks = run_plan(
+        client, flat_config(upscale_enabled=False, adetailer_enabled=False, img2img_enabled=False)
+    )
+
+    extra = hooks.results[StageType.TXT2IMG]["meta"]["info"]["extra_generation_params"]
+    assert extra["Hires refiner"] == "first pass"
+    assert extra["Refiner switch at"] == 0.8
+    assert generations(sim)[0].body["override_settings"]["hires_fix_refiner_pass"] == "first pass"  # recorded
+
+
+# --- sampler names that carry a scheduler ----------------------------------------------------------------------
+
+
+def test_a_sampler_name_carrying_a_scheduler_passes_preflight_and_runs_as_sampler_plus_scheduler(sim, client):
+    config = flat_config()
+    config["txt2img_config"] |= {"sampler_name": "DPM++ 2M Karras", "scheduler": None}
+    config["img2img_config"] |= {"sampler_name": "Euler a Exponential", "scheduler": None}
+
+    _, hooks = run_plan(client, config)
+
+    txt2img, img2img, _upscale, adetailer = generations(sim)
+    assert (txt2img.body["sampler_name"], txt2img.body["scheduler"]) == ("DPM++ 2M", "karras")
+    assert (img2img.body["sampler_name"], img2img.body["scheduler"]) == ("Euler a", "exponential")
+    assert (adetailer.body["sampler_name"], adetailer.body["scheduler"]) == ("Euler a", "exponential")
+    infotext = hooks.results[StageType.TXT2IMG]["meta"]["info"]["infotexts"][0]
+    assert "Sampler: DPM++ 2M," in infotext and "Schedule type: Karras" in infotext
+
+
+def test_a_hires_sampler_carrying_a_scheduler_runs_instead_of_failing_the_hires_pass(sim, client):
+    raw = nested_config()
+    raw["execution_config"]["txt2img"]["hr_sampler_name"] = "Euler a Karras"
+
+    _, hooks = run_plan(client, raw)
+
+    txt2img = generations(sim)[0].body
+    assert (txt2img["hr_sampler_name"], txt2img["hr_scheduler"]) == ("Euler a", "karras")
+    extra = hooks.results[StageType.TXT2IMG]["meta"]["info"]["extra_generation_params"]
+    assert extra["Hires schedule type"] == "Karras"
+
+
+def test_adetailers_joined_default_sampler_name_passes_preflight_split_in_two(sim, client):
+    raw = nested_config()
+    raw["execution_config"]["adetailer"] |= {"adetailer_sampler": "DPM++ 2M Karras"}
+
+    run_plan(client, raw)
+
+    face = generations(sim)[-1].body["alwayson_scripts"]["ADetailer"]["args"][2]
+    assert (face["ad_sampler"], face["ad_scheduler"]) == ("DPM++ 2M", "karras")
+    assert sim.adetailer_problems == []
+
+
+def test_preflight_checks_the_scheduler_an_adetailer_tab_names(sim, client):
+    raw = nested_config()
+    raw["execution_config"]["adetailer"] |= {"ad_scheduler": "Laplace"}
+
+    with pytest.raises(WebUIRejected) as caught:
+        run_plan(client, raw)
+
+    assert "adetailer.face.ad_scheduler" in str(caught.value)
+    assert "'Laplace'" in str(caught.value)
+    assert generations(sim) == []
+
+
+# --- limits re-checked before any GPU work -------------------------------------------------------------------
+
+
+def test_preflight_refuses_a_queued_plan_with_an_adetailer_tab_over_the_limits_before_any_generation(
+    sim, client
+):
+    data = json.loads(plan_of(flat_config()).to_json())
+    data["stages"][3]["config"]["face"]["ad_args"] = {"ad_use_steps": True, "ad_steps": 100_000}
+    plan = StageExecutionPlan.from_json(data)  # ad_* pass-throughs are ADetailer's: checked when built
+
+    with pytest.raises(ConfigError) as caught:
+        WebUIExecutor(client).preflight(plan)
+
+    assert [p.path for p in caught.value.problems] == ["adetailer.face.ad_steps"]
+    assert generations(sim) == []

@@ -71,7 +71,12 @@ ADETAILER_ARGS = set(
     ad_controlnet_guidance_end""".split()
 )
 # A1111 option names we may put in override_settings (checkpoint, VAE, clip skip).
-A1111_OVERRIDE_OPTIONS = {"sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers"}
+A1111_OVERRIDE_OPTIONS = {
+    "sd_model_checkpoint",
+    "sd_vae",
+    "CLIP_stop_at_last_layers",
+    "hires_fix_refiner_pass",
+}
 
 
 def png_b64(width: int, height: int) -> str:
@@ -127,6 +132,12 @@ def nested_with_img2img() -> dict[str, Any]:
 
 ASTRONAUT = "portrait of an astronaut in a sunflower field, golden hour, detailed face"
 ASTRONAUT_NEGATIVE = "blurry, lowres, deformed hands"
+# Clip skip and VAE are always sent (their defaults here), so no earlier job's override can linger in A1111.
+FLAT_OVERRIDES = {
+    "sd_model_checkpoint": "sd_xl_base_1.0.safetensors",
+    "sd_vae": "Automatic",
+    "CLIP_stop_at_last_layers": 1,
+}
 
 
 def test_flat_txt2img_body_carries_hires_refiner_and_checkpoint_exactly():
@@ -146,7 +157,7 @@ def test_flat_txt2img_body_carries_hires_refiner_and_checkpoint_exactly():
         "height": 1024,
         "send_images": True,
         "save_images": False,
-        "override_settings": {"sd_model_checkpoint": "sd_xl_base_1.0.safetensors"},
+        "override_settings": FLAT_OVERRIDES | {"hires_fix_refiner_pass": "first pass"},
         "override_settings_restore_afterwards": False,
         "enable_hr": True,
         "hr_scale": 1.5,
@@ -174,7 +185,7 @@ def test_flat_img2img_body_takes_the_previous_image_its_size_and_its_seed():
         "cfg_scale": 7.0,
         "send_images": True,
         "save_images": False,
-        "override_settings": {"sd_model_checkpoint": "sd_xl_base_1.0.safetensors"},
+        "override_settings": FLAT_OVERRIDES,
         "override_settings_restore_afterwards": False,
         "init_images": [PREVIOUS_IMAGE],
         "denoising_strength": 0.35,
@@ -215,7 +226,7 @@ def test_flat_adetailer_body_is_img2img_with_skip_on_and_one_face_tab():
         "cfg_scale": 7.0,
         "send_images": True,
         "save_images": False,
-        "override_settings": {"sd_model_checkpoint": "sd_xl_base_1.0.safetensors"},
+        "override_settings": FLAT_OVERRIDES,
         "override_settings_restore_afterwards": False,
         "init_images": [PREVIOUS_IMAGE],
         "width": 384,
@@ -251,6 +262,7 @@ def test_flat_adetailer_body_is_img2img_with_skip_on_and_one_face_tab():
 NOOK = "a cozy reading nook, warm light, highly detailed"
 NOOK_OVERRIDES = {
     "sd_model_checkpoint": "sd_xl_base_1.0.safetensors [31e35c80fc]",
+    "sd_vae": "Automatic",  # the preset says "Automatic"
     "CLIP_stop_at_last_layers": 2,
 }
 
@@ -272,7 +284,7 @@ def test_nested_txt2img_body_maps_preset_keys_hires_and_refiner_exactly():
         "height": 1024,
         "send_images": True,
         "save_images": False,
-        "override_settings": NOOK_OVERRIDES,
+        "override_settings": NOOK_OVERRIDES | {"hires_fix_refiner_pass": "first pass"},
         "override_settings_restore_afterwards": False,
         "enable_hr": True,
         "hr_scale": 1.5,
@@ -474,16 +486,18 @@ def test_vae_and_clip_skip_travel_in_override_settings_never_through_options():
         "sd_model_checkpoint": "sd_xl_base_1.0.safetensors",
         "sd_vae": "sdxl_vae.safetensors",
         "CLIP_stop_at_last_layers": 2,
+        "hires_fix_refiner_pass": "first pass",
     }
     assert body["override_settings_restore_afterwards"] is False
 
 
-def test_a_config_without_a_model_sends_no_override_settings():
+def test_a_config_without_a_model_names_no_checkpoint_but_still_resets_vae_and_clip_skip():
     config = example("txt2img_only.json")
 
     body = body_for(config, StageType.TXT2IMG)
 
-    assert "override_settings" not in body
+    assert body["override_settings"] == {"sd_vae": "Automatic", "CLIP_stop_at_last_layers": 1}
+    assert body["override_settings_restore_afterwards"] is False
     assert (body["width"], body["height"], body["sampler_name"]) == (832, 1216, "Euler a")
 
 
@@ -914,3 +928,249 @@ def test_the_field_list_check_covers_all_four_builders():
     assert {"hr_resize_x", "hr_resize_y", "hr_scale", "refiner_switch_at"} <= seen[StageType.TXT2IMG]
     assert {"upscaling_resize_w", "upscaling_resize", "upscaler_2"} <= seen[StageType.UPSCALE]
     assert {"tab.ad_sampler", "tab.ad_mask_k", "tab.ad_noise_multiplier"} <= seen[StageType.ADETAILER]
+
+
+# --- settings that must not leak from one job into the next ---------------------------------------------------
+
+
+@pytest.mark.parametrize("stage_type", [StageType.TXT2IMG, StageType.IMG2IMG, StageType.ADETAILER])
+def test_every_generation_request_resets_clip_skip_and_vae_when_the_config_sets_neither(stage_type):
+    """A1111 keeps an earlier job's overrides (restore_afterwards is false): each request says its own."""
+    config = example("full_pipeline.json")
+    config["txt2img_config"].pop("model")
+
+    overrides = body_for(config, stage_type)["override_settings"]
+
+    assert (overrides["CLIP_stop_at_last_layers"], overrides["sd_vae"]) == (1, "Automatic")
+    assert "sd_model_checkpoint" not in overrides
+
+
+def test_a_vae_of_none_is_sent_as_none_not_automatic():
+    config = example("txt2img_only.json")
+    config["txt2img_config"]["vae"] = "None"
+
+    assert body_for(config, StageType.TXT2IMG)["override_settings"]["sd_vae"] == "None"
+
+
+def test_the_adetailer_pass_resets_clip_skip_and_vae_to_those_of_its_generation_stage():
+    raw = example("stablenew_preset.json")
+    raw["execution_config"]["txt2img"]["vae"] = "sdxl_vae.safetensors"
+
+    overrides = body_for(raw, StageType.ADETAILER)["override_settings"]
+
+    assert (overrides["CLIP_stop_at_last_layers"], overrides["sd_vae"]) == (2, "sdxl_vae.safetensors")
+
+
+# --- refiner with hires ------------------------------------------------------------------------------------
+
+
+def test_refiner_with_hires_asks_a1111_to_run_the_refiner_in_the_first_pass():
+    """The switch point is a fraction of the txt2img steps; A1111's default would apply it to the hires pass."""
+    body = body_for(example("full_pipeline.json"), StageType.TXT2IMG)
+
+    assert body["override_settings"]["hires_fix_refiner_pass"] == "first pass"
+    assert body["refiner_switch_at"] == 0.8
+    assert body["enable_hr"] is True
+
+
+@pytest.mark.parametrize(("refiner", "hires"), [(True, False), (False, True), (False, False)])
+def test_without_both_refiner_and_hires_no_refiner_pass_option_is_sent(refiner, hires):
+    config = example("full_pipeline.json")
+    config |= {"refiner_enabled": refiner, "hires_enabled": hires}
+
+    body = body_for(config, StageType.TXT2IMG)
+
+    assert "hires_fix_refiner_pass" not in body["override_settings"]
+
+
+# --- sampler names that carry a scheduler --------------------------------------------------------------------
+
+
+def test_a_sampler_name_carrying_a_scheduler_is_sent_as_sampler_plus_scheduler():
+    config = example("txt2img_only.json")
+    config["txt2img_config"]["sampler_name"] = "DPM++ 2M Karras"
+
+    body = body_for(config, StageType.TXT2IMG)
+
+    assert (body["sampler_name"], body["scheduler"]) == ("DPM++ 2M", "Karras")
+
+
+def test_a_queued_plan_with_a_joined_sampler_name_is_split_by_the_payload_builder():
+    """A plan that did not come from the sequencer (the queue) may still say "DPM++ 2M Karras"."""
+    data = plan_of(example("txt2img_only.json")).model_dump(mode="json")
+    data["stages"][0]["config"] |= {"sampler_name": "Euler a Karras", "scheduler": None}
+    plan = StageExecutionPlan.from_json(data)
+
+    body = txt2img_body(payload_for(plan, StageType.TXT2IMG))
+
+    assert (body["sampler_name"], body["scheduler"]) == ("Euler a", "Karras")
+
+
+def test_a_queued_plan_whose_sampler_and_scheduler_disagree_is_refused_naming_the_field():
+    data = plan_of(example("full_pipeline.json")).model_dump(mode="json")
+    data["stages"][3]["config"]["base"] |= {"sampler_name": "DPM++ 2M Karras"}  # beside scheduler "Karras"
+    adetailer = payload_for(StageExecutionPlan.model_validate(data), StageType.ADETAILER)
+    adetailer["config"]["base"]["scheduler"] = "Exponential"  # past from_json: the builder still refuses
+
+    with pytest.raises(ConfigError) as caught:
+        adetailer_body(adetailer, PREVIOUS_IMAGE)
+
+    assert [p.path for p in caught.value.problems] == ["adetailer.base.scheduler"]
+
+
+def test_a_hires_sampler_carrying_a_scheduler_is_sent_as_hr_sampler_name_plus_hr_scheduler():
+    """A1111 does not split hr_sampler_name: "Euler a Karras" there fails its hires pass with a 500."""
+    raw = example("stablenew_preset.json")
+    raw["execution_config"]["txt2img"]["hr_sampler_name"] = "Euler a Karras"
+
+    body = body_for(raw, StageType.TXT2IMG)
+
+    assert (body["hr_sampler_name"], body["hr_scheduler"]) == ("Euler a", "Karras")
+
+
+def test_a_plain_hires_sampler_sends_no_hr_scheduler_so_the_first_pass_scheduler_is_kept():
+    raw = example("stablenew_preset.json")
+    raw["execution_config"]["txt2img"]["hr_sampler_name"] = "Euler a"
+
+    body = body_for(raw, StageType.TXT2IMG)
+
+    assert body["hr_sampler_name"] == "Euler a"
+    assert "hr_scheduler" not in body
+
+
+@pytest.mark.parametrize(
+    "ad_pass",
+    [
+        pytest.param({"sampler": "DPM++ 2M Karras"}, id="mapped-adetailer_sampler"),
+        pytest.param({"ad_args": {"ad_use_sampler": True, "ad_sampler": "DPM++ 2M Karras"}}, id="ad_sampler"),
+        pytest.param(
+            {
+                "ad_args": {
+                    "ad_use_sampler": True,
+                    "ad_sampler": "DPM++ 2M Karras",
+                    "ad_scheduler": "Use same scheduler",
+                }
+            },
+            id="ad_sampler-with-same-scheduler",
+        ),
+    ],
+)
+def test_an_adetailer_sampler_carrying_a_scheduler_is_sent_as_ad_sampler_plus_ad_scheduler(ad_pass):
+    """ADetailer hands ad_sampler to A1111 as it is; its own default is the joined "DPM++ 2M Karras"."""
+    tab = adetailer_tab(GOOD_PASS | ad_pass, path="adetailer.face")
+
+    assert (tab["ad_use_sampler"], tab["ad_sampler"], tab["ad_scheduler"]) == (True, "DPM++ 2M", "Karras")
+
+
+def test_an_adetailer_sampler_whose_scheduler_disagrees_with_ad_scheduler_is_an_error():
+    problems = problems_of(
+        {"ad_use_sampler": True, "ad_sampler": "DPM++ 2M Karras", "ad_scheduler": "Exponential"}
+    )
+
+    assert len(problems) == 1
+    assert problems[0].startswith("adetailer.face.ad_scheduler: disagrees with the scheduler 'Karras'")
+
+
+# --- limits ADetailer itself does not enforce ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("ad_steps", 151, "must be <= 150"),
+        ("ad_steps", 100_000, "must be <= 150"),
+        ("ad_inpaint_width", 8193, "must be <= 8192"),
+        ("ad_inpaint_height", 100_000, "must be <= 8192"),
+        ("ad_cfg_scale", 31.0, "must be <= 30"),
+        ("ad_dilate_erode", 129, "must be <= 128"),
+        ("ad_dilate_erode", -129, "must be >= -128"),
+        ("ad_x_offset", 201, "must be <= 200"),
+        ("ad_y_offset", -201, "must be >= -200"),
+        ("ad_mask_k", 101, "must be <= 100"),
+        ("ad_mask_blur", 257, "must be <= 256"),
+        ("ad_inpaint_only_masked_padding", 1025, "must be <= 1024"),
+    ],
+)
+def test_an_adetailer_value_over_our_upper_bound_is_an_error_naming_the_bound(key, value, message):
+    (problem,) = problems_of({key: value})
+
+    assert problem.startswith(f"adetailer.face.{key}: {message}")
+
+
+@pytest.mark.parametrize(
+    ("key", "limit"), [("ad_prompt", 10_000), ("ad_negative_prompt", 10_000), ("ad_sampler", 512)]
+)
+def test_an_overlong_adetailer_string_is_an_error_that_does_not_echo_it(key, limit):
+    (problem,) = problems_of({key: "x" * (limit + 1)})
+
+    assert problem == f"adetailer.face.{key}: must be at most {limit} characters (got {limit + 1})"
+
+
+def test_an_adetailer_prompt_of_exactly_the_limit_is_accepted():
+    tab = adetailer_tab(GOOD_PASS | {"ad_args": {"ad_prompt": "x" * 10_000}}, path="adetailer.face")
+
+    assert len(tab["ad_prompt"]) == 10_000
+
+
+# --- output sizes checked once the input image is known -------------------------------------------------------
+
+
+def test_an_upscale_whose_output_would_be_over_the_size_limit_is_refused_before_sending():
+    """The config check knows the size only if every earlier size is known; a queued input may be larger."""
+    config = example("full_pipeline.json")
+    config["upscale_config"]["upscaling_resize"] = 4.0
+
+    with pytest.raises(ConfigError) as caught:
+        body_for(config, StageType.UPSCALE, image=png_b64(4104, 1024))  # -> 16416 wide
+
+    (problem,) = caught.value.problems
+    assert problem.path == "upscale.upscaling_resize"
+    assert "16416x4096" in problem.message
+
+
+def test_an_upscale_within_the_limit_is_sent():
+    config = example("full_pipeline.json")
+    config["upscale_config"]["upscaling_resize"] = 4.0
+
+    body = body_for(config, StageType.UPSCALE, image=png_b64(4096, 2048))  # -> 16384 x 8192, the limit
+
+    assert body["upscaling_resize"] == 4.0
+
+
+def test_img2img_at_the_size_of_an_input_image_over_the_limit_is_refused():
+    config = example("img2img_upscale.json")
+    payload = payload_for(config, StageType.IMG2IMG)
+
+    with pytest.raises(ConfigError) as caught:
+        img2img_body(payload, png_b64(16392, 64))
+
+    assert [p.path for p in caught.value.problems] == ["img2img.init_images"]
+
+
+def test_img2img_with_only_one_side_in_a_queued_plan_is_refused_naming_it():
+    payload = payload_for(example("full_pipeline.json"), StageType.IMG2IMG)
+    payload["config"]["width"] = 512
+
+    with pytest.raises(ConfigError) as caught:
+        img2img_body(payload, PREVIOUS_IMAGE)
+
+    assert [p.path for p in caught.value.problems] == ["img2img.width"]
+
+
+# --- StableNew fields that are mapped -------------------------------------------------------------------------
+
+
+def test_seed_resize_from_is_sent_when_both_sides_are_given():
+    raw = example("stablenew_preset.json")
+    raw["execution_config"]["txt2img"] |= {"seed_resize_from_w": 768, "seed_resize_from_h": 512}
+
+    body = body_for(raw, StageType.TXT2IMG)
+
+    assert (body["seed_resize_from_w"], body["seed_resize_from_h"]) == (768, 512)
+
+
+def test_seed_resize_from_minus_one_is_not_sent():
+    raw = example("stablenew_preset.json")
+    raw["execution_config"]["txt2img"] |= {"seed_resize_from_w": -1, "seed_resize_from_h": -1}
+
+    assert "seed_resize_from_w" not in body_for(raw, StageType.TXT2IMG)

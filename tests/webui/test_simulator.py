@@ -550,3 +550,136 @@ def test_a_stopped_simulator_refuses_connections_and_restarts_on_the_same_port(s
     sim.start()
     assert sim.url == url
     assert requests.get(url + "/internal/ping", timeout=2).status_code == 200
+
+
+# -- A1111 1.10 samplers, schedulers, VAEs and lingering options ----------------------------------------------
+
+
+def info_of(response: requests.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    info: dict[str, Any] = json.loads(response.json()["info"])
+    return info
+
+
+def test_the_sampler_list_is_a1111_1_10s_without_names_carrying_a_scheduler(sim, http):
+    names = [s["name"] for s in get(http, sim, "/sdapi/v1/samplers").json()]
+
+    assert names[0] == "DPM++ 2M"
+    assert {"DPM++ 2M SDE", "Euler a", "DDIM", "UniPC", "LCM"} <= set(names)
+    assert not [name for name in names if name.endswith((" Karras", " Exponential"))]
+
+
+def test_sd_vae_lists_the_vae_files_as_a1111_does(sim, http):
+    vaes = get(http, sim, "/sdapi/v1/sd-vae").json()
+
+    assert {"model_name": "sdxl_vae.safetensors", "filename": "/models/VAE/sdxl_vae.safetensors"} in vaes
+
+
+@pytest.mark.parametrize(
+    ("sampler_name", "scheduler", "runs"),
+    [
+        ("DPM++ 2M Karras", None, ("DPM++ 2M", "Karras")),
+        ("Euler a karras", None, ("Euler a", "Karras")),  # the scheduler's name works as well as its label
+        ("DPM++ 2M Karras", "exponential", ("DPM++ 2M", "Exponential")),  # an explicit scheduler wins
+        ("DPM++ 2M SDE Heun", None, ("DPM++ 2M SDE Heun", None)),
+        # A1111 tries " Uniform" before " SGM Uniform": the rest, "Euler SGM", is unknown -> the first sampler.
+        ("Euler SGM Uniform", None, ("DPM++ 2M", "Uniform")),
+    ],
+)
+def test_a_sampler_name_carrying_a_scheduler_is_resolved_as_a1111_does(
+    sim, http, sampler_name, scheduler, runs
+):
+    body = {"width": 64, "height": 64, "sampler_name": sampler_name, "scheduler": scheduler}
+
+    info = info_of(post(http, sim, TXT2IMG, body))
+
+    assert info["sampler_name"] == runs[0]
+    schedule = f"Schedule type: {runs[1]}"
+    assert (schedule in info["infotexts"][0]) is (runs[1] is not None)
+
+
+def test_a_hires_sampler_carrying_a_scheduler_fails_with_500_as_a1111_does(sim, http):
+    body = {"width": 64, "height": 64, "enable_hr": True, "denoising_strength": 0.3}
+
+    assert_a1111_error(post(http, sim, TXT2IMG, {**body, "hr_sampler_name": "Euler a Karras"}), 500)
+    split = {**body, "hr_sampler_name": "Euler a", "hr_scheduler": "Karras"}
+    assert (
+        info_of(post(http, sim, TXT2IMG, split))["extra_generation_params"]["Hires schedule type"] == "Karras"
+    )
+
+
+def test_override_settings_linger_for_the_next_request_unless_restored(sim, http):
+    """A1111 keeps a request's overrides when override_settings_restore_afterwards is false (default: true)."""
+    overrides = {"CLIP_stop_at_last_layers": 2, "sd_vae": "sdxl_vae.safetensors"}
+    plain = {"width": 64, "height": 64}
+
+    restored = info_of(post(http, sim, TXT2IMG, {**plain, "override_settings": overrides}))
+    after_restored = info_of(post(http, sim, TXT2IMG, plain))
+    kept = info_of(
+        post(
+            http,
+            sim,
+            TXT2IMG,
+            {**plain, "override_settings": overrides, "override_settings_restore_afterwards": False},
+        )
+    )
+    after_kept = info_of(post(http, sim, TXT2IMG, plain))
+
+    assert (restored["clip_skip"], restored["sd_vae_name"]) == (2, "sdxl_vae.safetensors")
+    assert (after_restored["clip_skip"], after_restored["sd_vae_name"]) == (1, None)
+    assert (kept["clip_skip"], kept["sd_vae_name"]) == (2, "sdxl_vae.safetensors")
+    assert (after_kept["clip_skip"], after_kept["sd_vae_name"]) == (2, "sdxl_vae.safetensors")
+    assert "Clip skip: 2" in after_kept["infotexts"][0]
+
+
+def test_a_checkpoint_override_kept_by_one_request_is_the_model_of_the_next(sim, http):
+    keep = {"override_settings_restore_afterwards": False}
+    post(
+        http,
+        sim,
+        TXT2IMG,
+        {"width": 64, "height": 64, "override_settings": {"sd_model_checkpoint": "v1-5-pruned-emaonly"}}
+        | keep,
+    )
+
+    assert (
+        info_of(post(http, sim, TXT2IMG, {"width": 64, "height": 64}))["sd_model_name"]
+        == "v1-5-pruned-emaonly"
+    )
+
+
+def test_an_unknown_vae_override_silently_runs_without_a_vae(sim, http):
+    body = {"width": 64, "height": 64, "override_settings": {"sd_vae": "missing_vae.pt"}}
+
+    assert info_of(post(http, sim, TXT2IMG, body))["sd_vae_name"] is None
+
+
+@pytest.mark.parametrize(("refiner_pass", "reported"), [(None, None), ("first pass", "first pass")])
+def test_with_hires_the_refiner_joins_the_pass_the_option_names(sim, http, refiner_pass, reported):
+    body: dict[str, Any] = {
+        "width": 64, "height": 64, "enable_hr": True, "denoising_strength": 0.3,
+        "refiner_checkpoint": "sd_xl_refiner_1.0", "refiner_switch_at": 0.8,
+    }  # fmt: skip
+    if refiner_pass:
+        body["override_settings"] = {"hires_fix_refiner_pass": refiner_pass}
+
+    extra = info_of(post(http, sim, TXT2IMG, body))["extra_generation_params"]
+
+    assert extra.get("Hires refiner") == reported  # A1111 records it only when it is not "second pass"
+
+
+def test_send_images_false_returns_no_images(sim, http):
+    response = post(http, sim, TXT2IMG, {"width": 64, "height": 64, "send_images": False})
+
+    assert response.status_code == 200
+    assert response.json()["images"] == []
+
+
+def test_a_no_images_fault_answers_200_with_an_empty_image_list(sim, http):
+    sim.inject(Fault("no_images"))
+
+    first = post(http, sim, TXT2IMG, {"width": 64, "height": 64})
+    second = post(http, sim, TXT2IMG, {"width": 64, "height": 64})
+
+    assert (first.status_code, first.json()["images"]) == (200, [])
+    assert len(second.json()["images"]) == 1

@@ -10,12 +10,22 @@ Accepted inputs (see DESIGN.md section 3 and STABLENEW_CONFIG.md):
 :func:`parse_config` first *normalises* the input into the canonical layout, remembering where each
 value came from, then validates it with pydantic. Every problem is reported at once in a single
 :class:`~stablenew.errors.ConfigError`, each naming the field as the user wrote it and the bad value.
-Keys we do not use are kept (``extras``) but never sent to the WebUI.
+Keys we do not use are kept (``extras``) but never sent to the WebUI; keys that would ask for something
+this pipeline cannot do are refused instead of ignored (img2img inpainting keys, an ``upscale_mode``
+other than "single", img2img ``width`` without ``height``).
+
+Also decided here, so the plan already carries the result:
+
+- a sampler name carrying a scheduler ("DPM++ 2M Karras", A1111's pre-1.9 spelling) is split into
+  sampler + scheduler (:func:`resolve_sampler`); a scheduler given beside it must agree;
+- limits: steps, prompt length, sizes, batch, and the size and number of images each stage makes
+  (``MAX_OUTPUT_SIDE``, ``MAX_OUTPUT_PIXELS``, ``MAX_IMAGES``; :func:`output_limit_problems`). A worker
+  re-checks them on the plan it reads (``StageExecutionPlan.from_json``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -33,12 +43,107 @@ from stablenew.errors import ConfigError, FieldProblem
 SUPPORTED_WRAPPER_SCHEMAS = frozenset({"stablenew.config.v2.6"})
 
 MAX_PROMPT_CHARS = 10_000
+MAX_NAME_CHARS = 512  # a checkpoint, VAE, sampler, scheduler, upscaler or style name
+MAX_STYLES = 32
 MIN_SIDE, MAX_SIDE = 64, 8192
 MAX_STEPS = 150
 MAX_BATCH = 16
 MAX_INIT_IMAGE_B64 = 64 * 1024 * 1024
+# What one stage may produce: each side of every image, its pixel count, and the number of images across all
+# of the stage's input images (an img2img after a batch of 4 with batch_size 4 makes 16). Checked when a config
+# is validated and again when a worker reads a plan (StageExecutionPlan.from_json).
+MAX_OUTPUT_SIDE = 16_384
+MAX_OUTPUT_PIXELS = 2**27  # 134,217,728 px (128 Mpx), e.g. 16384 x 8192
+MAX_IMAGES = MAX_BATCH
 
 _UNSET_NAMES = frozenset({"", "none", "automatic", "null"})
+
+# --------------------------------------------------------------------------------------------
+# Sampler names that carry a scheduler ("DPM++ 2M Karras")
+# --------------------------------------------------------------------------------------------
+
+# A1111 v1.10's schedulers (modules/sd_schedulers.py): name -> its label, then its aliases.
+A1111_SCHEDULERS: dict[str, tuple[str, ...]] = {
+    "automatic": ("Automatic",),
+    "uniform": ("Uniform",),
+    "karras": ("Karras",),
+    "exponential": ("Exponential",),
+    "polyexponential": ("Polyexponential",),
+    "sgm_uniform": ("SGM Uniform", "SGMUniform"),
+    "kl_optimal": ("KL Optimal",),
+    "align_your_steps": ("Align Your Steps",),
+    "simple": ("Simple",),
+    "normal": ("Normal",),
+    "ddim": ("DDIM",),
+    "beta": ("Beta",),
+}
+_SCHEDULER_OF = {
+    spelling.lower(): name for name, spellings in A1111_SCHEDULERS.items() for spelling in (name, *spellings)
+}
+# Longest first, so "DPM++ 2M SGM Uniform" loses " SGM Uniform", not " Uniform".
+_SCHEDULER_SUFFIXES = sorted(_SCHEDULER_OF, key=len, reverse=True)
+_SAME_SCHEDULER = frozenset({"use same scheduler", "inherit"})
+
+
+class SamplerSchedulerConflict(ValueError):
+    """A sampler name ends with a scheduler that disagrees with the scheduler given beside it."""
+
+
+def split_sampler_name(sampler: str) -> tuple[str, str | None]:
+    """``"DPM++ 2M Karras"`` -> ``("DPM++ 2M", "Karras")``; a name without a trailing scheduler -> ``(name, None)``.
+
+    Since v1.9 A1111 lists samplers and schedulers apart ("DPM++ 2M" + "Karras") and only accepts the old joined
+    names by splitting off a trailing scheduler label, name or alias (``sd_samplers.get_sampler_and_scheduler``).
+    This split is the same, except that it ignores case and tries the longest suffix first.
+    """
+    lowered = sampler.lower()
+    for suffix in _SCHEDULER_SUFFIXES:
+        if lowered.endswith(" " + suffix):
+            base = sampler[: -len(suffix) - 1].rstrip()
+            if base:
+                return base, A1111_SCHEDULERS[_SCHEDULER_OF[suffix]][0]
+    return sampler, None
+
+
+def scheduler_key(scheduler: str) -> str:
+    """The A1111 scheduler name a label, name or alias means (``"SGM Uniform"`` -> ``"sgm_uniform"``)."""
+    text = scheduler.strip().lower()
+    return _SCHEDULER_OF.get(text, text)
+
+
+def resolve_sampler(sampler: str | None, scheduler: str | None) -> tuple[str | None, str | None]:
+    """Split a scheduler off ``sampler`` into ``scheduler``: ``("DPM++ 2M Karras", None)`` -> ``("DPM++ 2M", "Karras")``.
+
+    A scheduler given beside it (not unset, "Automatic", "Use same scheduler" or "inherit") is kept; it must
+    name the same scheduler. A name without a trailing scheduler is returned unchanged.
+
+    Raises:
+        SamplerSchedulerConflict: the name's scheduler and the given one differ.
+    """
+    if not sampler:
+        return sampler, scheduler
+    base, named = split_sampler_name(sampler)
+    if named is None:
+        return sampler, scheduler
+    if scheduler is None or scheduler.strip().lower() in _UNSET_NAMES | _SAME_SCHEDULER:
+        return base, None if scheduler_key(named) == "automatic" else named
+    if scheduler_key(scheduler) != scheduler_key(named):
+        raise SamplerSchedulerConflict(
+            f"disagrees with the scheduler {named!r} that the sampler name {sampler!r} ends with"
+        )
+    return base, scheduler
+
+
+def _split_sampler_of(model: BaseModel, sampler_field: str, scheduler_field: str) -> None:
+    """Store a sampler name's trailing scheduler in the scheduler field (the section's one derived value)."""
+    given = getattr(model, scheduler_field)
+    try:
+        sampler, scheduler = resolve_sampler(getattr(model, sampler_field), given)
+    except SamplerSchedulerConflict as exc:
+        raise ValueError(f"{scheduler_field}: {exc} (got {given!r})") from None
+    # The sections are frozen; this is set once, during validation.
+    object.__setattr__(model, sampler_field, sampler)
+    object.__setattr__(model, scheduler_field, scheduler)
 
 
 class _Section(BaseModel):
@@ -51,29 +156,72 @@ class _Section(BaseModel):
         return {name: getattr(self, name) for name in type(self).model_fields}
 
 
+Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
+
+
+def _unset_vae(value: Any) -> Any:
+    """Unset ("Automatic", empty) becomes None, sent as "Automatic"; "None" (no external VAE) stays "None"."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "none":
+            return "None"
+        if text in _UNSET_NAMES:
+            return None
+    return value
+
+
 class GenerationSection(_Section):
-    """Fields shared by the txt2img and img2img stages."""
+    """Fields shared by the txt2img and img2img stages.
+
+    A sampler name that carries a scheduler ("DPM++ 2M Karras", the pre-1.9 A1111 spelling) is split into
+    ``sampler_name`` + ``scheduler`` (see :func:`resolve_sampler`). ``seed_resize_from_w/h`` (A1111's "resize
+    seed from"; -1 or 0 = off) are given together or not at all.
+    """
 
     prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     steps: int = Field(30, ge=1, le=MAX_STEPS)
     cfg_scale: float = Field(7.0, ge=1, le=30)
-    sampler_name: str = Field("DPM++ 2M", min_length=1)
-    scheduler: str | None = None
+    sampler_name: str = Field("DPM++ 2M", min_length=1, max_length=MAX_NAME_CHARS)
+    scheduler: Name | None = None
     seed: int = Field(-1, ge=-1, le=2**32 - 1)
+    seed_resize_from_w: int = Field(-1, ge=-1, le=MAX_SIDE)
+    seed_resize_from_h: int = Field(-1, ge=-1, le=MAX_SIDE)
     batch_size: int = Field(1, ge=1, le=MAX_BATCH)
     n_iter: int = Field(1, ge=1, le=MAX_BATCH)
-    model: str | None = None
-    vae: str | None = None
+    model: Name | None = None
+    vae: Name | None = None
     clip_skip: int | None = Field(None, ge=1, le=12)
-    styles: list[str] = Field(default_factory=list)
+    styles: list[Name] = Field(default_factory=list, max_length=MAX_STYLES)
 
-    @field_validator("scheduler", "model", "vae", mode="before")
+    @field_validator("scheduler", "model", mode="before")
     @classmethod
     def _unset_names(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in _UNSET_NAMES:
             return None
         return value
+
+    @field_validator("vae", mode="before")
+    @classmethod
+    def _vae(cls, value: Any) -> Any:
+        return _unset_vae(value)
+
+    @model_validator(mode="after")
+    def _sampler_carrying_a_scheduler(self) -> GenerationSection:
+        _split_sampler_of(self, "sampler_name", "scheduler")
+        return self
+
+    @model_validator(mode="after")
+    def _seed_resize_together(self) -> GenerationSection:
+        width_on, height_on = self.seed_resize_from_w > 0, self.seed_resize_from_h > 0
+        if width_on != height_on:
+            given, missing = "seed_resize_from_w", "seed_resize_from_h"
+            if height_on:
+                given, missing = missing, given
+            raise ValueError(
+                f"{given}: given without {missing}; give both or neither (got {getattr(self, given)!r})"
+            )
+        return self
 
 
 def _multiple_of_8(value: int | None) -> int | None:
@@ -92,8 +240,24 @@ class Txt2ImgSection(GenerationSection):
     height: Side = 1024
 
 
+# StableNew's inpainting keys (img2img section): a mask needs a mask image, which this pipeline has no way to carry.
+_INPAINTING_KEYS = ("mask_image_path", "mask_mode", "mask_blur")
+_MASK_OFF = frozenset({"", "none", "off", "disabled", "false"})
+
+
+def _asks_for_inpainting(key: str, value: Any) -> bool:
+    if value is None or value is False:
+        return False
+    if key == "mask_blur":
+        return not (isinstance(value, int | float) and value <= 0)
+    return not (isinstance(value, str) and value.strip().lower() in _MASK_OFF)
+
+
 class Img2ImgSection(GenerationSection):
-    """The img2img stage. ``width``/``height`` default to the input image's size."""
+    """The img2img stage. ``width``/``height`` default to the input image's size; give both or neither.
+
+    Inpainting (StableNew's ``mask_mode``, ``mask_image_path``, ``mask_blur``) is refused, not ignored.
+    """
 
     denoising_strength: float = Field(0.5, ge=0, le=1)
     width: Side | None = None
@@ -104,19 +268,50 @@ class Img2ImgSection(GenerationSection):
         default_factory=list, max_length=MAX_BATCH
     )
 
+    @model_validator(mode="after")
+    def _size_given_whole(self) -> Img2ImgSection:
+        if (self.width is None) != (self.height is None):
+            given, missing = ("width", "height") if self.width is not None else ("height", "width")
+            raise ValueError(
+                f"{given}: given without {missing}; give both, or neither to keep the input image's size "
+                f"(got {getattr(self, given)!r})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _no_inpainting(self) -> Img2ImgSection:
+        extras = self.model_extra or {}
+        for key in _INPAINTING_KEYS:
+            if _asks_for_inpainting(key, extras.get(key)):
+                raise ValueError(
+                    f"{key}: inpainting is not supported (a mask would be silently ignored) (got {extras[key]!r})"
+                )
+        return self
+
 
 class UpscaleSection(_Section):
     """The upscale stage (``/sdapi/v1/extra-single-image``)."""
 
-    upscaler: str = Field("R-ESRGAN 4x+", min_length=1)
+    upscaler: str = Field("R-ESRGAN 4x+", min_length=1, max_length=MAX_NAME_CHARS)
     upscaling_resize: float = Field(2.0, ge=1, le=8)
-    resize_width: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE * 2)
-    resize_height: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE * 2)
-    upscaler_2: str | None = None
+    resize_width: int | None = Field(None, ge=MIN_SIDE, le=MAX_OUTPUT_SIDE)
+    resize_height: int | None = Field(None, ge=MIN_SIDE, le=MAX_OUTPUT_SIDE)
+    upscaler_2: Name | None = None
     upscaler_2_visibility: float = Field(0.0, ge=0, le=1)
     gfpgan_visibility: float = Field(0.0, ge=0, le=1)
     codeformer_visibility: float = Field(0.0, ge=0, le=1)
     codeformer_weight: float = Field(0.0, ge=0, le=1)
+    upscale_mode: str = "single"
+
+    @field_validator("upscale_mode")
+    @classmethod
+    def _single_only(cls, value: str) -> str:
+        # StableNew's "img2img" mode upscales through an img2img pass; that is an img2img stage here.
+        if value.strip().lower() != "single":
+            raise ValueError(
+                "is not supported: only 'single' (one extras upscale); use an img2img stage instead"
+            )
+        return "single"
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> UpscaleSection:
@@ -132,27 +327,34 @@ class ADetailerPass(_Section):
     config are passed through there and validated against ADetailer's schema.
     """
 
-    model: str = Field("face_yolov8n.pt", min_length=1)
+    model: str = Field("face_yolov8n.pt", min_length=1, max_length=MAX_NAME_CHARS)
     confidence: float = Field(0.3, ge=0, le=1)
     prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     denoise: float = Field(0.4, ge=0, le=1)
     steps: int | None = Field(None, ge=1, le=MAX_STEPS)
     cfg: float | None = Field(None, ge=0, le=30)
-    sampler: str | None = None
-    scheduler: str | None = None
+    sampler: Name | None = None
+    scheduler: Name | None = None
     padding: int = Field(32, ge=0, le=1024)
     mask_feather: int = Field(4, ge=0, le=256)
     inpaint_width: int = Field(1024, ge=MIN_SIDE, le=MAX_SIDE)
     inpaint_height: int = Field(1024, ge=MIN_SIDE, le=MAX_SIDE)
-    ad_args: dict[str, Any] = Field(default_factory=dict)
+    ad_args: dict[str, Any] = Field(default_factory=dict, max_length=64)  # ADetailer has 42 args
 
     @field_validator("sampler", "scheduler", mode="before")
     @classmethod
     def _unset_names(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().lower() in _UNSET_NAMES | {"use same sampler"}:
+        # StableNew says "inherit" (and ADetailer "Use same ...") for "as the main pass": ADetailer's default.
+        unset = _UNSET_NAMES | _SAME_SCHEDULER | {"use same sampler"}
+        if isinstance(value, str) and value.strip().lower() in unset:
             return None
         return value
+
+    @model_validator(mode="after")
+    def _sampler_carrying_a_scheduler(self) -> ADetailerPass:
+        _split_sampler_of(self, "sampler", "scheduler")
+        return self
 
 
 class ADetailerSection(_Section):
@@ -162,17 +364,55 @@ class ADetailerSection(_Section):
     hands: ADetailerPass | None = None
 
 
+class ADetailerBase(BaseModel):
+    """What the ADetailer stage's main (skip-img2img) pass takes from the last generation stage.
+
+    The sequencer fills it; a worker re-validates it (:class:`ADetailerStageConfig`) so a plan from the queue
+    cannot carry an unchecked size, prompt or batch through it: unknown keys are refused.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
+    cfg_scale: float | None = Field(None, ge=1, le=30)
+    sampler_name: Name | None = None
+    scheduler: Name | None = None
+    seed: int | None = Field(None, ge=-1, le=2**32 - 1)
+    model: Name | None = None
+    vae: Name | None = None
+    clip_skip: int | None = Field(None, ge=1, le=12)
+
+    @field_validator("vae", mode="before")
+    @classmethod
+    def _vae(cls, value: Any) -> Any:
+        return _unset_vae(value)
+
+    @model_validator(mode="after")
+    def _sampler_carrying_a_scheduler(self) -> ADetailerBase:
+        _split_sampler_of(self, "sampler_name", "scheduler")
+        return self
+
+
+class ADetailerStageConfig(ADetailerSection):
+    """The ADetailer stage's config as a plan carries it: the passes plus their ``base``."""
+
+    base: ADetailerBase = Field(default_factory=ADetailerBase)
+
+
 class HiresSection(_Section):
     """Hires fix metadata for the txt2img stage."""
 
     enabled: bool = False
-    upscaler: str = Field("Latent", min_length=1)
+    upscaler: str = Field("Latent", min_length=1, max_length=MAX_NAME_CHARS)
     scale: float = Field(2.0, ge=1, le=8)
     steps: int = Field(0, ge=0, le=MAX_STEPS)
     denoise: float = Field(0.5, ge=0, le=1)
     resize_x: int | None = Field(None, ge=0, le=MAX_SIDE)
     resize_y: int | None = Field(None, ge=0, le=MAX_SIDE)
-    sampler_name: str | None = None
+    # A name that carries a scheduler ("Euler a Karras") is sent as hr_sampler_name + hr_scheduler.
+    sampler_name: Name | None = None
 
     @field_validator("sampler_name", mode="before")
     @classmethod
@@ -190,7 +430,7 @@ class RefinerSection(_Section):
     """
 
     enabled: bool = False
-    model_name: str | None = None
+    model_name: Name | None = None
     switch_at: float | None = Field(None, gt=0, lt=1)
     switch_step: int | None = Field(None, ge=0)
 
@@ -249,6 +489,99 @@ class PipelineConfig(BaseModel):
         elif ref.switch_at is None:
             raise ValueError("refiner.switch_at: give refiner_switch_at (0..1) or refiner_switch_step")
         return self
+
+    @model_validator(mode="after")
+    def _outputs_within_limits(self) -> PipelineConfig:
+        chain: list[tuple[str, Mapping[str, Any]]] = []
+        for stage in ("txt2img", "img2img", "upscale"):
+            if getattr(self, f"{stage}_enabled"):
+                chain.append((stage, getattr(self, stage).known()))
+        hires = self.hires.known() if self.hires.enabled and self.txt2img_enabled else None
+        problems = output_limit_problems(chain, hires)
+        if problems:
+            field, message, value = problems[0]
+            raise ValueError(f"{field}: {message} (got {value!r})")
+        return self
+
+
+def output_limit_problems(
+    chain: Sequence[tuple[str, Mapping[str, Any]]], hires: Mapping[str, Any] | None
+) -> list[tuple[str, str, Any]]:
+    """Every output-size or image-count limit a chain of stages breaks, as ``(field, message, value)``.
+
+    ``chain`` holds ``(stage, config)`` for the enabled txt2img / img2img / upscale stages in canonical order
+    (ADetailer keeps its input's size and count); ``hires`` is the hires section (``scale``, ``resize_x``,
+    ``resize_y``) when hires is on. ``field`` is canonical (``"hires.scale"``, ``"upscale.upscaling_resize"``).
+    A size that depends on an image not known yet (img2img first, without its own size) is left to the payload
+    builder, which checks it once the image is there. A later stage is judged as if the earlier ones were
+    within the limits, so one mistake is reported once.
+    """
+    problems: list[tuple[str, str, Any]] = []
+    size: tuple[int, int] | None = None
+    count = 0
+    for stage, config in chain:
+        checks: list[tuple[str, Any]] = []  # (field, value) that set the size this stage makes
+        if stage == "upscale":
+            if config.get("resize_width") and config.get("resize_height"):
+                size = (int(config["resize_width"]), int(config["resize_height"]))
+                checks.append(("upscale.resize_width", config["resize_width"]))
+            elif size is not None:
+                factor = float(config.get("upscaling_resize") or 1)
+                size = (int(size[0] * factor) // 8 * 8, int(size[1] * factor) // 8 * 8)
+                checks.append(("upscale.upscaling_resize", config.get("upscaling_resize")))
+        else:
+            inputs = count if stage == "img2img" and count else max(1, len(config.get("init_images") or []))
+            batch, n_iter = int(config.get("batch_size") or 1), int(config.get("n_iter") or 1)
+            problems.extend(_count_problems(stage, batch, n_iter, inputs))
+            count = min(inputs * batch * n_iter, MAX_IMAGES)
+            if config.get("width") and config.get("height"):
+                size = (int(config["width"]), int(config["height"]))
+            if stage == "txt2img" and hires is not None and size is not None:
+                size, field, value = _hires_output(size, hires)
+                checks.append((field, value))
+        for field, value in checks:
+            assert size is not None
+            found = size_problems(size)
+            problems.extend((field, message, value) for message in found)
+            if found:
+                size = None  # unknown from here on: the next stage's size would only repeat the problem
+    return problems
+
+
+def _count_problems(stage: str, batch: int, n_iter: int, inputs: int) -> list[tuple[str, str, Any]]:
+    """Too many images in one request, or across all of a stage's ``inputs`` (one request per input)."""
+    if batch * n_iter > MAX_BATCH:
+        message = f"batch_size x n_iter = {batch} x {n_iter} = {batch * n_iter} is over {MAX_BATCH}"
+        return [(f"{stage}.batch_size", message, batch)]
+    if inputs * batch * n_iter > MAX_IMAGES:
+        message = (
+            f"makes {inputs * batch * n_iter} images ({inputs} input images x batch_size {batch} x n_iter "
+            f"{n_iter}), over {MAX_IMAGES}"
+        )
+        return [(f"{stage}.batch_size", message, batch)]
+    return []
+
+
+def _hires_output(size: tuple[int, int], hires: Mapping[str, Any]) -> tuple[tuple[int, int], str, Any]:
+    """The hires pass's output size as A1111 computes it (``calculate_target_resolution``), and its field."""
+    width, height = size
+    resize_x, resize_y = int(hires.get("resize_x") or 0), int(hires.get("resize_y") or 0)
+    if resize_x or resize_y:
+        target = (resize_x or resize_y * width // height, resize_y or resize_x * height // width)
+        return target, ("hires.resize_x" if resize_x else "hires.resize_y"), resize_x or resize_y
+    scale = float(hires.get("scale") or 1)
+    return (int(width * scale), int(height * scale)), "hires.scale", hires.get("scale")
+
+
+def size_problems(size: tuple[int, int]) -> list[str]:
+    """Why an output of ``size`` (width, height) is too large, if it is."""
+    width, height = size
+    problems = []
+    if max(width, height) > MAX_OUTPUT_SIDE:
+        problems.append(f"makes a {width}x{height} image, over {MAX_OUTPUT_SIDE} px per side")
+    elif width * height > MAX_OUTPUT_PIXELS:
+        problems.append(f"makes a {width}x{height} image ({width * height} px), over {MAX_OUTPUT_PIXELS} px")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------
@@ -571,6 +904,7 @@ _MESSAGES = {
     "list_type": "must be a list",
     "string_pattern_mismatch": "must be an http(s) URL",
     "extra_forbidden": "is not a known field",
+    "too_long": "must have at most {max_length} items",
 }
 
 
@@ -591,6 +925,8 @@ def _problem_from_error(err: Mapping[str, Any], norm: _Normaliser) -> FieldProbl
     field, sep, rest = text.partition(": ")
     if sep and "." in field and " " not in field:
         return FieldProblem(norm.source_of(tuple(field.split("."))), rest, has_value=False)
+    if sep and kind == "value_error" and field.isidentifier():  # a section-level check naming its field
+        return FieldProblem(norm.source_of((*loc, field)), rest, has_value=False)
     if " (got " in text:
         return FieldProblem(norm.source_of(loc), text, has_value=False)
     return FieldProblem(norm.source_of(loc), text, err.get("input"))
@@ -625,15 +961,24 @@ def parse_config(raw: Mapping[str, Any] | PipelineConfig, *, source: str | None 
 
 
 __all__ = [
+    "A1111_SCHEDULERS",
+    "ADetailerBase",
     "ADetailerPass",
     "ADetailerSection",
+    "ADetailerStageConfig",
     "GenerationSection",
     "HiresSection",
     "Img2ImgSection",
     "PipelineConfig",
     "RefinerSection",
+    "SamplerSchedulerConflict",
     "Txt2ImgSection",
     "UpscaleSection",
     "detect_shape",
+    "output_limit_problems",
     "parse_config",
+    "resolve_sampler",
+    "scheduler_key",
+    "size_problems",
+    "split_sampler_name",
 ]

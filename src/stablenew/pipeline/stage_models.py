@@ -7,8 +7,9 @@ Models are frozen pydantic models that round-trip through JSON exactly::
 A serialized plan carries ``schema_version``. :meth:`StageExecutionPlan.from_json` is what a
 worker uses: it refuses an unknown version with :class:`PlanVersionError`, and re-checks the
 invariants the sequencer guarantees (canonical order, ADetailer after a generation stage,
-refiner/hires only on txt2img, every stage config within limits) so a plan injected straight
-into Redis gets no further than one built by :class:`StageSequencer`.
+refiner/hires only on txt2img, every stage config within limits, the ADetailer stage's ``base``
+included, and the size and number of images the stages make) so a plan injected straight into
+Redis gets no further than one built by :class:`StageSequencer`.
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from stablenew.errors import ConfigError, FieldProblem, InvalidStagePlanError, PlanVersionError
 from stablenew.pipeline.config import (
-    ADetailerSection,
+    MAX_NAME_CHARS,
+    MAX_SIDE,
+    MAX_STEPS,
+    ADetailerStageConfig,
     Img2ImgSection,
     Txt2ImgSection,
     UpscaleSection,
+    output_limit_problems,
 )
 
 PLAN_SCHEMA_VERSION = 1
@@ -52,7 +57,7 @@ _SECTION_MODELS: dict[StageType, type[BaseModel]] = {
     StageType.TXT2IMG: Txt2ImgSection,
     StageType.IMG2IMG: Img2ImgSection,
     StageType.UPSCALE: UpscaleSection,
-    StageType.ADETAILER: ADetailerSection,
+    StageType.ADETAILER: ADetailerStageConfig,  # the passes and the main pass's ``base``
 }
 
 
@@ -66,18 +71,18 @@ class StageExecution(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
 
     refiner_enabled: bool = False
-    refiner_model_name: str | None = None
-    refiner_switch_step: int | None = None
+    refiner_model_name: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    refiner_switch_step: int | None = Field(None, ge=0, le=MAX_STEPS)
     refiner_switch_at: float | None = Field(None, gt=0, lt=1)
 
     hires_enabled: bool = False
-    hires_upscaler_name: str | None = None
+    hires_upscaler_name: str | None = Field(None, max_length=MAX_NAME_CHARS)
     hires_denoise_strength: float | None = Field(None, ge=0, le=1)
     hires_scale_factor: float | None = Field(None, ge=1, le=8)
-    hires_second_pass_steps: int | None = Field(None, ge=0, le=150)
-    hires_resize_x: int | None = Field(None, ge=0, le=8192)
-    hires_resize_y: int | None = Field(None, ge=0, le=8192)
-    hires_sampler_name: str | None = None
+    hires_second_pass_steps: int | None = Field(None, ge=0, le=MAX_STEPS)
+    hires_resize_x: int | None = Field(None, ge=0, le=MAX_SIDE)
+    hires_resize_y: int | None = Field(None, ge=0, le=MAX_SIDE)
+    hires_sampler_name: str | None = Field(None, max_length=MAX_NAME_CHARS)
 
     adetailer_enabled: bool = False
 
@@ -160,18 +165,16 @@ class StageExecutionPlan(BaseModel):
         except ValidationError as exc:
             raise _plan_error(exc) from None
         problems: list[FieldProblem] = []
+        configs: list[dict[str, Any]] = []
         for index, stage in enumerate(plan.stages):
             try:
-                _SECTION_MODELS[stage.stage_type].model_validate(stage.config)
+                section = _SECTION_MODELS[stage.stage_type].model_validate(stage.config)
             except ValidationError as exc:
-                problems.extend(
-                    FieldProblem(
-                        ".".join(str(p) for p in ("stages", index, "config", *e["loc"])),
-                        str(e["msg"]),
-                        e.get("input"),
-                    )
-                    for e in exc.errors(include_url=False)
-                )
+                problems.extend(_config_problem(index, e) for e in exc.errors(include_url=False))
+            else:
+                configs.append(section.model_dump())
+        if not problems:
+            problems = _output_limit_problems(plan.stages, configs)
         if problems:
             raise ConfigError(problems, source="(plan)")
         return plan
@@ -191,6 +194,50 @@ def check_plan_invariants(stages: list[StageExecution]) -> None:
         raise InvalidStagePlanError(f"stages {[t.value for t in types]} are not in canonical order {order}")
     if StageType.ADETAILER in types and not any(t.is_generation for t in types):
         raise InvalidStagePlanError(ADETAILER_NEEDS_GENERATION)
+
+
+def _config_problem(index: int, err: Any) -> FieldProblem:
+    """A stage config error at ``stages.<i>.config.<field>``; a section-level check names its own field."""
+    path: list[Any] = ["stages", index, "config", *err["loc"]]
+    message = str(err["msg"]).removeprefix("Value error, ")
+    field, sep, rest = message.partition(": ")
+    if sep and err.get("type") == "value_error" and field.isidentifier():
+        return FieldProblem(".".join(str(p) for p in (*path, field)), rest, has_value=False)
+    return FieldProblem(".".join(str(p) for p in path), message, err.get("input"))
+
+
+# The plan's own name of each hires field the output limits may point at.
+_HIRES_PLAN_FIELDS = {
+    "scale": "hires_scale_factor",
+    "resize_x": "hires_resize_x",
+    "resize_y": "hires_resize_y",
+}
+
+
+def _output_limit_problems(stages: list[StageExecution], configs: list[dict[str, Any]]) -> list[FieldProblem]:
+    """The config-time output-size and image-count limits, re-checked on a plan as it came off the queue.
+
+    ``configs`` are the stages' configs as their section models validated them.
+    """
+    chain: list[tuple[str, dict[str, Any]]] = []
+    index_of: dict[str, int] = {}
+    hires: dict[str, Any] | None = None
+    for index, (stage, config) in enumerate(zip(stages, configs, strict=True)):
+        if stage.stage_type is StageType.ADETAILER:
+            continue
+        chain.append((stage.stage_type.value, config))
+        index_of[stage.stage_type.value] = index
+        if stage.hires_enabled:
+            hires = {key: getattr(stage, name) for key, name in _HIRES_PLAN_FIELDS.items()}
+    problems = []
+    for field, message, value in output_limit_problems(chain, hires):
+        section, _, key = field.partition(".")
+        if section == "hires":
+            path = f"stages.{index_of['txt2img']}.{_HIRES_PLAN_FIELDS[key]}"
+        else:
+            path = f"stages.{index_of[section]}.config.{key}"
+        problems.append(FieldProblem(path, message, value))
+    return problems
 
 
 def _plan_error(exc: ValidationError) -> Exception:

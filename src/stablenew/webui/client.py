@@ -158,6 +158,10 @@ class WebUIClient:
         """GET ``/sdapi/v1/sd-models``: checkpoints, each with ``title`` and ``model_name``."""
         return self._get_list("/sdapi/v1/sd-models")
 
+    def sd_vae(self) -> list[dict[str, Any]]:
+        """GET ``/sdapi/v1/sd-vae``: VAE files, each with ``model_name`` (the ``sd_vae`` value) and ``filename``."""
+        return self._get_list("/sdapi/v1/sd-vae")
+
     def samplers(self) -> list[dict[str, Any]]:
         """GET ``/sdapi/v1/samplers``."""
         return self._get_list("/sdapi/v1/samplers")

@@ -7,9 +7,14 @@
   reports the stage's fraction to ``on_progress`` and asks ``should_cancel``; on a cancel it posts
   ``/sdapi/v1/interrupt`` (A1111 then returns the partial result, which we discard) and the stage
   raises :class:`~stablenew.errors.Canceled`.
-- ``preflight(plan)`` checks, once per WebUI (cached), that every checkpoint, sampler, scheduler,
+- ``preflight(plan)`` checks, once per WebUI (cached), that every checkpoint, VAE, sampler, scheduler,
   upscaler and ADetailer model the plan names exists there, and remembers each name's exact
-  spelling on that WebUI so requests carry names A1111 will not silently replace.
+  spelling on that WebUI so requests carry names A1111 will not silently replace. A sampler name
+  carrying a scheduler ("DPM++ 2M Karras") is checked as the two names the request will carry. The
+  ADetailer tabs are built and checked here too, so a plan from the queue with a bad tab fails
+  before any GPU work, not at its last stage.
+- A stage call that returns no images (interrupted by someone else, ``send_images`` off) is a
+  failure (:class:`~stablenew.errors.WebUIHTTPError` with status 200), not an empty success.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from stablenew.errors import Canceled, WebUIError, WebUIRejected
+from stablenew.errors import Canceled, WebUIError, WebUIHTTPError, WebUIRejected
 from stablenew.pipeline.stage_models import StageExecutionPlan, StageType
 from stablenew.webui import payloads
 from stablenew.webui.client import GenerationResult, WebUIClient
@@ -33,6 +38,7 @@ ProgressCallback = Callable[[StageType, float], None]
 CancelCheck = Callable[[], bool]
 
 _INVENTORY_TTL_S = 300.0
+_BUILTIN_VAES = frozenset({"", "automatic", "none"})  # A1111's own sd_vae values, not files
 _log = logging.getLogger(__name__)
 
 
@@ -41,6 +47,7 @@ class Inventory:
     """What one WebUI has: canonical names keyed by the lower-cased names a config may use."""
 
     checkpoints: dict[str, str] = field(default_factory=dict)
+    vaes: dict[str, str] = field(default_factory=dict)
     samplers: dict[str, str] = field(default_factory=dict)
     schedulers: dict[str, str] = field(default_factory=dict)
     upscalers: dict[str, str] = field(default_factory=dict)
@@ -67,6 +74,10 @@ def fetch_inventory(client: WebUIClient, *, need_adetailer: bool) -> Inventory:
         for alias in (title, base, str(model.get("model_name") or ""), filename):
             if alias:
                 inv.checkpoints.setdefault(alias.lower(), title)
+    for vae in client.sd_vae():
+        name = str(vae.get("model_name") or "")
+        filename = str(vae.get("filename") or "").replace("\\", "/").rsplit("/", 1)[-1]
+        inv.vaes |= {alias.lower(): name for alias in (name, filename) if alias and name}
     for sampler in client.samplers():
         name = str(sampler.get("name") or "")
         inv.samplers |= _keyed([name]) | {a.lower(): name for a in sampler.get("aliases") or []}
@@ -118,6 +129,8 @@ class WebUIExecutor:
 
         Raises:
             WebUIRejected: naming the missing thing and listing what exists.
+            ConfigError: a request the plan asks for cannot be built (a bad ADetailer tab, a sampler
+                name whose scheduler disagrees with the scheduler given).
             WebUIUnavailable / WebUITimeout / WebUIHTTPError: the WebUI could not be asked.
         """
         need_ad = StageType.ADETAILER in plan.get_stage_types()
@@ -133,14 +146,16 @@ class WebUIExecutor:
             where = stage.stage_type.value
             require = functools.partial(self._require, stage=where)
             if stage.stage_type.is_generation:
-                require("checkpoint", cfg.get("model"), inv.checkpoints, f"{where}.model")
-                require("sampler", cfg.get("sampler_name"), inv.samplers, f"{where}.sampler_name")
-                require("scheduler", cfg.get("scheduler"), inv.schedulers, f"{where}.scheduler")
+                self._require_generation(cfg, inv, where, stage=where)
             if stage.refiner_enabled:
                 require("checkpoint", stage.refiner_model_name, inv.checkpoints, "refiner.model_name")
             if stage.hires_enabled:
                 require("upscaler", stage.hires_upscaler_name, inv.hires_upscalers, "hires.upscaler")
-                require("sampler", stage.hires_sampler_name, inv.samplers, "hires.sampler_name")
+                hr_sampler, hr_scheduler = payloads.hires_sampler_and_scheduler(
+                    {"sampler_name": stage.hires_sampler_name}
+                )
+                require("sampler", hr_sampler, inv.samplers, "hires.sampler_name")
+                require("scheduler", hr_scheduler, inv.schedulers, "hires.sampler_name")
             if stage.stage_type is StageType.UPSCALE:
                 require("upscaler", cfg.get("upscaler"), inv.upscalers, "upscale.upscaler")
                 if cfg.get("upscaler_2"):
@@ -157,24 +172,38 @@ class WebUIExecutor:
                 stage="adetailer",
             )
         require = functools.partial(self._require, stage="adetailer")
-        base = cfg.get("base") or {}
-        require("checkpoint", base.get("model"), inv.checkpoints, "adetailer.base.model")
-        require("sampler", base.get("sampler_name"), inv.samplers, "adetailer.base.sampler_name")
-        require("scheduler", base.get("scheduler"), inv.schedulers, "adetailer.base.scheduler")
+        self._require_generation(cfg.get("base") or {}, inv, "adetailer.base", stage="adetailer")
         for name in ("face", "hands"):
             ad_pass = cfg.get(name)
             if not ad_pass:
                 continue
-            # ``ad_*`` pass-throughs override the mapped names in the tab actually sent: check those.
+            # Check the tab actually sent: ``ad_*`` pass-throughs override the mapped names there.
+            tab = payloads.adetailer_tab(ad_pass, path=f"adetailer.{name}")
             args = ad_pass.get("ad_args") or {}
-            model, model_field = ad_pass.get("model"), f"adetailer.{name}.model"
-            if "ad_model" in args:
-                model, model_field = args["ad_model"], f"adetailer.{name}.ad_model"
-            require("adetailer model", model, inv.adetailer_models, model_field)
-            sampler, sampler_field = ad_pass.get("sampler"), f"adetailer.{name}.sampler"
-            if args.get("ad_use_sampler", bool(sampler)) and "ad_sampler" in args:
-                sampler, sampler_field = args["ad_sampler"], f"adetailer.{name}.ad_sampler"
-            require("sampler", sampler, inv.samplers, sampler_field)
+            fields = {
+                key: f"adetailer.{name}.{key if key in args else mapped}"
+                for key, mapped in (
+                    ("ad_model", "model"),
+                    ("ad_sampler", "sampler"),
+                    ("ad_scheduler", "scheduler"),
+                )
+            }
+            require("adetailer model", tab.get("ad_model"), inv.adetailer_models, fields["ad_model"])
+            if tab.get("ad_use_sampler"):
+                require("sampler", tab.get("ad_sampler"), inv.samplers, fields["ad_sampler"])
+                if tab.get("ad_scheduler") != payloads.USE_SAME_SCHEDULER:
+                    require("scheduler", tab.get("ad_scheduler"), inv.schedulers, fields["ad_scheduler"])
+
+    def _require_generation(self, cfg: Mapping[str, Any], inv: Inventory, path: str, *, stage: str) -> None:
+        """The checkpoint, VAE, sampler and scheduler of a generation request, as the payload sends them."""
+        require = functools.partial(self._require, stage=stage)
+        require("checkpoint", cfg.get("model"), inv.checkpoints, f"{path}.model")
+        vae = cfg.get("vae")
+        if str(vae or "").strip().lower() not in _BUILTIN_VAES:
+            require("VAE", vae, inv.vaes, f"{path}.vae")
+        sampler, scheduler = payloads.sampler_and_scheduler(cfg, path=path)
+        require("sampler", sampler, inv.samplers, f"{path}.sampler_name")
+        require("scheduler", scheduler, inv.schedulers, f"{path}.scheduler")
 
     def _require(
         self, kind: str, name: Any, known: Mapping[str, str], field_path: str, *, stage: str
@@ -223,6 +252,14 @@ class WebUIExecutor:
             body = self._body(stage_type, payload, image)
             requests_sent.append(_without_images(body))
             result = self._call(stage_type, body, part=(number, len(calls)))
+            if not result.images:
+                route = payloads.STAGE_ROUTES[stage_type.value]
+                raise WebUIHTTPError(
+                    200,
+                    f"{route} returned no images (interrupted on the WebUI, or send_images off)",
+                    url=self.client.base_url + route,
+                    stage=stage_type.value,
+                )
             images.extend(result.images)
             info = result.info or info
             seeds.extend(self._seeds(stage_type, body, result, payload.get("input_seed")))
@@ -256,14 +293,16 @@ class WebUIExecutor:
         return self._apply_canonical_names(body)
 
     def _apply_canonical_names(self, body: dict[str, Any]) -> dict[str, Any]:
-        overrides = body.get("override_settings")
-        if overrides and "sd_model_checkpoint" in overrides:
-            overrides["sd_model_checkpoint"] = self._canonical("checkpoint", overrides["sd_model_checkpoint"])
+        overrides = body.get("override_settings") or {}
+        for key, kind in (("sd_model_checkpoint", "checkpoint"), ("sd_vae", "VAE")):
+            if overrides.get(key):
+                overrides[key] = self._canonical(kind, overrides[key])
         for key, kind in (
             ("refiner_checkpoint", "checkpoint"),
             ("sampler_name", "sampler"),
             ("hr_sampler_name", "sampler"),
             ("scheduler", "scheduler"),
+            ("hr_scheduler", "scheduler"),
             ("hr_upscaler", "upscaler"),
             ("upscaler_1", "upscaler"),
             ("upscaler_2", "upscaler"),
@@ -272,8 +311,9 @@ class WebUIExecutor:
                 body[key] = self._canonical(kind, body[key])
         for tab in (body.get("alwayson_scripts") or {}).get("ADetailer", {}).get("args", [])[2:]:
             tab["ad_model"] = self._canonical("adetailer model", tab.get("ad_model"))
-            if tab.get("ad_sampler"):
-                tab["ad_sampler"] = self._canonical("sampler", tab["ad_sampler"])
+            for key, kind in (("ad_sampler", "sampler"), ("ad_scheduler", "scheduler")):
+                if tab.get(key):
+                    tab[key] = self._canonical(kind, tab[key])
         return body
 
     def _call(
@@ -388,6 +428,8 @@ _INFO_KEYS = (
     "sampler_name",
     "steps",
     "cfg_scale",
+    "clip_skip",
+    "sd_vae_name",
     "width",
     "height",
     "infotexts",

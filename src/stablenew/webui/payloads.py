@@ -4,17 +4,35 @@ The WebUI ignores unknown keys and silently replaces unknown names (A1111_API.md
 failures"), so every body here is built only from A1111's own field lists below, and
 :func:`check_fields` refuses anything else before a request leaves. Decisions that matter:
 
-- ``sampler_name`` is always sent (omitted = "Euler", unknown = "DPM++ 2M", both silent).
-- The checkpoint goes in ``override_settings.sd_model_checkpoint`` (never ``POST /options``), with
-  ``override_settings_restore_afterwards: false`` so consecutive jobs on one model keep it warm.
+- ``sampler_name`` is always sent (omitted = "Euler", unknown = "DPM++ 2M", both silent). A name that
+  carries a scheduler ("DPM++ 2M Karras", gone from A1111's sampler list since v1.9) is sent split,
+  as ``sampler_name`` + ``scheduler`` (``hr_sampler_name`` + ``hr_scheduler``, ``ad_sampler`` +
+  ``ad_scheduler``), so preflight can check both names and the request says what runs. A scheduler
+  given beside such a name must agree with it (:func:`~stablenew.pipeline.config.resolve_sampler`).
+- Per-job settings go in ``override_settings`` (never ``POST /options``), with
+  ``override_settings_restore_afterwards: false`` so consecutive jobs on one model keep it warm. That
+  flag also leaves every other override in A1111's memory for the next request, so every
+  txt2img/img2img/ADetailer request carries ``override_settings``, always with
+  ``CLIP_stop_at_last_layers`` (the config's clip skip, else 1) and ``sd_vae`` (the config's VAE, else
+  "Automatic"): a job that sets clip skip 2 or a VAE can no longer leak it into the next job, and the
+  recorded request says what ran. ``sd_model_checkpoint`` is sent when the config names a model; without
+  one the job runs on whatever checkpoint is loaded (A1111 reports it in ``info.sd_model_name``).
 - Hires always sends ``denoising_strength`` (A1111 fails with 500 without it) and
   ``hr_sampler_name: null`` for "same sampler" (the string "Use same sampler" fails with 500).
-- The refiner switch is a fraction in (0, 1) (``refiner_switch_at``); a step was converted by the
-  config layer.
+- The refiner switch is a fraction in (0, 1) (``refiner_switch_at``) of the txt2img steps; a step was
+  converted by the config layer. With hires on as well, A1111's option ``hires_fix_refiner_pass``
+  decides which pass the refiner joins; its default, "second pass", would apply the fraction to the
+  hires steps and leave the first pass without refiner. The config means the first pass, so such a
+  request sends ``override_settings.hires_fix_refiner_pass: "first pass"`` (choices: "first pass",
+  "second pass", "both passes"): the refiner takes over at the switch point of the first pass, and the
+  hires pass runs on the base checkpoint again (A1111 reloads it before the second pass).
 - ADetailer runs on img2img with ``skip_img2img`` on: ``args = [true, true, tab, ...]`` (both
   booleans first, else ADetailer also runs its default tab), ``ad_inpaint_only_masked`` always
   true, an explicit inpaint size, never a ``mask``. Each tab is validated against ADetailer's
-  schema (``extra=forbid`` upstream: a bad tab is silently disabled there, an error here).
+  schema (``extra=forbid`` upstream: a bad tab is silently disabled there, an error here), plus our
+  own upper bounds (steps, sizes, prompt lengths) that ADetailer does not have.
+- Output sizes known only once the input image is there (img2img at its input's size, an upscale by a
+  factor) are checked against the config limits here, before the request is sent.
 """
 
 from __future__ import annotations
@@ -24,6 +42,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from stablenew.errors import ConfigError, FieldProblem
+from stablenew.pipeline.config import (
+    MAX_NAME_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_SIDE,
+    MAX_STEPS,
+    SamplerSchedulerConflict,
+    resolve_sampler,
+    size_problems,
+)
 from stablenew.webui.images import image_size
 
 TXT2IMG_FIELDS = frozenset(
@@ -54,48 +81,51 @@ EXTRAS_FIELDS = frozenset(
     extras_upscaler_2_visibility upscale_first image""".split()
 )
 
-# ADetailerArgs (ADetailer v25.3.0): name -> (type, min, max). None bounds = unbounded.
+# ADetailerArgs (ADetailer v25.3.0): name -> (type, min, max); for a str, max is its length. None = unbounded.
+# ADetailer's own schema has lower bounds only; the upper ones are ours: ADetailer's UI ranges, our config
+# limits (steps, sizes, prompt length) and a name length, so an ``ad_*`` pass-through cannot exceed them.
 _STR, _BOOL, _INT, _FLOAT = str, bool, int, float
+_NAME = (_STR, None, MAX_NAME_CHARS)
 ADETAILER_ARGS: dict[str, tuple[type, float | None, float | None]] = {
-    "ad_model": (_STR, None, None),
-    "ad_model_classes": (_STR, None, None),
+    "ad_model": _NAME,
+    "ad_model_classes": (_STR, None, 1000),
     "ad_tab_enable": (_BOOL, None, None),
-    "ad_prompt": (_STR, None, None),
-    "ad_negative_prompt": (_STR, None, None),
+    "ad_prompt": (_STR, None, MAX_PROMPT_CHARS),
+    "ad_negative_prompt": (_STR, None, MAX_PROMPT_CHARS),
     "ad_confidence": (_FLOAT, 0, 1),
-    "ad_mask_filter_method": (_STR, None, None),
-    "ad_mask_k": (_INT, 0, None),
+    "ad_mask_filter_method": _NAME,
+    "ad_mask_k": (_INT, 0, 100),
     "ad_mask_min_ratio": (_FLOAT, 0, 1),
     "ad_mask_max_ratio": (_FLOAT, 0, 1),
-    "ad_dilate_erode": (_INT, None, None),
-    "ad_x_offset": (_INT, None, None),
-    "ad_y_offset": (_INT, None, None),
-    "ad_mask_merge_invert": (_STR, None, None),
-    "ad_mask_blur": (_INT, 0, None),
+    "ad_dilate_erode": (_INT, -128, 128),
+    "ad_x_offset": (_INT, -200, 200),
+    "ad_y_offset": (_INT, -200, 200),
+    "ad_mask_merge_invert": _NAME,
+    "ad_mask_blur": (_INT, 0, 256),
     "ad_denoising_strength": (_FLOAT, 0, 1),
     "ad_inpaint_only_masked": (_BOOL, None, None),
-    "ad_inpaint_only_masked_padding": (_INT, 0, None),
+    "ad_inpaint_only_masked_padding": (_INT, 0, 1024),
     "ad_use_inpaint_width_height": (_BOOL, None, None),
-    "ad_inpaint_width": (_INT, 1, None),
-    "ad_inpaint_height": (_INT, 1, None),
+    "ad_inpaint_width": (_INT, 1, MAX_SIDE),
+    "ad_inpaint_height": (_INT, 1, MAX_SIDE),
     "ad_use_steps": (_BOOL, None, None),
-    "ad_steps": (_INT, 1, None),
+    "ad_steps": (_INT, 1, MAX_STEPS),
     "ad_use_cfg_scale": (_BOOL, None, None),
-    "ad_cfg_scale": (_FLOAT, 0, None),
+    "ad_cfg_scale": (_FLOAT, 0, 30),
     "ad_use_checkpoint": (_BOOL, None, None),
-    "ad_checkpoint": (_STR, None, None),
+    "ad_checkpoint": _NAME,
     "ad_use_vae": (_BOOL, None, None),
-    "ad_vae": (_STR, None, None),
+    "ad_vae": _NAME,
     "ad_use_sampler": (_BOOL, None, None),
-    "ad_sampler": (_STR, None, None),
-    "ad_scheduler": (_STR, None, None),
+    "ad_sampler": _NAME,
+    "ad_scheduler": _NAME,
     "ad_use_noise_multiplier": (_BOOL, None, None),
     "ad_noise_multiplier": (_FLOAT, 0.5, 1.5),
     "ad_use_clip_skip": (_BOOL, None, None),
     "ad_clip_skip": (_INT, 1, 12),
     "ad_restore_face": (_BOOL, None, None),
-    "ad_controlnet_model": (_STR, None, None),
-    "ad_controlnet_module": (_STR, None, None),
+    "ad_controlnet_model": _NAME,
+    "ad_controlnet_module": _NAME,
     "ad_controlnet_weight": (_FLOAT, 0, 1),
     "ad_controlnet_guidance_start": (_FLOAT, 0, 1),
     "ad_controlnet_guidance_end": (_FLOAT, 0, 1),
@@ -107,6 +137,11 @@ _ARG_CHOICES = {
 }
 
 DEFAULT_SAMPLER = "DPM++ 2M"
+DEFAULT_CLIP_SKIP = 1
+DEFAULT_VAE = "Automatic"
+# hires_fix_refiner_pass when refiner and hires are both on: the refiner switch is within the first pass.
+REFINER_WITH_HIRES = "first pass"
+USE_SAME_SCHEDULER = "Use same scheduler"  # ADetailer's ad_scheduler default
 
 
 def check_fields(body: Mapping[str, Any], allowed: frozenset[str], route: str) -> None:
@@ -117,22 +152,41 @@ def check_fields(body: Mapping[str, Any], allowed: frozenset[str], route: str) -
 
 
 def _override_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Every generation request's overrides: clip skip and VAE always, so none leaks from an earlier job."""
     settings: dict[str, Any] = {}
     if config.get("model"):
         settings["sd_model_checkpoint"] = config["model"]
-    if config.get("vae"):
-        settings["sd_vae"] = config["vae"]
-    if config.get("clip_skip"):
-        settings["CLIP_stop_at_last_layers"] = config["clip_skip"]
+    settings["sd_vae"] = config.get("vae") or DEFAULT_VAE
+    settings["CLIP_stop_at_last_layers"] = config.get("clip_skip") or DEFAULT_CLIP_SKIP
     return settings
 
 
-def _generation_common(config: Mapping[str, Any], seed: int) -> dict[str, Any]:
+def sampler_and_scheduler(config: Mapping[str, Any], *, path: str) -> tuple[str, str | None]:
+    """The sampler and scheduler a generation config asks for, a scheduler carried by the name split off.
+
+    Raises:
+        ConfigError: the name's scheduler disagrees with the given one (naming ``{path}.scheduler``).
+    """
+    given = config.get("scheduler")
+    try:
+        sampler, scheduler = resolve_sampler(config.get("sampler_name") or DEFAULT_SAMPLER, given)
+    except SamplerSchedulerConflict as exc:
+        raise ConfigError([FieldProblem(f"{path}.scheduler", str(exc), given)]) from None
+    return sampler or DEFAULT_SAMPLER, scheduler
+
+
+def hires_sampler_and_scheduler(hires: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """``hr_sampler_name`` and ``hr_scheduler``: None = the first pass's (A1111's "Use same ...")."""
+    return resolve_sampler(hires.get("sampler_name") or None, None)
+
+
+def _generation_common(config: Mapping[str, Any], seed: int, *, path: str) -> dict[str, Any]:
+    sampler, scheduler = sampler_and_scheduler(config, path=path)
     body: dict[str, Any] = {
         "prompt": config.get("prompt") or "",
         "negative_prompt": config.get("negative_prompt") or "",
         "seed": seed,
-        "sampler_name": config.get("sampler_name") or DEFAULT_SAMPLER,
+        "sampler_name": sampler,
         "batch_size": config.get("batch_size", 1),
         "n_iter": config.get("n_iter", 1),
         "steps": config["steps"],
@@ -140,21 +194,22 @@ def _generation_common(config: Mapping[str, Any], seed: int) -> dict[str, Any]:
         "send_images": True,
         "save_images": False,
     }
-    if config.get("scheduler"):
-        body["scheduler"] = config["scheduler"]
+    if scheduler:
+        body["scheduler"] = scheduler
     if config.get("styles"):
         body["styles"] = list(config["styles"])
-    overrides = _override_settings(config)
-    if overrides:
-        body["override_settings"] = overrides
-        body["override_settings_restore_afterwards"] = False
+    resize_w, resize_h = config.get("seed_resize_from_w") or -1, config.get("seed_resize_from_h") or -1
+    if resize_w > 0 and resize_h > 0:  # A1111 uses them only as a pair
+        body["seed_resize_from_w"], body["seed_resize_from_h"] = resize_w, resize_h
+    body["override_settings"] = _override_settings(config)
+    body["override_settings_restore_afterwards"] = False
     return body
 
 
 def txt2img_body(payload: Mapping[str, Any]) -> dict[str, Any]:
     """``POST /sdapi/v1/txt2img`` body: generation fields + hires + refiner metadata."""
     config = payload["config"]
-    body = _generation_common(config, config.get("seed", -1))
+    body = _generation_common(config, config.get("seed", -1), path="txt2img")
     body["width"] = config["width"]
     body["height"] = config["height"]
     hires = payload.get("hires")
@@ -169,30 +224,52 @@ def txt2img_body(payload: Mapping[str, Any]) -> dict[str, Any]:
         body["hr_upscaler"] = hires["upscaler"]
         body["hr_second_pass_steps"] = hires.get("second_pass_steps") or 0
         body["denoising_strength"] = hires["denoise"]
-        body["hr_sampler_name"] = hires.get("sampler_name")  # None = same sampler
+        hr_sampler, hr_scheduler = hires_sampler_and_scheduler(hires)
+        body["hr_sampler_name"] = hr_sampler  # None = same sampler
+        if hr_scheduler:  # unsent = the first pass's scheduler
+            body["hr_scheduler"] = hr_scheduler
     refiner = payload.get("refiner")
     if refiner:
         body["refiner_checkpoint"] = refiner["model_name"]
         body["refiner_switch_at"] = refiner["switch_at"]
+        if hires:
+            body["override_settings"]["hires_fix_refiner_pass"] = REFINER_WITH_HIRES
     check_fields(body, TXT2IMG_FIELDS, "txt2img")
     return body
 
 
 def _chained_seed(config: Mapping[str, Any], payload: Mapping[str, Any]) -> int:
     """A stage's own seed, else the previous stage's resolved seed (reproducible chains)."""
-    seed = config.get("seed", -1)
+    seed = config.get("seed")
+    seed = -1 if seed is None else seed
     if seed == -1 and isinstance(payload.get("input_seed"), int):
         return int(payload["input_seed"])
     return int(seed)
 
 
+def _check_output(size: tuple[int, int], field: str, value: Any) -> None:
+    problems = size_problems(size)
+    if problems:
+        raise ConfigError([FieldProblem(field, problem, value) for problem in problems])
+
+
 def img2img_body(payload: Mapping[str, Any], image: str) -> dict[str, Any]:
-    """``POST /sdapi/v1/img2img`` body for one input image; size defaults to the image's size."""
+    """``POST /sdapi/v1/img2img`` body for one input image; size defaults to the image's size.
+
+    Raises:
+        ConfigError: only one of width/height is given, or the image's size is over the output limits.
+    """
     config = payload["config"]
-    body = _generation_common(config, _chained_seed(config, payload))
+    body = _generation_common(config, _chained_seed(config, payload), path="img2img")
     width, height = config.get("width"), config.get("height")
+    if bool(width) != bool(height):
+        given = "width" if width else "height"
+        raise ConfigError(
+            [FieldProblem(f"img2img.{given}", "must be given with the other side", width or height)]
+        )
     if not width or not height:
         width, height = image_size(image)
+        _check_output((width, height), "img2img.init_images", f"{width}x{height}")
     body |= {
         "init_images": [image],
         "denoising_strength": config["denoising_strength"],
@@ -204,7 +281,11 @@ def img2img_body(payload: Mapping[str, Any], image: str) -> dict[str, Any]:
 
 
 def upscale_body(payload: Mapping[str, Any], image: str) -> dict[str, Any]:
-    """``POST /sdapi/v1/extra-single-image`` body for one image."""
+    """``POST /sdapi/v1/extra-single-image`` body for one image.
+
+    Raises:
+        ConfigError: the upscaled image would be over the output limits.
+    """
     config = payload["config"]
     body: dict[str, Any] = {
         "image": image,
@@ -223,8 +304,15 @@ def upscale_body(payload: Mapping[str, Any], image: str) -> dict[str, Any]:
             "upscaling_resize_h": config["resize_height"],
             "upscaling_crop": True,
         }
+        _check_output(
+            (config["resize_width"], config["resize_height"]), "upscale.resize_width", config["resize_width"]
+        )
     else:
-        body |= {"resize_mode": 0, "upscaling_resize": config["upscaling_resize"]}
+        factor = config["upscaling_resize"]
+        body |= {"resize_mode": 0, "upscaling_resize": factor}
+        width, height = image_size(image)
+        size = (int(width * factor) // 8 * 8, int(height * factor) // 8 * 8)  # A1111 floors to multiples of 8
+        _check_output(size, "upscale.upscaling_resize", factor)
     check_fields(body, EXTRAS_FIELDS, "extra-single-image")
     return body
 
@@ -258,10 +346,30 @@ def adetailer_tab(ad_pass: Mapping[str, Any], *, path: str) -> dict[str, Any]:
         if ad_pass.get("scheduler"):
             tab["ad_scheduler"] = ad_pass["scheduler"]
     tab |= dict(ad_pass.get("ad_args") or {})
-    problems = validate_adetailer_tab(tab, path=path)
+    problems = _split_ad_sampler(tab, path=path) + validate_adetailer_tab(tab, path=path)
     if problems:
         raise ConfigError(problems)
     return tab
+
+
+def _split_ad_sampler(tab: dict[str, Any], *, path: str) -> list[FieldProblem]:
+    """``ad_sampler: "DPM++ 2M Karras"`` -> ``ad_sampler: "DPM++ 2M"`` + ``ad_scheduler: "Karras"``.
+
+    ADetailer (25.x) hands ``ad_sampler`` and ``ad_scheduler`` to A1111's processing as they are; its own
+    default ``ad_sampler`` is the joined "DPM++ 2M Karras". Split, the names can be checked by preflight and
+    the request says what runs. An ``ad_scheduler`` other than "Use same scheduler" must agree.
+    """
+    sampler, given = tab.get("ad_sampler"), tab.get("ad_scheduler")
+    if not isinstance(sampler, str) or not (given is None or isinstance(given, str)):
+        return []  # the type check reports it
+    try:
+        base, scheduler = resolve_sampler(sampler, given)
+    except SamplerSchedulerConflict as exc:
+        return [FieldProblem(f"{path}.ad_scheduler", str(exc), given)]
+    tab["ad_sampler"] = base
+    if scheduler is not None:
+        tab["ad_scheduler"] = scheduler
+    return []
 
 
 def validate_adetailer_tab(tab: Mapping[str, Any], *, path: str) -> list[FieldProblem]:
@@ -285,10 +393,15 @@ def validate_adetailer_tab(tab: Mapping[str, Any], *, path: str) -> list[FieldPr
         if isinstance(value, float) and not math.isfinite(value):
             problems.append(FieldProblem(where, "must be a finite number", value))
             continue
-        if low is not None and value < low:
-            problems.append(FieldProblem(where, f"must be >= {low}", value))
-        if high is not None and value > high:
-            problems.append(FieldProblem(where, f"must be <= {high}", value))
+        if isinstance(value, str):
+            if high is not None and len(value) > high:
+                message = f"must be at most {high:g} characters (got {len(value)})"
+                problems.append(FieldProblem(where, message, has_value=False))
+        elif not isinstance(value, bool):
+            if low is not None and value < low:
+                problems.append(FieldProblem(where, f"must be >= {low}", value))
+            if high is not None and value > high:
+                problems.append(FieldProblem(where, f"must be <= {high}", value))
         if key in _ARG_CHOICES and value not in _ARG_CHOICES[key]:
             problems.append(FieldProblem(where, f"must be one of {list(_ARG_CHOICES[key])}", value))
     if tab.get("ad_inpaint_only_masked") is False:
@@ -324,7 +437,7 @@ def adetailer_body(payload: Mapping[str, Any], image: str) -> dict[str, Any]:
     tabs = [adetailer_tab(config["face"], path="adetailer.face")]
     if config.get("hands"):
         tabs.append(adetailer_tab(config["hands"], path="adetailer.hands"))
-    body = _generation_common(base, _chained_seed(base, payload))
+    body = _generation_common(base, _chained_seed(base, payload), path="adetailer.base")
     width, height = image_size(image)
     body |= {
         "init_images": [image],
@@ -340,16 +453,20 @@ def validate_stage_payload(payload: Mapping[str, Any]) -> None:
     """Build a stage's request bodies on a placeholder image, to fail at submit, not on a GPU.
 
     Raises:
-        ConfigError: an ADetailer tab ADetailer would silently drop.
+        ConfigError: an ADetailer tab ADetailer would silently drop, or a sampler name whose scheduler
+            disagrees with the scheduler given.
     """
     stage = payload["stage"]
+    config = payload["config"]
     if stage == "adetailer":
-        config = payload["config"]
+        sampler_and_scheduler(config.get("base") or {}, path="adetailer.base")
         adetailer_tab(config["face"], path="adetailer.face")
         if config.get("hands"):
             adetailer_tab(config["hands"], path="adetailer.hands")
     elif stage == "txt2img":
         txt2img_body(payload)
+    elif stage == "img2img":
+        sampler_and_scheduler(config, path="img2img")
 
 
 STAGE_ROUTES = {

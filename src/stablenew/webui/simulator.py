@@ -37,8 +37,23 @@ DEFAULT_MODELS = (
     "sd_xl_refiner_1.0.safetensors [7440042bbd]",
     "v1-5-pruned-emaonly.safetensors [6ce0161689]",
 )
-DEFAULT_SAMPLERS = ("DPM++ 2M", "DPM++ 2M SDE", "DPM++ 2M Karras", "DPM++ SDE", "Euler a", "Euler", "DDIM")
-DEFAULT_SCHEDULERS = ("automatic", "uniform", "karras", "exponential", "sgm_uniform")
+# A1111 v1.10.1's samplers, in its order (the first is what an unknown name silently becomes). Since v1.9 no name
+# carries a scheduler ("DPM++ 2M Karras" is "DPM++ 2M" + scheduler "Karras"); see _resolve_sampler.
+DEFAULT_SAMPLERS = (
+    "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE", "Euler a", "Euler",
+    "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart", "DDIM", "DDIM CFG++", "PLMS", "UniPC",
+    "LCM",
+)  # fmt: skip
+# A1111 v1.10.1's schedulers (modules/sd_schedulers.py), in its order: name -> (label, aliases).
+_SCHEDULERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "automatic": ("Automatic", ()), "uniform": ("Uniform", ()), "karras": ("Karras", ()),
+    "exponential": ("Exponential", ()), "polyexponential": ("Polyexponential", ()),
+    "sgm_uniform": ("SGM Uniform", ("SGMUniform",)), "kl_optimal": ("KL Optimal", ()),
+    "align_your_steps": ("Align Your Steps", ()), "simple": ("Simple", ()), "normal": ("Normal", ()),
+    "ddim": ("DDIM", ()), "beta": ("Beta", ()),
+}  # fmt: skip
+DEFAULT_SCHEDULERS = tuple(_SCHEDULERS)
+DEFAULT_VAES = ("sdxl_vae.safetensors", "vae-ft-mse-840000-ema-pruned.safetensors")
 DEFAULT_UPSCALERS = (
     "None", "Lanczos", "Nearest", "R-ESRGAN 4x+", "R-ESRGAN 4x+ Anime6B", "ESRGAN_4x", "4x-UltraSharp", "SwinIR 4x",
 )  # fmt: skip
@@ -65,7 +80,7 @@ _MEMORY = {
 }
 # fmt: on
 GENERATION_ROUTES = ("/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/extra-single-image")
-FaultKind = Literal["status", "hang", "malformed_json", "bad_base64", "close"]
+FaultKind = Literal["status", "hang", "malformed_json", "bad_base64", "close", "no_images"]
 
 _STAGE_COLOURS = {
     "txt2img": (40, 80, 200),  # blue
@@ -85,6 +100,7 @@ class Fault:
 
     ``route`` None matches any POST generation route; a path matches that route for any method.
     ``status`` is the HTTP status for kind "status"; ``seconds`` how long a "hang" waits (``stop()`` cuts it).
+    "no_images" answers 200 with an empty ``images`` list, as A1111 does for ``send_images: false``.
     """
 
     kind: FaultKind
@@ -235,6 +251,10 @@ class SimulatedWebUI:
     ``latency`` is slept per generation (interruptible); ``step_count_hint`` is the ``steps`` used when a
     request omits it (A1111's API default is 50); ``auth`` is ``(user, password)`` for ``/sdapi/*``; the name
     lists replace the defaults; ``image_cache`` reuses encoded PNGs per (stage, size, seed % 8).
+
+    Like A1111, it keeps the options a request's ``override_settings`` set (checkpoint, VAE, clip skip,
+    ``hires_fix_refiner_pass``) for the requests after it when ``override_settings_restore_afterwards`` is
+    false, and reports the ones in force in ``info`` (``sd_model_name``, ``sd_vae_name``, ``clip_skip``).
     """
 
     def __init__(
@@ -252,6 +272,7 @@ class SimulatedWebUI:
         adetailer_models: list[str] | None = None,
         adetailer_installed: bool = True,
         image_cache: bool = False,
+        vaes: list[str] | None = None,
     ) -> None:
         self._host, self._port = host, port
         self._models = [_checkpoint(m) for m in (DEFAULT_MODELS if models is None else models)]
@@ -261,6 +282,14 @@ class SimulatedWebUI:
         self._schedulers = list(DEFAULT_SCHEDULERS if schedulers is None else schedulers)
         self._upscalers = list(DEFAULT_UPSCALERS if upscalers is None else upscalers)
         self._ad_models = list(DEFAULT_ADETAILER_MODELS if adetailer_models is None else adetailer_models)
+        self._vaes = list(DEFAULT_VAES if vaes is None else vaes)
+        # A1111's in-memory options that override_settings may change (opts.data).
+        self._options: dict[str, Any] = {
+            "sd_model_checkpoint": self._models[0]["title"],
+            "sd_vae": "Automatic",
+            "CLIP_stop_at_last_layers": 1,
+            "hires_fix_refiner_pass": "second pass",
+        }
         self._default_steps = 50 if step_count_hint is None else step_count_hint
         self._auth = auth
         self._adetailer_installed = adetailer_installed
@@ -289,6 +318,9 @@ class SimulatedWebUI:
         self._routes: dict[tuple[str, str], Callable[[Any], Any]] = {
             ("GET", "/sdapi/v1/progress"): lambda _: self._progress(),
             ("GET", "/sdapi/v1/sd-models"): lambda _: self._models,
+            ("GET", "/sdapi/v1/sd-vae"): lambda _: [
+                {"model_name": name, "filename": f"/models/VAE/{name}"} for name in self._vaes
+            ],
             ("GET", "/sdapi/v1/samplers"): lambda _: [
                 {"name": name, "aliases": [], "options": {}} for name in self._samplers
             ],
@@ -431,6 +463,8 @@ class SimulatedWebUI:
                 result.update(
                     {"image": "not base64!!"} if "image" in result else {"images": ["not base64!!"]}
                 )
+            if fault is not None and fault.kind == "no_images" and isinstance(result, dict):
+                result["image" if "image" in result else "images"] = "" if "image" in result else []
             return _json(200, result)
         except _HTTPError as exc:
             return exc.response
@@ -523,6 +557,7 @@ class SimulatedWebUI:
     # -- generation routes ---------------------------------------------------------------------------------
 
     def _txt2img(self, body: dict[str, Any]) -> dict[str, Any]:
+        options = self._request_options(body)
         width, height = max(1, _num(body, "width", 512, int)), max(1, _num(body, "height", 512, int))
         out_w, out_h = width, height
         extra: dict[str, Any] = {}
@@ -531,8 +566,14 @@ class SimulatedWebUI:
                 message = "unsupported operand type(s) for *: 'NoneType' and 'int'"
                 raise _a1111_error(500, "TypeError", message)
             hr_sampler = body.get("hr_sampler_name")
-            if hr_sampler == "Use same sampler":
-                raise _a1111_error(500, "ValueError", f"bad sampler name: {hr_sampler}")
+            if hr_sampler is not None and hr_sampler not in self._samplers:
+                # The hires sampler is not resolved like sampler_name: "Use same sampler" or a name carrying a
+                # scheduler ("DPM++ 2M Karras") fails create_sampler's assertion.
+                raise _a1111_error(500, "AssertionError", f"bad sampler name: {hr_sampler}")
+            hr_scheduler = body.get("hr_scheduler")
+            extra["Hires schedule type"] = (
+                None if hr_scheduler is None else self._scheduler_label(str(hr_scheduler))
+            )
             upscaler = body.get("hr_upscaler") or "Latent"
             if upscaler not in self._upscalers and upscaler not in LATENT_UPSCALE_MODES:
                 raise _a1111_error(500, "AssertionError", f"could not find upscaler named {upscaler}")
@@ -553,9 +594,13 @@ class SimulatedWebUI:
                 raise _a1111_error(500, "Exception", f"Could not find checkpoint with name {refiner}")
             extra["Refiner"] = f"{found['model_name']} [{found['hash']}]"
             extra["Refiner switch at"] = body.get("refiner_switch_at")
-        return self._generate("txt2img", body, (width, height), (out_w, out_h), extra, None)
+            refiner_in = options["hires_fix_refiner_pass"]  # which pass the refiner joins with hires on
+            if body.get("enable_hr") and refiner_in != "second pass":
+                extra["Hires refiner"] = refiner_in
+        return self._generate("txt2img", body, (width, height), (out_w, out_h), extra, None, options)
 
     def _img2img(self, body: dict[str, Any]) -> dict[str, Any]:
+        options = self._request_options(body)
         init_images = body.get("init_images")
         if not init_images:
             raise _http_exception(404, "Init image not found")
@@ -580,7 +625,7 @@ class SimulatedWebUI:
                 extra["ADetailer model"], extra["ADetailer version"] = model, ADETAILER_VERSION
                 if skip:
                     stage, out_size = "adetailer", init.size
-        return self._generate(stage, body, (width, height), out_size, extra, 0.75)
+        return self._generate(stage, body, (width, height), out_size, extra, 0.75, options)
 
     def _check_adetailer(self, args: Any, has_mask: bool) -> tuple[bool, bool, str]:
         """Return (enabled, skip_img2img, first model) as ADetailer reads them; record misuse it ignores."""
@@ -642,20 +687,20 @@ class SimulatedWebUI:
         out_size: tuple[int, int],
         extra: dict[str, Any],
         default_denoise: float | None,
+        options: dict[str, Any],
     ) -> dict[str, Any]:
         count = max(1, _num(body, "batch_size", 1, int)) * max(1, _num(body, "n_iter", 1, int))
         steps, cfg = _num(body, "steps", self._default_steps, int), _num(body, "cfg_scale", 7.0, float)
         seed, subseed = _num(body, "seed", -1, int), _num(body, "subseed", -1, int)
         seed = secrets.randbelow(2**32) if seed == -1 else seed
         subseed = secrets.randbelow(2**32) if subseed == -1 else subseed
-        sampler = body.get("sampler_name") or "Euler"
-        sampler = sampler if sampler in self._samplers else "DPM++ 2M"  # A1111 silently falls back
-        scheduler = body.get("scheduler")
-        scheduler = None if scheduler is None else self._scheduler_label(str(scheduler))
-        model = self._models[0]
-        override = (body.get("override_settings") or {}).get("sd_model_checkpoint")
-        if isinstance(override, str):
-            model = self._find_checkpoint(override, fuzzy=False) or model  # unknown: silently ignored
+        sampler, scheduler = self._resolve_sampler(body.get("sampler_name") or "Euler", body.get("scheduler"))
+        model = self._find_checkpoint(str(options["sd_model_checkpoint"]), fuzzy=False) or self._models[0]
+        vae = options["sd_vae"] if options["sd_vae"] in self._vaes else None  # unknown: "using None instead"
+        clip_skip = _num(options, "CLIP_stop_at_last_layers", 1, int)
+        if body.get("override_settings_restore_afterwards") is False:  # A1111's default is to restore
+            with self._lock:
+                self._options = options
         denoise = default_denoise
         if body.get("denoising_strength") is not None:
             denoise = _num(body, "denoising_strength", 0.0, float)
@@ -663,8 +708,9 @@ class SimulatedWebUI:
         extra = {k: v for k, v in extra.items() if v is not None}
         params = {
             "Steps": steps, "Sampler": sampler, "Schedule type": scheduler, "CFG scale": cfg, "Seed": seed,
-            "Size": f"{size[0]}x{size[1]}", "Model hash": model["hash"], "Model": model["model_name"],
-            "Denoising strength": denoise, **extra, "Version": A1111_VERSION,
+            "Size": f"{size[0]}x{size[1]}", "Model hash": model["hash"], "Model": model["model_name"], "VAE": vae,
+            "Clip skip": clip_skip if clip_skip > 1 else None, "Denoising strength": denoise, **extra,
+            "Version": A1111_VERSION,
         }  # fmt: skip
         infotexts = [_infotext(prompt, negative, {**params, "Seed": seed + i}) for i in range(count)]
         with self._run_job(steps):
@@ -680,12 +726,16 @@ class SimulatedWebUI:
             "subseed_strength": _num(body, "subseed_strength", 0.0, float), "width": size[0], "height": size[1],
             "sampler_name": sampler, "cfg_scale": cfg, "steps": steps, "batch_size": _num(body, "batch_size", 1, int),
             "restore_faces": False, "face_restoration_model": None, "sd_model_name": model["model_name"],
-            "sd_model_hash": model["hash"], "sd_vae_name": None, "sd_vae_hash": None, "seed_resize_from_w": -1,
-            "seed_resize_from_h": -1, "denoising_strength": denoise, "extra_generation_params": extra,
-            "index_of_first_image": 0, "infotexts": infotexts, "styles": body.get("styles") or [],
-            "job_timestamp": timestamp, "clip_skip": 1, "is_using_inpainting_conditioning": False,
+            "sd_model_hash": model["hash"], "sd_vae_name": vae, "sd_vae_hash": None,
+            "seed_resize_from_w": _num(body, "seed_resize_from_w", -1, int),
+            "seed_resize_from_h": _num(body, "seed_resize_from_h", -1, int), "denoising_strength": denoise,
+            "extra_generation_params": extra, "index_of_first_image": 0, "infotexts": infotexts,
+            "styles": body.get("styles") or [], "job_timestamp": timestamp, "clip_skip": clip_skip,
+            "is_using_inpainting_conditioning": False,
             "version": A1111_VERSION,
         }  # fmt: skip
+        if body.get("send_images") is False:
+            images = []
         return {"images": images, "parameters": body, "info": json.dumps(info)}
 
     # -- helpers -------------------------------------------------------------------------------------------
@@ -712,10 +762,42 @@ class SimulatedWebUI:
             (m for m in self._models if name in m["title"]), key=lambda m: len(m["title"]), default=None
         )
 
+    def _request_options(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The options a request runs with: those in force, changed by its ``override_settings``."""
+        with self._lock:
+            options = dict(self._options)
+        overrides = body.get("override_settings")
+        for key, value in (overrides if isinstance(overrides, dict) else {}).items():
+            if key == "sd_model_checkpoint":
+                found = self._find_checkpoint(value, fuzzy=False) if isinstance(value, str) else None
+                if found is not None:  # an unknown checkpoint override is dropped
+                    options[key] = found["title"]
+            elif key in options:
+                options[key] = value
+        return options
+
+    def _resolve_sampler(self, name: str, scheduler: Any) -> tuple[str, str | None]:
+        """The sampler and scheduler label A1111 v1.10 runs (``get_sampler_and_scheduler`` and the API).
+
+        A trailing scheduler label, name or alias is cut off the sampler name (case-sensitive, in A1111's
+        scheduler order, so "X SGM Uniform" loses " Uniform"); an explicit ``scheduler`` still wins. An unknown
+        sampler silently becomes the first one, an unknown scheduler Automatic (reported as none).
+        """
+        named: str | None = None
+        for known in self._schedulers:
+            known_label, aliases = _SCHEDULERS.get(known, (known, ()))
+            for spelling in (known_label, known, *aliases):
+                if name.endswith(" " + spelling):
+                    named, name = known_label, name[: -len(spelling) - 1]
+                    break
+        sampler = name if name in self._samplers else (self._samplers or ["DPM++ 2M"])[0]
+        label = self._scheduler_label(str(scheduler)) if scheduler else named
+        return sampler, None if label == "Automatic" else label
+
     def _scheduler_label(self, name: str) -> str:
         """The label A1111 reports for a scheduler given by name or label; unknown ones become Automatic."""
         for known in self._schedulers:
-            label = "SGM Uniform" if known == "sgm_uniform" else known.replace("_", " ").title()
+            label, _ = _SCHEDULERS.get(known, (known, ()))
             if name in (known, label):
                 return label
         return "Automatic"
@@ -818,6 +900,7 @@ __all__ = [
     "DEFAULT_SAMPLERS",
     "DEFAULT_SCHEDULERS",
     "DEFAULT_UPSCALERS",
+    "DEFAULT_VAES",
     "LATENT_UPSCALE_MODES",
     "Fault",
     "RecordedRequest",
