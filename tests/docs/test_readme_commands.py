@@ -67,3 +67,16 @@ def test_each_documented_command_parses(doc: str, command: str) -> None:
 def test_the_readme_opens_with_the_two_commands() -> None:
     head = (ROOT / "README.md").read_text(encoding="utf-8")[:2000]
     assert "make demo" in head and "make test" in head
+
+
+def test_the_readme_configs_are_valid_and_plan_the_same_job() -> None:
+    import json
+
+    from stablenew.jobs.producer import build_checked_plan
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    configs = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S)]
+    configs = [c for c in configs if "job_id" not in c]  # the status --json sample is not a config
+    plans = [build_checked_plan(c) for c in configs]
+    assert len(plans) == 2
+    assert plans[0].get_stage_types() == plans[1].get_stage_types()
