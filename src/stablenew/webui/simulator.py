@@ -736,7 +736,12 @@ class SimulatedWebUI:
         }  # fmt: skip
         if body.get("send_images") is False:
             images = []
-        return {"images": images, "parameters": body, "info": json.dumps(info)}
+        parameters = dict(body)
+        if "init_images" in body and not body.get("include_init_images"):
+            # A1111's img2imgapi echoes its request without the images unless asked for them.
+            parameters["init_images"] = None
+            parameters["mask"] = None
+        return {"images": images, "parameters": parameters, "info": json.dumps(info)}
 
     # -- helpers -------------------------------------------------------------------------------------------
 
