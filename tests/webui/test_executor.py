@@ -99,7 +99,8 @@ class RecordingHooks:
         return None
 
     def after_stage(self, index: int, stage: StageExecution, result: dict[str, Any]) -> None:
-        self.results[stage.stage_type] = result
+        # A copy: the runner hands a stage's images over to the next stage (it keeps no second reference).
+        self.results[stage.stage_type] = {**result, "images": list(result["images"])}
 
 
 def run_plan(

@@ -45,7 +45,9 @@ class StageHooks(Protocol):
     def before_stage(self, index: int, stage: StageExecution) -> StageResult | None:
         """Return a stored result to skip the stage (resume), or None to run it."""
 
-    def after_stage(self, index: int, stage: StageExecution, result: StageResult) -> None: ...
+    def after_stage(self, index: int, stage: StageExecution, result: StageResult) -> None:
+        """Called once a stage ran. ``result["images"]`` is emptied when the next stage starts (the
+        images are handed over to it): a hook that keeps them must copy the list."""
 
 
 class PipelineRunner:
@@ -100,6 +102,10 @@ class PipelineRunner:
     ) -> StageResult:
         """Build the neutral payload for ``stage`` and hand it to the executor."""
         payload = build_stage_payload(stage, last_image_meta, index=index)
+        if last_image_meta is not None and isinstance(last_image_meta.get("images"), list):
+            # Handed over to the payload: the runner keeps no second reference to multi-MB images
+            # (the previous stage's hooks have already stored them).
+            last_image_meta["images"].clear()
         result = self._executor.run_stage(stage.stage_type, payload)
         if not isinstance(result, Mapping) or not isinstance(result.get("images"), list):
             raise TypeError(f"executor returned {type(result).__name__} without an 'images' list")

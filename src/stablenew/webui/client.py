@@ -14,7 +14,8 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import unquote
@@ -105,22 +106,34 @@ class WebUIClient:
         if self._owns_session:
             self._session.close()
 
-    def txt2img(self, payload: Mapping[str, Any]) -> GenerationResult:
+    def txt2img(self, payload: Mapping[str, Any], *, release_images: bool = False) -> GenerationResult:
         """POST ``/sdapi/v1/txt2img`` and wait for the images (up to ``read_timeout``).
 
         Raises:
             WebUIUnavailable, WebUITimeout: the request did not get an answer.
             WebUIRejected: a 4xx answer. WebUIHTTPError: a 3xx or 5xx answer, or an unusable 2xx body.
+
+        ``release_images=True`` hands the request's images over: once encoded for sending, ``init_images`` /
+        ``image`` in ``payload`` (a dict) are emptied, so a multi-MB image is not held while the answer
+        downloads. The worker's executor uses it; callers that reuse the payload leave it off.
         """
-        return self._generate("/sdapi/v1/txt2img", payload)
+        return self._generate("/sdapi/v1/txt2img", payload, release_images)
 
-    def img2img(self, payload: Mapping[str, Any]) -> GenerationResult:
+    def img2img(self, payload: Mapping[str, Any], *, release_images: bool = False) -> GenerationResult:
         """POST ``/sdapi/v1/img2img`` (also the ADetailer stage); raises as :meth:`txt2img` does."""
-        return self._generate("/sdapi/v1/img2img", payload)
+        return self._generate("/sdapi/v1/img2img", payload, release_images)
 
-    def extra_single_image(self, payload: Mapping[str, Any]) -> GenerationResult:
+    def extra_single_image(
+        self, payload: Mapping[str, Any], *, release_images: bool = False
+    ) -> GenerationResult:
         """POST ``/sdapi/v1/extra-single-image`` (upscale): ``images`` holds the one image returned."""
-        url, body = self._call("POST", "/sdapi/v1/extra-single-image", self._generation_timeout, payload)
+        url, body = self._call(
+            "POST",
+            "/sdapi/v1/extra-single-image",
+            self._generation_timeout,
+            payload,
+            release_images=release_images,
+        )
         image = body.get("image") if isinstance(body, dict) else None
         if not isinstance(image, str):
             raise WebUIHTTPError(200, "extras response has no 'image' string", url=url)
@@ -128,8 +141,10 @@ class WebUIClient:
         html_info = body.get("html_info")
         return GenerationResult([image], {}, {}, html_info if isinstance(html_info, str) else None)
 
-    def _generate(self, route: str, payload: Mapping[str, Any]) -> GenerationResult:
-        url, body = self._call("POST", route, self._generation_timeout, payload)
+    def _generate(self, route: str, payload: Mapping[str, Any], release_images: bool) -> GenerationResult:
+        url, body = self._call(
+            "POST", route, self._generation_timeout, payload, release_images=release_images
+        )
         images = body.get("images") if isinstance(body, dict) else None
         if not isinstance(images, list) or not all(isinstance(image, str) for image in images):
             raise WebUIHTTPError(200, "response has no 'images' list of base64 strings", url=url)
@@ -217,16 +232,27 @@ class WebUIClient:
         timeout: _Timeout,
         payload: Mapping[str, Any] | None = None,
         parse: bool = True,
+        *,
+        release_images: bool = False,
     ) -> tuple[str, Any]:
-        """Send one request; return the route URL and the parsed 2xx JSON body, or raise the mapped error."""
+        """Send one request; return the route URL and the parsed 2xx JSON body, or raise the mapped error.
+
+        Images are the bulk of every request and answer (a 4096x4096 PNG is ~35 MB of base64), so neither
+        is ever held as one more whole copy than needed: the request streams its base64 strings in slices
+        (:class:`_JsonBody`), and the answer is read into a single buffer that is released as it is parsed.
+        """
         url = self.base_url + route
         headers = {"Accept": "application/json"}
-        data = None
+        data: _JsonBody | None = None
         if payload is not None:
             # Serialised here, not by requests: a payload bug raises TypeError/ValueError to the caller rather
             # than becoming a "WebUI unavailable" that the worker would retry.
-            data = json.dumps(dict(payload), allow_nan=False).encode()
+            data = _JsonBody(payload)
             headers["Content-Type"] = "application/json"
+            if release_images and isinstance(payload, dict):
+                for key, empty in (("init_images", []), ("image", "")):
+                    if key in payload:
+                        payload[key] = empty
         try:
             # Redirects are not followed: requests would turn a redirected POST into a payload-less GET.
             response = self._session.request(
@@ -237,18 +263,100 @@ class WebUIClient:
                 auth=self._auth,
                 timeout=timeout,
                 allow_redirects=False,
+                stream=True,
             )
         except (requests.RequestException, Urllib3HTTPError) as exc:
             raise _translate_request_error(exc, url) from exc
-        if not 200 <= response.status_code < 300:
-            raise _status_error(response, url, self._auth[0] if self._auth else None)
-        if not parse:
-            return url, None
-        try:  # one parse straight from the bytes: no response.text copy of a multi-MB base64 body
-            return url, json.loads(response.content)
+        del data
+        try:
+            if not 200 <= response.status_code < 300:
+                raise _status_error(response, url, self._auth[0] if self._auth else None)
+            if not parse:
+                return url, None
+            try:
+                raw = response.raw.read(decode_content=True)
+            except (requests.RequestException, Urllib3HTTPError, OSError) as exc:
+                raise _translate_request_error(exc, url) from exc
+        finally:
+            response.close()
+        status = response.status_code
+        del response  # with it the request object, which would keep the sent body's parts alive
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise WebUIHTTPError(status, f"response is not UTF-8 JSON: {_text_of(raw)!r}", url=url) from None
+        del raw
+        try:
+            return url, json.loads(text)
         except ValueError:
-            detail = f"response is not JSON: {_text_of(response.content)!r}"
-            raise WebUIHTTPError(response.status_code, detail, url=url) from None
+            raise WebUIHTTPError(
+                status, f"response is not JSON: {_text_of(text.encode())!r}", url=url
+            ) from None
+
+
+_SLICE_CHARS = 1 << 20
+_INLINE_LIMIT = 1 << 16
+
+
+class _JsonBody:
+    """A JSON request body whose large base64 strings are sent in slices, never copied whole.
+
+    ``json.dumps`` of a request holding a 35 MB image would build a 35 MB str and then 35 MB of bytes. Here
+    the big strings (``init_images``, ``image``) are replaced by unique markers, the small rest is dumped as
+    usual, and the images are spliced back in at send time, 1 MiB at a time. requests sends an iterable with
+    ``__len__`` with a Content-Length, like any body. Strings that are not plain base64 are left to
+    ``json.dumps`` (which would escape them) so the output is always valid JSON.
+    """
+
+    def __init__(self, payload: Mapping[str, Any]) -> None:
+        body = dict(payload)
+        token = uuid.uuid4().hex
+        images: list[str] = []
+
+        def mark(value: Any) -> Any:
+            if isinstance(value, str) and len(value) > _INLINE_LIMIT and _is_plain_ascii(value):
+                images.append(value)
+                return f"\x00{token}{len(images) - 1}\x00"
+            return value
+
+        if isinstance(body.get("init_images"), list):
+            body["init_images"] = [mark(v) for v in body["init_images"]]
+        if "image" in body:
+            body["image"] = mark(body["image"])
+        text = json.dumps(body, allow_nan=False)
+        parts: list[bytes | str] = []
+        for index, image in enumerate(images):
+            head, found, text = text.partition(f'"\\u0000{token}{index}\\u0000"')
+            assert found, "image marker lost"
+            parts += [head.encode() + b'"', image, b'"']
+        parts.append(text.encode())
+        self._parts = parts
+        self._length = sum(len(p) for p in parts)  # base64 is ASCII: one byte per character
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[bytes]:
+        parts, self._parts = self._parts, []  # single use: each part is released once sent
+        parts.reverse()
+        while parts:
+            part = parts.pop()
+            if isinstance(part, bytes):
+                yield part
+                continue
+            for start in range(0, len(part), _SLICE_CHARS):
+                yield part[start : start + _SLICE_CHARS].encode("ascii")
+            del part
+
+
+def _is_plain_ascii(value: str) -> bool:
+    """True when json.dumps would copy ``value`` unchanged, checked at C speed (``isascii`` is a flag).
+
+    Quote, backslash and line breaks are looked for; other control characters are not (a full scan costs
+    ~0.5 s at 35 MB): base64 never holds them, and if one did, the WebUI would refuse the body loudly (422),
+    which is the right outcome for an image that is not base64.
+    """
+    return value.isascii() and not any(ch in value for ch in ('"', "\\", "\n", "\r"))
 
 
 def _translate_request_error(exc: Exception, url: str) -> WebUIError:

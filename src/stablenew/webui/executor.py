@@ -247,22 +247,38 @@ class WebUIExecutor:
         seeds: list[int | None] = []
         requests_sent: list[dict[str, Any]] = []
         info: dict[str, Any] = {}
-        calls = [None] if stage_type is StageType.TXT2IMG else inputs
-        for number, image in enumerate(calls):
-            body = self._body(stage_type, payload, image)
-            requests_sent.append(_without_images(body))
-            result = self._call(stage_type, body, part=(number, len(calls)))
-            if not result.images:
-                route = payloads.STAGE_ROUTES[stage_type.value]
-                raise WebUIHTTPError(
-                    200,
-                    f"{route} returned no images (interrupted on the WebUI, or send_images off)",
-                    url=self.client.base_url + route,
-                    stage=stage_type.value,
-                )
-            images.extend(result.images)
-            info = result.info or info
-            seeds.extend(self._seeds(stage_type, body, result, payload.get("input_seed")))
+        # The input images are handed over: neither the payload nor this loop keeps one once it is sent,
+        # so a multi-MB image is not held while the next answer downloads.
+        payload["input_images"] = []
+        calls: list[str | None] = [None] if stage_type is StageType.TXT2IMG else inputs
+        del inputs
+        total = len(calls)
+        calls.reverse()
+        poller = _ProgressPoller(self, stage_type) if self._polls else None
+        if poller:
+            poller.start()
+        try:
+            for number in range(total):
+                body = self._body(stage_type, payload, calls.pop())
+                requests_sent.append(_without_images(body))
+                if poller:
+                    poller.part = (number, total)
+                result = self._call(stage_type, body, poller)
+                if not result.images:
+                    route = payloads.STAGE_ROUTES[stage_type.value]
+                    raise WebUIHTTPError(
+                        200,
+                        f"{route} returned no images (interrupted on the WebUI, or send_images off)",
+                        url=self.client.base_url + route,
+                        stage=stage_type.value,
+                    )
+                images.extend(result.images)
+                info = result.info or info
+                seeds.extend(self._seeds(stage_type, body, result, payload.get("input_seed")))
+                del body, result
+        finally:
+            if poller:
+                poller.stop()
 
         ended = time.time()
         width, height = image_size(images[0]) if images else (None, None)
@@ -317,26 +333,20 @@ class WebUIExecutor:
         return body
 
     def _call(
-        self, stage_type: StageType, body: dict[str, Any], *, part: tuple[int, int]
+        self, stage_type: StageType, body: dict[str, Any], poller: _ProgressPoller | None
     ) -> GenerationResult:
-        poller = _ProgressPoller(self, stage_type, part) if self._polls else None
-        if poller:
-            poller.start()
         try:
             if stage_type is StageType.TXT2IMG:
-                result = self.client.txt2img(body)
+                result = self.client.txt2img(body, release_images=True)
             elif stage_type is StageType.UPSCALE:
-                result = self.client.extra_single_image(body)
+                result = self.client.extra_single_image(body, release_images=True)
             else:
-                result = self.client.img2img(body)
+                result = self.client.img2img(body, release_images=True)
         except WebUIError as exc:
             exc.stage = stage_type.value
             if poller and poller.canceled:
                 raise Canceled(f"canceled during {stage_type.value}") from exc
             raise
-        finally:
-            if poller:
-                poller.stop()
         if (poller and poller.canceled) or (self.should_cancel and self.should_cancel()):
             raise Canceled(f"canceled during {stage_type.value}; its partial output was discarded")
         return result
@@ -366,10 +376,10 @@ class WebUIExecutor:
 class _ProgressPoller:
     """Background thread: progress -> callback, cancel -> interrupt. Never raises into the stage."""
 
-    def __init__(self, executor: WebUIExecutor, stage_type: StageType, part: tuple[int, int]) -> None:
+    def __init__(self, executor: WebUIExecutor, stage_type: StageType) -> None:
         self._executor = executor
         self._stage_type = stage_type
-        self._part = part
+        self.part = (0, 1)  # (call number, calls in the stage): one poller serves the whole stage
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="stablenew-progress", daemon=True)
         self.canceled = False
@@ -384,7 +394,6 @@ class _ProgressPoller:
 
     def _loop(self) -> None:
         ex = self._executor
-        index, count = self._part
         warned = False
         while not self._stop.wait(ex.progress_interval):
             try:
@@ -394,6 +403,7 @@ class _ProgressPoller:
                     return
                 if ex.on_progress:
                     fraction = float(ex.client.progress().get("progress") or 0.0)
+                    index, count = self.part
                     # A1111 reports 0 once idle: a poll just after the call ended must not go back.
                     self._best = max(self._best, min(1.0, (index + fraction) / count))
                     ex.on_progress(self._stage_type, self._best)
