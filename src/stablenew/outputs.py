@@ -21,12 +21,13 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from stablenew.jobs.keys import is_valid_job_id
-from stablenew.webui.images import image_format, image_size, strip_data_url
+from stablenew.webui.images import decode, image_format, image_size
 
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "bin": "bin"}
 
@@ -70,11 +71,13 @@ class JobOutputs:
         written = []
         for number, b64 in enumerate(images):
             try:
-                data = base64.b64decode(strip_data_url(b64), validate=True)
+                data = decode(b64)
             except (binascii.Error, ValueError) as exc:
                 raise ValueError(f"stage {stage} image {number} is not valid base64: {exc}") from None
             ext = _EXTENSIONS[image_format(b64)]
             name = f"{index:02d}-{stage}-{number:02d}.{ext}"
+            # The hash runs beside the write (both release the GIL): together they cost about one.
+            digest = _sha256_async(data)
             atomic_write(self.folder / name, data)
             width: int | None
             height: int | None
@@ -86,7 +89,7 @@ class JobOutputs:
             written.append(
                 OutputFile(
                     path=f"{self.job_id}/{name}",
-                    sha256=hashlib.sha256(data).hexdigest(),
+                    sha256=digest.result(),
                     width=width,
                     height=height,
                     seed=seed,
@@ -128,6 +131,22 @@ def _current_umask() -> int:
 # mkstemp creates files 0600 whatever the umask; outputs are meant to be read by others (a GUI,
 # a web server, another uid on shared storage), so they get the mode a plain open() would give.
 _FILE_MODE = 0o666 & ~_current_umask()
+
+
+_HASHER: ThreadPoolExecutor | None = None
+_HASH_INLINE_BYTES = 1 << 20
+
+
+def _sha256_async(data: bytes) -> Future[str]:
+    """sha256 of ``data``, computed on a helper thread when ``data`` is large enough to be worth it."""
+    global _HASHER
+    if len(data) < _HASH_INLINE_BYTES:
+        done: Future[str] = Future()
+        done.set_result(hashlib.sha256(data).hexdigest())
+        return done
+    if _HASHER is None:
+        _HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stablenew-sha256")
+    return _HASHER.submit(lambda: hashlib.sha256(data).hexdigest())
 
 
 def atomic_write(path: Path, data: bytes, *, durable: bool = False) -> None:

@@ -148,6 +148,7 @@ class StateStore:
                     continue
         return found
 
-    def save(self, state: JobState) -> None:
+    def save(self, state: JobState, *, pipeline: Any = None) -> None:
+        """Store ``state`` (on ``pipeline`` when given, to share its round trip)."""
         state.updated_at = utcnow()
-        self.connection.set(state_key(state.job_id), state.model_dump_json(), ex=self.ttl)
+        (pipeline or self.connection).set(state_key(state.job_id), state.model_dump_json(), ex=self.ttl)

@@ -183,15 +183,16 @@ class JobRun:
         return bool(self.connection.exists(cancel_key(self.job.id)))
 
     def _persist(self, state: JobState, progress_only: bool) -> None:
-        self.store.save(state)
         if progress_only:
+            self.store.save(state)
             return
-        # A read-only view for rq-dashboard; the Redis state key is the source of truth.
-        try:
-            self.job.meta["stablenew"] = state.view()
-            self.job.save_meta()  # type: ignore[no-untyped-call]
-        except redis.RedisError:
-            log.warning("job %s: could not mirror state into job.meta", self.job.id)
+        # The state key is the source of truth; job.meta gets a read-only copy for rq-dashboard (what
+        # Job.save_meta writes), in the same round trip.
+        self.job.meta["stablenew"] = state.view()
+        with self.connection.pipeline(transaction=False) as pipe:
+            self.store.save(state, pipeline=pipe)
+            pipe.hset(self.job.key, "meta", self.job.serializer.dumps(self.job.meta))
+            pipe.execute()
 
 
 def _is_permanent(exc: BaseException) -> bool:

@@ -152,8 +152,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, validate_default=True)
 
     def known(self) -> dict[str, Any]:
-        """The declared fields only, without the kept-but-unused extras."""
-        return {name: getattr(self, name) for name in type(self).model_fields}
+        """The declared fields only, without the kept-but-unused extras.
+
+        Pydantic keeps declared fields in ``__dict__`` and extras apart (``__pydantic_extra__``), so this
+        is a plain copy: it runs several times per submitted config."""
+        return dict(self.__dict__)
 
 
 Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
