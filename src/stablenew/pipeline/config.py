@@ -33,12 +33,20 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from stablenew.errors import ConfigError, FieldProblem
+from stablenew.pipeline.samplers import (  # re-exported: part of this module's API
+    _SAME_SCHEDULER,
+    _UNSET_NAMES,
+    A1111_SCHEDULERS,
+    SamplerSchedulerConflict,
+    _split_sampler_of,
+    resolve_sampler,
+    scheduler_key,
+    split_sampler_name,
+)
 
 SUPPORTED_WRAPPER_SCHEMAS = frozenset({"stablenew.config.v2.6"})
 
@@ -55,95 +63,6 @@ MAX_INIT_IMAGE_B64 = 64 * 1024 * 1024
 MAX_OUTPUT_SIDE = 16_384
 MAX_OUTPUT_PIXELS = 2**27  # 134,217,728 px (128 Mpx), e.g. 16384 x 8192
 MAX_IMAGES = MAX_BATCH
-
-_UNSET_NAMES = frozenset({"", "none", "automatic", "null"})
-
-# --------------------------------------------------------------------------------------------
-# Sampler names that carry a scheduler ("DPM++ 2M Karras")
-# --------------------------------------------------------------------------------------------
-
-# A1111 v1.10's schedulers (modules/sd_schedulers.py): name -> its label, then its aliases.
-A1111_SCHEDULERS: dict[str, tuple[str, ...]] = {
-    "automatic": ("Automatic",),
-    "uniform": ("Uniform",),
-    "karras": ("Karras",),
-    "exponential": ("Exponential",),
-    "polyexponential": ("Polyexponential",),
-    "sgm_uniform": ("SGM Uniform", "SGMUniform"),
-    "kl_optimal": ("KL Optimal",),
-    "align_your_steps": ("Align Your Steps",),
-    "simple": ("Simple",),
-    "normal": ("Normal",),
-    "ddim": ("DDIM",),
-    "beta": ("Beta",),
-}
-_SCHEDULER_OF = {
-    spelling.lower(): name for name, spellings in A1111_SCHEDULERS.items() for spelling in (name, *spellings)
-}
-# Longest first, so "DPM++ 2M SGM Uniform" loses " SGM Uniform", not " Uniform".
-_SCHEDULER_SUFFIXES = sorted(_SCHEDULER_OF, key=len, reverse=True)
-_SAME_SCHEDULER = frozenset({"use same scheduler", "inherit"})
-
-
-class SamplerSchedulerConflict(ValueError):
-    """A sampler name ends with a scheduler that disagrees with the scheduler given beside it."""
-
-
-def split_sampler_name(sampler: str) -> tuple[str, str | None]:
-    """``"DPM++ 2M Karras"`` -> ``("DPM++ 2M", "Karras")``; a name without a trailing scheduler -> ``(name, None)``.
-
-    Since v1.9 A1111 lists samplers and schedulers apart ("DPM++ 2M" + "Karras") and only accepts the old joined
-    names by splitting off a trailing scheduler label, name or alias (``sd_samplers.get_sampler_and_scheduler``).
-    This split is the same, except that it ignores case and tries the longest suffix first.
-    """
-    lowered = sampler.lower()
-    for suffix in _SCHEDULER_SUFFIXES:
-        if lowered.endswith(" " + suffix):
-            base = sampler[: -len(suffix) - 1].rstrip()
-            if base:
-                return base, A1111_SCHEDULERS[_SCHEDULER_OF[suffix]][0]
-    return sampler, None
-
-
-def scheduler_key(scheduler: str) -> str:
-    """The A1111 scheduler name a label, name or alias means (``"SGM Uniform"`` -> ``"sgm_uniform"``)."""
-    text = scheduler.strip().lower()
-    return _SCHEDULER_OF.get(text, text)
-
-
-def resolve_sampler(sampler: str | None, scheduler: str | None) -> tuple[str | None, str | None]:
-    """Split a scheduler off ``sampler`` into ``scheduler``: ``("DPM++ 2M Karras", None)`` -> ``("DPM++ 2M", "Karras")``.
-
-    A scheduler given beside it (not unset, "Automatic", "Use same scheduler" or "inherit") is kept; it must
-    name the same scheduler. A name without a trailing scheduler is returned unchanged.
-
-    Raises:
-        SamplerSchedulerConflict: the name's scheduler and the given one differ.
-    """
-    if not sampler:
-        return sampler, scheduler
-    base, named = split_sampler_name(sampler)
-    if named is None:
-        return sampler, scheduler
-    if scheduler is None or scheduler.strip().lower() in _UNSET_NAMES | _SAME_SCHEDULER:
-        return base, None if scheduler_key(named) == "automatic" else named
-    if scheduler_key(scheduler) != scheduler_key(named):
-        raise SamplerSchedulerConflict(
-            f"disagrees with the scheduler {named!r} that the sampler name {sampler!r} ends with"
-        )
-    return base, scheduler
-
-
-def _split_sampler_of(model: BaseModel, sampler_field: str, scheduler_field: str) -> None:
-    """Store a sampler name's trailing scheduler in the scheduler field (the section's one derived value)."""
-    given = getattr(model, scheduler_field)
-    try:
-        sampler, scheduler = resolve_sampler(getattr(model, sampler_field), given)
-    except SamplerSchedulerConflict as exc:
-        raise ValueError(f"{scheduler_field}: {exc} (got {given!r})") from None
-    # The sections are frozen; this is set once, during validation.
-    object.__setattr__(model, sampler_field, sampler)
-    object.__setattr__(model, scheduler_field, scheduler)
 
 
 class _Section(BaseModel):
@@ -587,380 +506,25 @@ def size_problems(size: tuple[int, int]) -> list[str]:
     return problems
 
 
-# --------------------------------------------------------------------------------------------
-# Normalisation: any accepted shape -> canonical dict + where each value came from.
-# --------------------------------------------------------------------------------------------
-
-_STAGES = ("txt2img", "img2img", "upscale", "adetailer")
-_NESTED_SECTIONS = (*_STAGES, "pipeline", "hires_fix")
-
-# canonical field -> accepted names, in precedence order (first present wins)
-_GEN_ALIASES: dict[str, tuple[str, ...]] = {
-    "model": ("model", "model_name", "sd_model", "sd_model_checkpoint"),
-    "vae": ("vae", "vae_name", "sd_vae"),
-    "sampler_name": ("sampler_name", "sampler"),
-    "scheduler": ("scheduler", "scheduler_name"),
-}
-_HIRES_ALIASES: dict[str, tuple[str, ...]] = {
-    "enabled": ("hires_enabled", "enable_hr"),
-    "scale": ("hires_scale_factor", "hr_scale"),
-    "upscaler": ("hires_upscaler_name", "hr_upscaler"),
-    "denoise": ("hires_denoise_strength", "hires_denoise", "denoising_strength"),
-    "steps": ("hires_steps", "hr_second_pass_steps"),
-    "resize_x": ("hr_resize_x",),
-    "resize_y": ("hr_resize_y",),
-    "sampler_name": ("hr_sampler_name", "hires_sampler_name"),
-}
-_HIRES_FIX_KEYS = {
-    "enabled": "enabled",
-    "upscaler": "upscaler_name",
-    "scale": "upscale_factor",
-    "steps": "steps",
-    "denoise": "denoise",
-}
-_REFINER_ALIASES: dict[str, tuple[str, ...]] = {
-    "enabled": ("refiner_enabled", "use_refiner"),
-    "model_name": ("refiner_model_name", "refiner_checkpoint"),
-    "switch_at": ("refiner_switch_at",),
-    "switch_step": ("refiner_switch_step", "refiner_switch_steps"),
-}
-_UPSCALE_ALIASES: dict[str, tuple[str, ...]] = {
-    "upscaler": ("upscaler", "upscaler_1", "upscaler_name"),
-    "upscaling_resize": ("upscaling_resize", "upscale_factor", "scale"),
-    "resize_width": ("upscaling_resize_w", "resize_width"),
-    "resize_height": ("upscaling_resize_h", "resize_height"),
-    "upscaler_2": ("upscaler_2",),
-    "upscaler_2_visibility": ("extras_upscaler_2_visibility", "upscaler_2_visibility"),
-    "gfpgan_visibility": ("gfpgan_visibility",),
-    "codeformer_visibility": ("codeformer_visibility",),
-    "codeformer_weight": ("codeformer_weight",),
-}
-_AD_PASS_KEYS: dict[str, str] = {
-    "model": "model",
-    "confidence": "confidence",
-    "prompt": "prompt",
-    "negative_prompt": "negative_prompt",
-    "denoise": "denoise",
-    "steps": "steps",
-    "cfg": "cfg",
-    "sampler": "sampler",
-    "scheduler": "scheduler",
-    "padding": "padding",
-    "mask_feather": "mask_feather",
-    "inpaint_width": "inpaint_width",
-    "inpaint_height": "inpaint_height",
-}
-# Keys StableNew carries in the txt2img/img2img sections that we map elsewhere (not extras).
-_REMAPPED_GEN_KEYS = {n for names in _GEN_ALIASES.values() for n in names}
-
-
-class _Normaliser:
-    """Builds the canonical dict and remembers each canonical path's source path."""
-
-    def __init__(self) -> None:
-        self.out: dict[str, Any] = {}
-        self.origin: dict[tuple[str, ...], str] = {}
-        self.problems: list[FieldProblem] = []
-        # How to name a canonical field the user did not write, in the shape they used.
-        self.unwritten: dict[tuple[str, ...], str] = {}
-
-    def put(self, path: tuple[str, ...], value: Any, source: str) -> None:
-        node = self.out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
-        self.origin[path] = source
-
-    def pick(self, section: Mapping[str, Any], names: tuple[str, ...], prefix: str) -> tuple[str, Any] | None:
-        for name in names:
-            if name in section and section[name] is not None:
-                return (f"{prefix}{name}", section[name])
-        return None
-
-    def source_of(self, loc: tuple[str | int, ...]) -> str:
-        parts = tuple(str(p) for p in loc)
-        for cut in range(len(parts), 0, -1):
-            if parts[:cut] in self.origin:
-                rest = parts[cut:]
-                return ".".join((self.origin[parts[:cut]], *rest))
-        written = self.unwritten.get(parts)
-        return written if written else ".".join(parts)
-
-
-def _as_mapping(value: Any, path: str, norm: _Normaliser) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        norm.problems.append(FieldProblem(path, "must be an object", value))
-        return {}
-    return value
-
-
-def _generation(norm: _Normaliser, stage: str, section: Mapping[str, Any], prefix: str) -> None:
-    for canonical, names in _GEN_ALIASES.items():
-        found = norm.pick(section, names, prefix)
-        if found:
-            norm.put((stage, canonical), found[1], found[0])
-    hires_keys = {n for names in _HIRES_ALIASES.values() for n in names}
-    refiner_keys = {n for names in _REFINER_ALIASES.values() for n in names}
-    for key, value in section.items():
-        if key in _REMAPPED_GEN_KEYS or key in ("enabled",):
-            continue
-        if stage == "txt2img" and (key in hires_keys or key in refiner_keys):
-            continue  # hires/refiner metadata, collected separately
-        # Declared fields are validated; anything else is kept as an extra and never sent.
-        norm.put((stage, key), value, f"{prefix}{key}")
-
-
-def _hires(norm: _Normaliser, sources: list[tuple[Mapping[str, Any], str]]) -> None:
-    """Hires fields from txt2img/top-level aliases (``sources`` in precedence order)."""
-    for canonical, names in _HIRES_ALIASES.items():
-        for section, prefix in sources:
-            found = norm.pick(section, names, prefix)
-            if found:
-                norm.put(("hires", canonical), found[1], found[0])
-                break
-
-
-def _refiner(norm: _Normaliser, sources: list[tuple[Mapping[str, Any], str]]) -> None:
-    for canonical, names in _REFINER_ALIASES.items():
-        for section, prefix in sources:
-            found = norm.pick(section, names, prefix)
-            if found:
-                norm.put(("refiner", canonical), found[1], found[0])
-                break
-    ref = norm.out.get("refiner", {})
-    if "enabled" not in ref:
-        # Neither flag given: an A1111-style config enables the refiner by naming a checkpoint.
-        name = ref.get("model_name")
-        enabled = isinstance(name, str) and name.strip().lower() not in _UNSET_NAMES
-        norm.put(("refiner", "enabled"), enabled, norm.origin.get(("refiner", "model_name"), "refiner"))
-    name = ref.get("model_name")
-    if isinstance(name, str) and name.strip().lower() in _UNSET_NAMES:
-        ref["model_name"] = None
-
-
-def _upscale(norm: _Normaliser, section: Mapping[str, Any], prefix: str) -> None:
-    used: set[str] = set()
-    for canonical, names in _UPSCALE_ALIASES.items():
-        used.update(names)
-        found = norm.pick(section, names, prefix)
-        if found:
-            norm.put(("upscale", canonical), found[1], found[0])
-    for key, value in section.items():
-        if key not in used and key not in ("enabled",):
-            norm.put(("upscale", key), value, f"{prefix}{key}")
-
-
-def _adetailer(norm: _Normaliser, section: Mapping[str, Any], prefix: str) -> None:
-    """Flat ``adetailer_*`` / ``adetailer_hands_*`` / ``ad_*`` keys -> face and hands passes."""
-    hands_on = any(bool(section.get(k)) for k in ("enable_hands_pass", "ad_hands_enabled"))
-    face_args: dict[str, Any] = {}
-    for key, value in section.items():
-        if key in ("enabled", "adetailer_enabled", "enable_hands_pass", "ad_hands_enabled"):
-            continue
-        if key.startswith("adetailer_hands_"):
-            name = key.removeprefix("adetailer_hands_")
-            if name in _AD_PASS_KEYS and hands_on:
-                norm.put(("adetailer", "hands", _AD_PASS_KEYS[name]), value, f"{prefix}{key}")
-            elif name not in _AD_PASS_KEYS:
-                norm.put(("adetailer", key), value, f"{prefix}{key}")
-        elif key.startswith("adetailer_"):
-            name = key.removeprefix("adetailer_")
-            if name in _AD_PASS_KEYS:
-                norm.put(("adetailer", "face", _AD_PASS_KEYS[name]), value, f"{prefix}{key}")
-            else:
-                norm.put(("adetailer", key), value, f"{prefix}{key}")
-        elif key.startswith("ad_"):
-            target = "ad_mask_k" if key == "ad_mask_k_largest" else key  # renamed upstream
-            face_args[target] = value
-            norm.origin[("adetailer", "face", "ad_args", target)] = f"{prefix}{key}"
-        elif key in _AD_PASS_KEYS:
-            norm.put(("adetailer", "face", _AD_PASS_KEYS[key]), value, f"{prefix}{key}")
-        else:
-            norm.put(("adetailer", key), value, f"{prefix}{key}")
-    if face_args:
-        norm.put(("adetailer", "face", "ad_args"), face_args, f"{prefix}ad_*")
-    if hands_on:
-        hands = norm.out.setdefault("adetailer", {}).setdefault("hands", {})
-        hands.setdefault("model", "hand_yolov8n.pt")
-
-
-def _flag(value: Any, path: str, norm: _Normaliser) -> bool | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return value
-    norm.problems.append(FieldProblem(path, "must be true or false", value))
-    return None
-
-
-def _normalise_flat(raw: Mapping[str, Any], norm: _Normaliser) -> None:
-    norm.unwritten = {
-        ("refiner", "model_name"): "refiner_model_name",
-        ("refiner", "switch_at"): "refiner_switch_at",
-        ("refiner", "switch_step"): "refiner_switch_step",
-        ("img2img", "init_images"): "img2img_config.init_images",
-    }
-    for stage in _STAGES:
-        flag = _flag(raw.get(f"{stage}_enabled"), f"{stage}_enabled", norm)
-        norm.put((f"{stage}_enabled",), bool(flag), f"{stage}_enabled")
-    txt = _as_mapping(raw.get("txt2img_config"), "txt2img_config", norm)
-    _generation(norm, "txt2img", txt, "txt2img_config.")
-    _generation(
-        norm, "img2img", _as_mapping(raw.get("img2img_config"), "img2img_config", norm), "img2img_config."
-    )
-    _upscale(norm, _as_mapping(raw.get("upscale_config"), "upscale_config", norm), "upscale_config.")
-    _adetailer(norm, _as_mapping(raw.get("adetailer_config"), "adetailer_config", norm), "adetailer_config.")
-    _hires(norm, [(raw, ""), (txt, "txt2img_config.")])
-    _refiner(norm, [(raw, ""), (txt, "txt2img_config.")])
-    used = {f"{s}_{suffix}" for s in _STAGES for suffix in ("enabled", "config")}
-    used |= {n for names in (*_HIRES_ALIASES.values(), *_REFINER_ALIASES.values()) for n in names}
-    used.add("callback_url")
-    _extras(raw, used, norm)
-
-
-def _normalise_nested(raw: Mapping[str, Any], norm: _Normaliser) -> None:
-    norm.unwritten = {
-        ("refiner", "model_name"): "txt2img.refiner_checkpoint",
-        ("refiner", "switch_at"): "txt2img.refiner_switch_at",
-        ("refiner", "switch_step"): "txt2img.refiner_switch_steps",
-        ("img2img", "init_images"): "img2img.init_images",
-    }
-    pipeline = _as_mapping(raw.get("pipeline"), "pipeline", norm)
-    sections = {s: _as_mapping(raw.get(s), s, norm) for s in _STAGES}
-    for stage in _STAGES:
-        candidates = [
-            (pipeline.get(f"{stage}_enabled"), f"pipeline.{stage}_enabled"),
-            (sections[stage].get("enabled"), f"{stage}.enabled"),
-            (sections[stage].get(f"{stage}_enabled"), f"{stage}.{stage}_enabled"),
-            (raw.get(f"{stage}_enabled"), f"{stage}_enabled"),
-        ]
-        value: bool | None = None
-        where = f"pipeline.{stage}_enabled"
-        for candidate, path in candidates:
-            value = _flag(candidate, path, norm)
-            if value is not None:
-                where = path
-                break
-        if value is None:
-            value = stage == "txt2img"  # StableNew: txt2img is on unless something says otherwise
-        norm.put((f"{stage}_enabled",), value, where)
-    _generation(norm, "txt2img", sections["txt2img"], "txt2img.")
-    _generation(norm, "img2img", sections["img2img"], "img2img.")
-    _upscale(norm, sections["upscale"], "upscale.")
-    _adetailer(norm, sections["adetailer"], "adetailer.")
-    hires_fix = _as_mapping(raw.get("hires_fix"), "hires_fix", norm)
-    _hires(norm, [(sections["txt2img"], "txt2img."), (raw, "")])
-    for canonical, key in _HIRES_FIX_KEYS.items():  # hires_fix fills what txt2img left unsaid
-        if canonical not in norm.out.get("hires", {}) and key in hires_fix:
-            norm.put(("hires", canonical), hires_fix[key], f"hires_fix.{key}")
-    _refiner(norm, [(sections["txt2img"], "txt2img."), (raw, "")])
-    _extras(raw, set(_NESTED_SECTIONS) | {"callback_url"}, norm)
-
-
-def _extras(raw: Mapping[str, Any], used: set[str], norm: _Normaliser) -> None:
-    if "callback_url" in raw and raw["callback_url"] is not None:
-        norm.put(("callback_url",), raw["callback_url"], "callback_url")
-    extras = {k: v for k, v in raw.items() if k not in used}
-    if extras:
-        norm.put(("extras",), extras, "extras")
-
-
-def _unwrap(raw: Mapping[str, Any], norm: _Normaliser) -> Mapping[str, Any]:
-    if "schema" not in raw and "execution_config" not in raw:
-        return raw
-    schema = raw.get("schema")
-    if schema not in SUPPORTED_WRAPPER_SCHEMAS:
-        supported = ", ".join(sorted(SUPPORTED_WRAPPER_SCHEMAS))
-        norm.problems.append(
-            FieldProblem("schema", f"unknown config schema (supported: {supported})", schema)
-        )
-        return {}
-    return _as_mapping(raw.get("execution_config"), "execution_config", norm)
-
-
-def detect_shape(raw: Mapping[str, Any]) -> Literal["flat", "nested"]:
-    """``nested`` when any StableNew preset section is present, else ``flat``."""
-    if any(s in raw for s in _NESTED_SECTIONS):
-        return "nested"
-    return "flat"
-
-
-_MESSAGES = {
-    "greater_than_equal": "must be >= {ge}",
-    "greater_than": "must be > {gt}",
-    "less_than_equal": "must be <= {le}",
-    "less_than": "must be < {lt}",
-    "string_too_long": "must be at most {max_length} characters",
-    "string_too_short": "must not be empty",
-    "int_type": "must be an integer",
-    "int_parsing": "must be an integer",
-    "int_from_float": "must be a whole number",
-    "float_type": "must be a number",
-    "float_parsing": "must be a number",
-    "bool_type": "must be true or false",
-    "bool_parsing": "must be true or false",
-    "string_type": "must be a string",
-    "dict_type": "must be an object",
-    "model_type": "must be an object",
-    "list_type": "must be a list",
-    "string_pattern_mismatch": "must be an http(s) URL",
-    "extra_forbidden": "is not a known field",
-    "too_long": "must have at most {max_length} items",
-}
-
-
-def _problem_from_error(err: Mapping[str, Any], norm: _Normaliser) -> FieldProblem:
-    loc: tuple[str | int, ...] = tuple(err.get("loc", ()))
-    kind = str(err.get("type", ""))
-    ctx = err.get("ctx") or {}
-    template = _MESSAGES.get(kind)
-    if template is not None:
-        message = template.format(**ctx) if ctx else template
-        if kind == "string_too_long":
-            return FieldProblem(
-                norm.source_of(loc), message + f" (got {len(str(err.get('input')))})", has_value=False
-            )
-        return FieldProblem(norm.source_of(loc), message, err.get("input"))
-    text = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-    # Model-level messages carry their own "field: message (got x)" text.
-    field, sep, rest = text.partition(": ")
-    if sep and "." in field and " " not in field:
-        return FieldProblem(norm.source_of(tuple(field.split("."))), rest, has_value=False)
-    if sep and kind == "value_error" and field.isidentifier():  # a section-level check naming its field
-        return FieldProblem(norm.source_of((*loc, field)), rest, has_value=False)
-    if " (got " in text:
-        return FieldProblem(norm.source_of(loc), text, has_value=False)
-    return FieldProblem(norm.source_of(loc), text, err.get("input"))
-
-
 def parse_config(raw: Mapping[str, Any] | PipelineConfig, *, source: str | None = None) -> PipelineConfig:
     """Validate a config of any accepted shape into a :class:`PipelineConfig`.
+
+    The shapes and aliases are mapped by :mod:`stablenew.pipeline.normalise` (imported on first call: it
+    builds on the models above).
 
     Raises:
         ConfigError: listing every problem, each with the field path as written and the bad value.
     """
-    if isinstance(raw, PipelineConfig):
-        return raw
-    norm = _Normaliser()
-    if not isinstance(raw, Mapping):
-        raise ConfigError(
-            [FieldProblem("", "a pipeline config must be a JSON object", type(raw).__name__)], source=source
-        )
-    body = _unwrap(raw, norm)
-    if detect_shape(body) == "nested":
-        _normalise_nested(body, norm)
-    else:
-        _normalise_flat(body, norm)
-    try:
-        cfg = PipelineConfig.model_validate(norm.out)
-    except ValidationError as exc:
-        problems = [_problem_from_error(e, norm) for e in exc.errors(include_url=False)]
-        raise ConfigError([*norm.problems, *problems], source=source) from None
-    if norm.problems:
-        raise ConfigError(norm.problems, source=source)
-    return cfg
+    from stablenew.pipeline import normalise
+
+    return normalise.parse_config(raw, source=source)
+
+
+def detect_shape(raw: Mapping[str, Any]) -> Literal["flat", "nested"]:
+    """``nested`` when any StableNew preset section is present, else ``flat``."""
+    from stablenew.pipeline import normalise
+
+    return normalise.detect_shape(raw)
 
 
 __all__ = [
