@@ -274,3 +274,24 @@ def test_run_against_a_closed_port_exits_3(run_cli, closed_port: int, tmp_path: 
     assert result.returncode == 3, result
     assert "WebUI" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["submit", str(FULL_PIPELINE)], id="submit"),
+        pytest.param(["status", "some-job"], id="status"),
+        pytest.param(["list"], id="list"),
+        pytest.param(["cancel", "some-job"], id="cancel"),
+    ],
+)
+def test_queue_commands_without_redis_exit_4_with_one_line_and_no_password(
+    run_cli: Any, closed_port: int, args: list[str]
+) -> None:
+    result = run_cli(*args, env={"STABLENEW_REDIS_URL": f"redis://:hunter2@127.0.0.1:{closed_port}/0"})
+
+    assert result.returncode == 4, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Redis" in lines[0], result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
