@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -119,15 +118,6 @@ def receiver() -> Iterator[Receiver]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def expected_signature(body: bytes, timestamp: str, secret: str = SECRET) -> str:
