@@ -134,9 +134,13 @@ class WebUIRejected(WebUIError):
         status: int | None = None,
         url: str | None = None,
         stage: str | None = None,
+        field: str | None = None,
+        value: Any = None,
     ) -> None:
         self.status = status
         self.detail = detail
+        self.field = field  # the config field naming what the WebUI lacks, when there is one
+        self.value = value
         prefix = f"WebUI rejected the request (HTTP {status})" if status else "WebUI rejected the plan"
         super().__init__(f"{prefix}: {detail}", url=url, stage=stage)
 

@@ -21,12 +21,13 @@ def _settings() -> Settings:
     return Settings()
 
 
-def _producer() -> Any:
+def _producer(*, preflight: bool = False) -> Any:
     from stablenew.jobs.connection import connect
-    from stablenew.jobs.producer import Producer
+    from stablenew.jobs.producer import Producer, webui_preflight
 
     settings = _settings()
-    return Producer(connect(settings.redis_url.get_secret_value()), settings)
+    check = webui_preflight(settings) if preflight else None
+    return Producer(connect(settings.redis_url.get_secret_value()), settings, preflight=check)
 
 
 def _print_json(data: Any) -> None:
@@ -157,7 +158,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.job_id and len(files) > 1:
         raise ConfigError([FieldProblem("--id", "can only name a single config, not a batch", args.job_id)])
     configs = [load_config_file(f) for f in files]  # all read and checked before anything is enqueued
-    producer = _producer()
+    producer = _producer(preflight=args.preflight)
     if len(files) == 1 and not Path(args.configs[0]).is_dir():
         subs = [producer.submit(configs[0], queue=args.queue, job_id=args.job_id, source=str(files[0]))]
     else:

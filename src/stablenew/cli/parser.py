@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--wait", action="store_true", help="watch the job(s) until they end; exit 5 if one fails")
     p.add_argument(
+        "--preflight",
+        action="store_true",
+        help="first ask the WebUI (--webui-url) whether it has every model, sampler and upscaler named",
+    )
+    p.add_argument("--webui-url", help="WebUI base URL for --preflight (env STABLENEW_WEBUI_URL)")
+    p.add_argument(
         "--json", action="store_true", help='print {"job_id", "queue", "stages"} (a list for a batch)'
     )
 

@@ -7,7 +7,7 @@ jobs travel as JSON only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from stablenew.errors import (
     JobError,
     JobNotFound,
     StableNewError,
+    WebUIRejected,
 )
 from stablenew.jobs.job import StableNewJob
 from stablenew.jobs.keys import JOB_FUNCTION, QUEUES, cancel_key, is_valid_job_id, state_key
@@ -147,10 +148,19 @@ def estimate_timeout(plan: StageExecutionPlan, *, ceiling: int) -> int:
 class Producer:
     """Submits and inspects jobs on one Redis. Stateless apart from its connection."""
 
-    def __init__(self, connection: redis.Redis, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        connection: redis.Redis,
+        settings: Settings | None = None,
+        *,
+        preflight: Callable[[StageExecutionPlan], None] | None = None,
+    ) -> None:
+        """``preflight`` (e.g. :func:`webui_preflight`) checks each plan against a WebUI before
+        anything is enqueued; without it, names are checked by the worker that runs the job."""
         self.connection = connection
         self.settings = settings or Settings()
         self.store = StateStore(connection)
+        self.preflight = preflight
 
     def queue(self, name: str) -> Queue:
         if name not in QUEUES:
@@ -167,6 +177,15 @@ class Producer:
                 reason = "host is not in STABLENEW_WEBHOOK_ALLOWED_HOSTS"
             if reason is not None:
                 raise ConfigError([FieldProblem("callback_url", reason, url)], source=source)
+        if self.preflight is not None:
+            try:
+                self.preflight(plan)
+            except WebUIRejected as exc:
+                detail = exc.detail.removeprefix(f"{exc.field}: ")
+                problem = FieldProblem(
+                    exc.field or "<webui>", detail, exc.value, has_value=exc.field is not None
+                )
+                raise ConfigError([problem], source=source) from None
         return plan
 
     def _enqueue_args(self, plan: StageExecutionPlan, job_id: str | None) -> dict[str, Any]:
@@ -386,6 +405,23 @@ class Producer:
         existing = self._existing(job_id)
         assert existing is not None
         return existing
+
+
+def webui_preflight(settings: Settings) -> Callable[[StageExecutionPlan], None]:
+    """A ``preflight`` for :class:`Producer` that asks ``settings.webui_url`` whether it has every
+    checkpoint, sampler, scheduler, upscaler and ADetailer model a plan names (one inventory fetch,
+    reused for every plan). A missing name becomes a :class:`ConfigError` naming the field; an
+    unreachable WebUI raises :class:`~stablenew.errors.WebUIUnavailable`."""
+    from stablenew.webui.client import WebUIClient
+    from stablenew.webui.executor import WebUIExecutor
+
+    client = WebUIClient(
+        settings.webui_url,
+        auth=settings.webui_basic_auth,
+        connect_timeout=settings.webui_connect_timeout,
+        read_timeout=min(settings.webui_read_timeout, 60.0),
+    )
+    return WebUIExecutor(client).preflight
 
 
 def _fetch_job(connection: redis.Redis, job_id: str) -> Job:

@@ -170,6 +170,7 @@ class WebUIExecutor:
                 "(GET /adetailer/v1/version answered 404)",
                 url=self.client.base_url,
                 stage="adetailer",
+                field="adetailer",
             )
         require = functools.partial(self._require, stage="adetailer")
         self._require_generation(cfg.get("base") or {}, inv, "adetailer.base", stage="adetailer")
@@ -217,6 +218,8 @@ class WebUIExecutor:
                 f"{field_path}: {kind} {name!r} does not exist on this WebUI; it has: {listing}",
                 url=self.client.base_url,
                 stage=stage,
+                field=field_path,
+                value=name,
             )
         self._names[(kind, str(name))] = canonical
 
