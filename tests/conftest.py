@@ -107,6 +107,8 @@ def stablenew_env(redis_url: str, connection: redis.Redis, tmp_path: Path) -> di
             "STABLENEW_OUTPUT_DIR": str(tmp_path / "outputs"),
             "STABLENEW_PROGRESS_INTERVAL": "0.1",
             "STABLENEW_RETRY_INTERVALS": "0",
+            "STABLENEW_STAGE_RETRY_BACKOFF": "0.05",
+            "STABLENEW_WEBUI_PROBE_INTERVAL": "0.2",
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -114,14 +114,19 @@ class WebUIHTTPError(WebUIError):
         *,
         url: str | None = None,
         stage: str | None = None,
+        transient: bool | None = None,
     ) -> None:
         self.status = status
         self.detail = detail
+        self._transient = transient
         super().__init__(f"WebUI HTTP {status}: {detail}", url=url, stage=stage)
 
     @property
     def transient(self) -> bool:  # type: ignore[override]
-        return self.status >= 500
+        # A 5xx may pass; so may a 200 whose JSON was cut short or whose images list came back
+        # empty (said explicitly where raised). A 200 of the wrong shape (HTML, a path instead of
+        # an image) comes back the same way every time.
+        return self._transient if self._transient is not None else self.status >= 500
 
 
 class WebUIRejected(WebUIError):
@@ -169,6 +174,11 @@ class Canceled(JobError):
     """The job was canceled by request."""
 
 
+class Requeued(JobError):
+    """The job was handed back to the front of its queue, not failed: its worker is stopping, or
+    the worker's WebUI is down. It resumes after its last finished stage wherever it runs next."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying the same work may succeed (WebUI down, timeout, 5xx)."""
     return isinstance(exc, WebUIError) and bool(exc.transient)
@@ -184,6 +194,7 @@ __all__ = [
     "JobNotFound",
     "PlanVersionError",
     "RedisUnavailable",
+    "Requeued",
     "StableNewError",
     "WebUIError",
     "WebUIHTTPError",

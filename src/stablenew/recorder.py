@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from stablenew import __version__
-from stablenew.errors import Canceled
+from stablenew.errors import Canceled, Requeued
 from stablenew.jobs.state import JobState, OutputRecord, utcnow
 from stablenew.outputs import JobOutputs, OutputFile
 from stablenew.pipeline.pipeline_runner import StageResult
@@ -48,6 +48,7 @@ class RunRecorder:
         state: JobState | None = None,
         persist: Persist = _no_persist,
         should_cancel: Callable[[], bool] = _never,
+        should_yield: Callable[[], bool] = _never,
         webui_url: str = "",
         worker: str | None = None,
     ) -> None:
@@ -55,6 +56,7 @@ class RunRecorder:
         self.plan = plan
         self.persist = persist
         self.should_cancel = should_cancel
+        self.should_yield = should_yield  # e.g. the worker is stopping: hand the job back between stages
         self.webui_url = webui_url
         job_id = outputs.job_id
         if state is None or not state.matches(plan):
@@ -81,6 +83,11 @@ class RunRecorder:
         self.current = index
         if self.should_cancel():
             raise Canceled(f"canceled before stage {index} ({stage.stage_type.value})", job_id=self.job_id)
+        if self.should_yield():
+            raise Requeued(
+                f"its worker is stopping: handed back before stage {index} ({stage.stage_type.value})",
+                job_id=self.job_id,
+            )
         st = self.state.stages[index]
         # A stored stage is only reused while every stage before it was reused too: a stage made
         # from an input that was just regenerated must be regenerated as well.
@@ -142,6 +149,24 @@ class RunRecorder:
         self.state.error = message
         self._close()
         return message
+
+    def retrying(self, exc: BaseException) -> None:
+        """The run failed in a way worth another try in this same run: record the failed stage, and
+        let the next pass reuse every stage finished so far (they are this run's own outputs)."""
+        if self.current is not None:
+            st = self.state.stages[self.current]
+            st.status = "failed"
+            st.ended_at = utcnow()
+            st.error = f"{type(exc).__name__}: {exc}"
+        self.current = None
+        self._ran_a_stage = False
+        self.save()
+
+    def requeued(self, reason: str) -> None:
+        """The job goes back to its queue unfinished; a stage caught running will run again."""
+        self.state.mark_requeued(reason)
+        self.current = None
+        self.save()
 
     def canceled(self, exc: Canceled) -> None:
         for st in self.state.stages:

@@ -36,6 +36,22 @@ class Settings(BaseSettings):
     retry_max: int = Field(3, ge=0)
     retry_intervals: str = "10,30,90"
 
+    # Inside one run of a job: a stage that fails with a transient WebUI error (down, timeout, 5xx,
+    # a truncated answer) is tried again this many times, waiting stage_retry_backoff s, doubling.
+    stage_retries: int = Field(2, ge=0)
+    stage_retry_backoff: float = Field(2.0, ge=0)
+    # Circuit breaker: after this many consecutive WebUI failures the worker stops taking jobs and
+    # probes its WebUI (every webui_probe_interval s, doubling up to webui_probe_max) until it answers;
+    # the job in hand goes back to the front of its queue without using up one of its retries.
+    webui_failure_threshold: int = Field(3, ge=1)
+    webui_probe_interval: float = Field(5.0, gt=0)
+    webui_probe_max: float = Field(60.0, gt=0)
+    # How often one job may be handed back (WebUI down, worker stopped or died) before such a
+    # failure counts as an ordinary one: a job that itself breaks the WebUI cannot loop forever.
+    max_requeues: int = Field(20, ge=0)
+    # How long a worker rides out a Redis outage (a restart) before it gives up.
+    redis_retry_seconds: float = Field(60.0, ge=0)
+
     webhook_secret: SecretStr | None = None
     # Hosts (host or host:port, comma-separated) a plan's callback_url may name; empty = any.
     # Set it on shared deployments: a submitter could otherwise make GPU hosts POST anywhere.

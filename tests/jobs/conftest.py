@@ -155,6 +155,11 @@ def env(monkeypatch: pytest.MonkeyPatch, sim: RecordingWebUI, output_dir: Path) 
     monkeypatch.setenv("STABLENEW_OUTPUT_DIR", str(output_dir))
     monkeypatch.setenv("STABLENEW_PROGRESS_INTERVAL", "0.05")
     monkeypatch.setenv("STABLENEW_RETRY_INTERVALS", "0")
+    # Job-level retries (RQ's Retry) are what these tests follow; in-run stage retries and the
+    # breaker have their own tests, which set these themselves.
+    monkeypatch.setenv("STABLENEW_STAGE_RETRIES", "0")
+    monkeypatch.setenv("STABLENEW_STAGE_RETRY_BACKOFF", "0")
+    monkeypatch.setenv("STABLENEW_WEBUI_FAILURE_THRESHOLD", "1000")
 
 
 @pytest.fixture

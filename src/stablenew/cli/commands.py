@@ -247,7 +247,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     redis_url = settings.redis_url.get_secret_value()
     while True:
         try:
-            connection = connect(redis_url)
+            connection = connect(redis_url, retry_seconds=settings.redis_retry_seconds)
             with WebUIClient(
                 settings.webui_url,
                 auth=settings.webui_basic_auth,
@@ -261,7 +261,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             print(f"waiting: {exc}", file=sys.stderr)
             time.sleep(5)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    worker = worker_module.make_worker(connection, queues, name=name)
+    worker = worker_module.make_worker(connection, queues, name=name, settings=settings)
     print(
         f"worker {name}: queues {' > '.join(queues)}, WebUI {redact_url(settings.webui_url)}, outputs {settings.output_dir.resolve()}",
         file=sys.stderr,

@@ -5,13 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from stablenew.errors import RedisUnavailable
 from stablenew.settings import redact_url
 
 
-def connect(url: str, *, check: bool = True, **kwargs: Any) -> redis.Redis:
+def connect(url: str, *, check: bool = True, retry_seconds: float = 0.0, **kwargs: Any) -> redis.Redis:
     """A Redis client for ``url`` (``redis://``, ``rediss://`` for TLS, ``unix://``).
+
+    ``retry_seconds`` > 0 makes every command ride out a lost connection (a Redis restart) for about
+    that long, reconnecting with backoff: what a worker wants. Without it, redis-py's few quick
+    retries apply, so that a CLI command fails fast.
 
     Raises:
         RedisUnavailable: the URL is malformed or (with ``check``) the server does not answer.
@@ -21,7 +27,19 @@ def connect(url: str, *, check: bool = True, **kwargs: Any) -> redis.Redis:
     except ValueError as exc:
         raise RedisUnavailable(f"invalid Redis URL {redact_url(url)}: {exc}") from None
     if check:
-        ping(client, url)
+        ping(client, url)  # fails fast: the patient retries below are for a server that was up
+    if retry_seconds > 0:
+        # Backoff doubles from 0.25 s up to 2 s: about retry_seconds in all, each wait at most 2 s.
+        retries = 3 + int(retry_seconds / 2)
+        client.close()
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.25), retries),
+            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+            **kwargs,
+        )
     return client
 
 

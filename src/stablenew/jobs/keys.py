@@ -38,6 +38,21 @@ def inventory_key(worker: str, webui_url: str) -> str:
     return f"{_PREFIX}:inventory:{worker}:{webui_url}"
 
 
+def breaker_key(worker: str) -> str:
+    """One worker's count of consecutive WebUI failures (shared by the worker and its horses)."""
+    return f"{_PREFIX}:breaker:{worker}"
+
+
+def stop_key(worker: str) -> str:
+    """Set by a worker told to stop: its running job hands itself back after the current stage."""
+    return f"{_PREFIX}:stop:{worker}"
+
+
+def requeues_key(job_id: str) -> str:
+    """How many times a job was handed back to its queue without using up a retry."""
+    return f"{_PREFIX}:requeues:{job_id}"
+
+
 def is_valid_job_id(job_id: str) -> bool:
     # fullmatch, not match with "$": "$" also matches before a trailing newline ("job\n").
     return isinstance(job_id, str) and JOB_ID_PATTERN.fullmatch(job_id) is not None

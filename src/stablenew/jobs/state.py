@@ -87,6 +87,18 @@ class JobState(BaseModel):
         self.status = "failed"
         self.error = self.error or message
 
+    def mark_requeued(self, reason: str) -> None:
+        """The job went back to its queue unfinished (worker stopped or died, WebUI down): a stage
+        caught running is failed with ``reason`` and runs again when the job is next taken."""
+        for st in self.stages:
+            if st.status == "running":
+                st.status = "failed"
+                st.ended_at = st.ended_at or utcnow()
+                st.error = reason
+        self.status = "queued"
+        self.error = reason
+        self.updated_at = utcnow()
+
     def view(self) -> dict[str, Any]:
         """The public per-stage view (the ``stages`` of ``status --json``)."""
         return {

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,22 +30,32 @@ import redis
 from rq import Queue, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.worker import WorkerStatus
 
 from stablenew.errors import (
     Canceled,
+    Requeued,
     StableNewError,
     WebUIError,
+    WebUITimeout,
     is_transient,
 )
 from stablenew.jobs.job import StableNewJob
-from stablenew.jobs.keys import QUEUES, cancel_key, inventory_key
+from stablenew.jobs.keys import QUEUES, cancel_key, inventory_key, stop_key
+from stablenew.jobs.resilience import (
+    WebUIBreaker,
+    count_requeue,
+    hand_back,
+    reclaim_dead_namesake,
+    requeue_count,
+)
 from stablenew.jobs.state import JobState, StateStore
 from stablenew.notify import notify
 from stablenew.outputs import JobOutputs
 from stablenew.pipeline.pipeline_runner import PipelineRunner
-from stablenew.pipeline.stage_models import StageExecutionPlan
+from stablenew.pipeline.stage_models import StageExecutionPlan, StageType
 from stablenew.recorder import RunRecorder
-from stablenew.settings import Settings
+from stablenew.settings import Settings, redact_url
 from stablenew.webui.client import WebUIClient
 from stablenew.webui.executor import Inventory, WebUIExecutor
 
@@ -73,8 +84,12 @@ class JobRun:
         self.job = job
         self.settings = settings
         self.connection: redis.Redis = job.connection
-        self.store = StateStore(self.connection, ttl=max(settings.failure_ttl, settings.result_ttl))
-        self.worker_name = os.environ.get("STABLENEW_WORKER_NAME") or socket.gethostname()
+        self.ttl = max(settings.failure_ttl, settings.result_ttl)
+        self.store = StateStore(self.connection, ttl=self.ttl)
+        self.worker_name = job.worker_name or os.environ.get("STABLENEW_WORKER_NAME") or socket.gethostname()
+        self.breaker = WebUIBreaker(
+            self.connection, self.worker_name, threshold=settings.webui_failure_threshold
+        )
 
     def run(self, plan_json: str) -> dict[str, Any]:
         try:
@@ -89,6 +104,7 @@ class JobRun:
             state=self.store.load(self.job.id),
             persist=self._persist,
             should_cancel=self._cancel_requested,
+            should_yield=self._stop_requested,
             webui_url=self.settings.webui_url,
             worker=self.worker_name,
         )
@@ -109,8 +125,7 @@ class JobRun:
                 try:
                     if self._cancel_requested():
                         raise Canceled("canceled before it started", job_id=self.job.id)
-                    self._preflight(executor, client, plan)
-                    PipelineRunner(executor, hooks=recorder).run(plan)
+                    self._run_with_retries(executor, client, plan, recorder)
                 except StableNewError:
                     raise
                 except Exception:
@@ -126,7 +141,16 @@ class JobRun:
             self.job._stablenew_canceled = True  # type: ignore[attr-defined]
             self._notify(plan, recorder.summary())
             raise
+        except Requeued as exc:
+            self._hand_back(recorder, str(exc))
+            raise
         except Exception as exc:
+            if is_transient(exc) and self.breaker.is_open() and self._may_hand_back():
+                reason = (
+                    f"handed back to the queue: the WebUI of worker {self.worker_name} is failing ({exc})"
+                )
+                self._hand_back(recorder, reason)
+                raise Requeued(reason, job_id=self.job.id) from exc
             message = recorder.failed(exc)
             if _is_permanent(exc):
                 self.job.retries_left = 0  # retrying cannot help
@@ -138,6 +162,66 @@ class JobRun:
         summary = recorder.summary()
         self._notify(plan, summary)
         return summary
+
+    def _run_with_retries(
+        self, executor: WebUIExecutor, client: WebUIClient, plan: StageExecutionPlan, recorder: RunRecorder
+    ) -> None:
+        """Preflight and run the plan; after a transient WebUI error, wait and run it again (up to
+        ``stage_retries`` times, backing off), resuming after the stages already finished."""
+        runner = PipelineRunner(_CountingExecutor(executor, self.breaker), hooks=recorder)
+        retries = 0
+        while True:
+            try:
+                self._preflight(executor, client, plan)
+                runner.run(plan)
+                return
+            except WebUIError as exc:
+                if not exc.transient:
+                    raise
+                self.breaker.record_failure()
+                if retries >= self.settings.stage_retries or self.breaker.is_open():
+                    raise
+                retries += 1
+                if isinstance(exc, WebUITimeout) and recorder.current is not None:
+                    with contextlib.suppress(WebUIError):
+                        client.interrupt()  # it may still be generating what we gave up waiting for
+                delay = self.settings.stage_retry_backoff * 2 ** (retries - 1)
+                log.warning(
+                    "job %s: %s; trying again in %.1f s (retry %d of %d)",
+                    self.job.id,
+                    exc,
+                    delay,
+                    retries,
+                    self.settings.stage_retries,
+                )
+                recorder.retrying(exc)
+                self._pause(delay)
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep, but answer a cancel or a stop request at once."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self._cancel_requested():
+                raise Canceled("canceled while waiting to try the WebUI again", job_id=self.job.id)
+            if self._stop_requested():
+                raise Requeued(
+                    "its worker is stopping: handed back while waiting to retry", job_id=self.job.id
+                )
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.25))
+
+    def _may_hand_back(self) -> bool:
+        return requeue_count(self.connection, self.job.id) < self.settings.max_requeues
+
+    def _hand_back(self, recorder: RunRecorder, reason: str) -> None:
+        """Record the job as queued again; :class:`StableNewWorker` puts it back at the front of its
+        queue without using up a retry (a plain RQ worker retries or fails it as usual)."""
+        count_requeue(self.connection, self.job.id, ttl=self.ttl)
+        recorder.requeued(reason)
+        self.job._stablenew_requeue = reason  # type: ignore[attr-defined]
+        log.warning("job %s: %s", self.job.id, reason)
 
     def _notify(self, plan: StageExecutionPlan, summary: dict[str, Any]) -> None:
         """POST the summary to the plan's callback_url, if any. Never fails the job."""
@@ -182,6 +266,9 @@ class JobRun:
     def _cancel_requested(self) -> bool:
         return bool(self.connection.exists(cancel_key(self.job.id)))
 
+    def _stop_requested(self) -> bool:
+        return bool(self.connection.exists(stop_key(self.worker_name)))
+
     def _persist(self, state: JobState, progress_only: bool) -> None:
         if progress_only:
             self.store.save(state)
@@ -193,6 +280,19 @@ class JobRun:
             self.store.save(state, pipeline=pipe)
             pipe.hset(self.job.key, "meta", self.job.serializer.dumps(self.job.meta))
             pipe.execute()
+
+
+class _CountingExecutor:
+    """Passes stages to the WebUI executor; each stage it answers closes the breaker again."""
+
+    def __init__(self, inner: WebUIExecutor, breaker: WebUIBreaker) -> None:
+        self.inner = inner
+        self.breaker = breaker
+
+    def run_stage(self, stage_type: StageType, payload: dict[str, Any]) -> dict[str, Any]:
+        result = self.inner.run_stage(stage_type, payload)
+        self.breaker.record_success()
+        return result
 
 
 def _is_permanent(exc: BaseException) -> bool:
@@ -208,18 +308,126 @@ def _is_permanent(exc: BaseException) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+class StableNewWorker(Worker):
+    """RQ's forking worker, plus what a GPU host needs to lose nothing:
+
+    - restarted under the name of a worker that provably died on this host, it starts at once and
+      hands that worker's interrupted jobs back to their queues (:func:`reclaim_dead_namesake`);
+    - while its WebUI keeps failing (:class:`WebUIBreaker` open) it takes no job, probes the WebUI
+      with backoff and resumes when it answers; the job in hand went back to its queue unfailed;
+    - told to stop (SIGTERM/SIGINT), it lets the running stage finish, saves it, hands the job back
+      to the front of its queue (it resumes after that stage) and exits;
+    - a job handed back (:class:`~stablenew.errors.Requeued`) is enqueued again at the front of its
+      queue without using up a retry.
+
+    Use it from plain RQ with ``rq worker -w stablenew.jobs.worker.StableNewWorker``.
+    """
+
+    settings: Settings
+
+    def _settings(self) -> Settings:
+        if not hasattr(self, "settings"):
+            self.settings = Settings()
+        return self.settings
+
+    # ------------------------------------------------------------------ start-up
+    def register_birth(self) -> None:
+        s = self._settings()
+        self.connection.delete(stop_key(self.name))  # a stop left by an earlier life of this name
+        reclaim_dead_namesake(self, max_requeues=s.max_requeues, ttl=max(s.failure_ttl, s.result_ttl))
+        super().register_birth()  # type: ignore[no-untyped-call]
+
+    # ------------------------------------------------------------------ circuit breaker
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        self._wait_for_webui()
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def _wait_for_webui(self) -> None:
+        s = self._settings()
+        breaker = WebUIBreaker(self.connection, self.name, threshold=s.webui_failure_threshold)
+        if not breaker.is_open():
+            return
+        self.log.warning(
+            "Worker %s: %d WebUI failures in a row; taking no jobs until %s answers",
+            self.name,
+            breaker.failures(),
+            redact_url(s.webui_url),
+        )
+        self.set_state(WorkerStatus.SUSPENDED)
+        self.procline("WebUI down: probing " + redact_url(s.webui_url))  # type: ignore[no-untyped-call]
+        delay = s.webui_probe_interval
+        while not self._stop_requested:
+            self.heartbeat()
+            try:
+                with WebUIClient(
+                    s.webui_url, auth=s.webui_basic_auth, connect_timeout=s.webui_connect_timeout
+                ) as client:
+                    client.ping()
+            except WebUIError as exc:
+                self.log.info(
+                    "Worker %s: WebUI still failing (%s); next probe in %.0f s", self.name, exc, delay
+                )
+                _sleep_unless(lambda: self._stop_requested, delay)
+                delay = min(delay * 2, s.webui_probe_max)
+                continue
+            breaker.half_open()
+            self.log.warning("Worker %s: the WebUI answers again; taking jobs", self.name)
+            return
+
+    # ------------------------------------------------------------------ stopping
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        if self.get_state() == WorkerStatus.BUSY:
+            # The running job hands itself back after its current stage instead of running to its end.
+            with contextlib.suppress(redis.RedisError):
+                self.connection.set(stop_key(self.name), "1", ex=24 * 3600)
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def teardown(self) -> None:
+        with contextlib.suppress(redis.RedisError):
+            self.connection.delete(stop_key(self.name))
+        super().teardown()  # type: ignore[no-untyped-call]
+
+    # ------------------------------------------------------------------ hand-backs
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        reason = getattr(job, "_stablenew_requeue", None)
+        if reason is not None:
+            self.log.info("Worker %s: job %s handed back: %s", self.name, job.id, reason)
+            return
+        super().handle_exception(job, *exc_info)
+
+    def handle_job_failure(
+        self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
+    ) -> None:
+        if getattr(job, "_stablenew_requeue", None) is None:
+            super().handle_job_failure(job, queue, started_job_registry, exc_string)
+            return
+        with self.connection.pipeline() as pipe:
+            self.cleanup_execution(job, pipeline=pipe)
+            hand_back(queue, job, pipe)
+            pipe.execute()
+
+
+def _sleep_unless(stop: Any, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not stop() and time.monotonic() < deadline:
+        time.sleep(min(0.25, max(deadline - time.monotonic(), 0)))
+
+
 def make_worker(
     connection: redis.Redis,
     queues: Sequence[str] = QUEUES,
     *,
     name: str | None = None,
-    worker_class: type[Worker] = Worker,
+    worker_class: type[Worker] = StableNewWorker,
+    settings: Settings | None = None,
 ) -> Worker:
     """An RQ worker wired for stablenew: JSON serializer, allow-listed Job class, strict priority."""
     rq_queues = [
         Queue(q, connection=connection, serializer=JSONSerializer, job_class=StableNewJob) for q in queues
     ]
-    return worker_class(
+    worker = worker_class(
         rq_queues,
         connection=connection,
         name=name,
@@ -227,6 +435,9 @@ def make_worker(
         job_class=StableNewJob,
         maintenance_interval=60,
     )
+    if settings is not None and isinstance(worker, StableNewWorker):
+        worker.settings = settings
+    return worker
 
 
-__all__ = ["JobRun", "StableNewJob", "make_worker", "run_plan"]
+__all__ = ["JobRun", "StableNewJob", "StableNewWorker", "make_worker", "run_plan"]

@@ -289,8 +289,11 @@ class WebUIClient:
         try:
             return url, json.loads(text)
         except ValueError:
+            # JSON that starts as a JSON document but breaks off was cut short on the way: a retry
+            # may get it whole. Anything else (an HTML page from a proxy) will come back the same.
+            cut_short = text.lstrip()[:1] in ("{", "[")
             raise WebUIHTTPError(
-                status, f"response is not JSON: {_text_of(text.encode())!r}", url=url
+                status, f"response is not JSON: {_text_of(text.encode())!r}", url=url, transient=cut_short
             ) from None
 
 

@@ -274,6 +274,7 @@ class WebUIExecutor:
                         f"{route} returned no images (interrupted on the WebUI, or send_images off)",
                         url=self.client.base_url + route,
                         stage=stage_type.value,
+                        transient=True,
                     )
                 images.extend(result.images)
                 info = result.info or info

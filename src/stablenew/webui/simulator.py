@@ -14,6 +14,7 @@ import functools
 import hashlib
 import io
 import json
+import random
 import secrets
 import socket
 import socketserver
@@ -120,6 +121,7 @@ class RecordedRequest:
     headers: dict[str, str]
     time: float
     query: str = ""
+    status: int | None = None  # the HTTP status answered; 0 when the connection was dropped
 
 
 @dataclass
@@ -273,6 +275,8 @@ class SimulatedWebUI:
         adetailer_installed: bool = True,
         image_cache: bool = False,
         vaes: list[str] | None = None,
+        fault_rate: float = 0.0,
+        fault_seed: int | None = None,
     ) -> None:
         self._host, self._port = host, port
         self._models = [_checkpoint(m) for m in (DEFAULT_MODELS if models is None else models)]
@@ -302,6 +306,10 @@ class SimulatedWebUI:
         self._latency = 0.0
         self.set_latency(latency)
         self._faults: list[Fault] = []
+        self._fault_rate = 0.0
+        self._random = random.Random(fault_seed)  # noqa: S311 (fault injection, not security)
+        self.set_fault_rate(fault_rate)
+        self._outage: Fault | None = None
         self._requests: list[RecordedRequest] = []
         self._problems: list[str] = []
         self._job: _Job | None = None
@@ -393,6 +401,25 @@ class SimulatedWebUI:
         with self._lock:
             self._faults.append(replace(fault))
 
+    def set_fault_rate(self, rate: float) -> None:
+        """Fail this fraction of generation requests at random with a transient fault (half HTTP 500 in
+        A1111's error shape, half a dropped connection), before any work is done. ``fault_seed`` fixes
+        the sequence."""
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"fault_rate must be in [0, 1], got {rate!r}")
+        with self._lock:
+            self._fault_rate = rate
+
+    def set_outage(self, fault: Fault | None) -> None:
+        """Fail every request, on every route (``/internal/ping`` included), with ``fault`` until
+        ``set_outage(None)``: a WebUI that is out of memory (kind "status") or gone (kind "close")."""
+        if fault is not None and fault.kind not in ("status", "close", "hang"):
+            raise ValueError(
+                f"an outage fails requests: kind must be status, close or hang, got {fault.kind!r}"
+            )
+        with self._lock:
+            self._outage = None if fault is None else replace(fault)
+
     def set_latency(self, seconds: float) -> None:
         """Seconds each generation takes from now on."""
         if seconds < 0:
@@ -441,8 +468,19 @@ class SimulatedWebUI:
                 parse_error = _validation_error(["body", pos], "Expecting value", "value_error.jsondecode")
         if parse_error is None and not isinstance(body, dict):
             parse_error = _validation_error(["body"], "value is not a valid dict", "type_error.dict")
+        record = RecordedRequest(method, path, body, headers, time.time(), query)
         with self._lock:
-            self._requests.append(RecordedRequest(method, path, body, headers, time.time(), query))
+            self._requests.append(record)
+        response: _Response | None = None
+        try:
+            response = self._answer(method, path, headers, body, parse_error)
+            return response
+        finally:
+            record.status = response.status if response is not None else 0
+
+    def _answer(
+        self, method: str, path: str, headers: dict[str, str], body: Any, parse_error: _HTTPError | None
+    ) -> _Response:
         try:
             if path.startswith("/sdapi/") and not self._authorized(headers):
                 detail = "Incorrect username or password"
@@ -486,14 +524,17 @@ class SimulatedWebUI:
     def _take_fault(self, method: str, path: str) -> Fault | None:
         generation = method == "POST" and path in GENERATION_ROUTES
         with self._lock:
-            fault = next(
+            fault = self._outage or next(
                 (f for f in self._faults if f.route == path or (f.route is None and generation)), None
             )
+            if fault is not None and fault is not self._outage:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self._faults.remove(fault)
+            elif fault is None and generation and self._random.random() < self._fault_rate:
+                fault = Fault("status") if self._random.random() < 0.5 else Fault("close")
             if fault is None:
                 return None
-            fault.count -= 1
-            if fault.count <= 0:
-                self._faults.remove(fault)
         if fault.kind == "status":
             if fault.status == 422:
                 raise _validation_error(["body"], "simulated validation failure", "value_error")

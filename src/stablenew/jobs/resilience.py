@@ -1,0 +1,184 @@
+"""What keeps a worker useful when things around it fail: its WebUI, its own process, Redis.
+
+- :class:`WebUIBreaker`: counts one worker's consecutive WebUI failures in Redis (the worker and
+  each work horse it forks share the count). Past ``webui_failure_threshold`` the worker stops
+  taking jobs and probes its WebUI until it answers, instead of failing the whole queue.
+- :func:`hand_back`: puts a job back at the front of its queue without using up one of its RQ
+  retries: the job was not at fault (its worker is stopping or died, its WebUI is down).
+- :func:`reclaim_dead_namesake`: a worker restarted under the name of one that provably died on
+  this host takes over that worker's name and jobs at once, instead of RQ's refusal to start
+  ("There exists an active worker named ...") and its ~90 s + maintenance wait before the job
+  is seen as abandoned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import redis
+from rq.exceptions import NoSuchJobError
+from rq.executions import Execution
+from rq.job import JobStatus
+from rq.queue import Queue
+from rq.registry import StartedJobRegistry
+from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
+
+from stablenew.jobs.keys import breaker_key, requeues_key
+from stablenew.jobs.state import StateStore
+
+if TYPE_CHECKING:
+    from rq import Worker
+    from rq.job import Job
+
+log = logging.getLogger("stablenew.worker")
+
+_BREAKER_TTL_S = 24 * 3600
+
+
+class WebUIBreaker:
+    """Consecutive WebUI failures of one worker, kept in Redis.
+
+    ``record_failure`` after each failed attempt at the WebUI, ``record_success`` after a stage it
+    answered; the breaker is open once ``threshold`` failures follow each other. ``half_open`` (after
+    a probe got an answer) lets one more job try: a single further failure opens it again.
+    """
+
+    def __init__(self, connection: redis.Redis, worker: str, *, threshold: int) -> None:
+        self.connection = connection
+        self.key = breaker_key(worker)
+        self.threshold = threshold
+
+    def failures(self) -> int:
+        return int(self.connection.get(self.key) or 0)
+
+    def is_open(self) -> bool:
+        return self.failures() >= self.threshold
+
+    def record_failure(self) -> int:
+        with self.connection.pipeline() as pipe:
+            pipe.incr(self.key)
+            pipe.expire(self.key, _BREAKER_TTL_S)
+            count, _ = pipe.execute()
+        return int(count)
+
+    def record_success(self) -> None:
+        self.connection.delete(self.key)
+
+    def half_open(self) -> None:
+        self.connection.set(self.key, self.threshold - 1, ex=_BREAKER_TTL_S)
+
+
+def count_requeue(connection: redis.Redis, job_id: str, *, ttl: int) -> int:
+    """Count one more hand-back of ``job_id``; returns the new count."""
+    with connection.pipeline() as pipe:
+        pipe.incr(requeues_key(job_id))
+        pipe.expire(requeues_key(job_id), ttl)
+        count, _ = pipe.execute()
+    return int(count)
+
+
+def requeue_count(connection: redis.Redis, job_id: str) -> int:
+    return int(connection.get(requeues_key(job_id)) or 0)
+
+
+def hand_back(queue: Queue, job: Job, pipeline: Any) -> None:
+    """Enqueue ``job`` again at the front of ``queue`` (status queued, retries untouched)."""
+    queue._enqueue_job(job, pipeline=pipeline, at_front=True)
+
+
+# --------------------------------------------------------------------------------------------
+# A worker restarted under the name of a dead one
+# --------------------------------------------------------------------------------------------
+
+
+def provably_dead(hostname: str | None, pid: int | None) -> bool:
+    """Whether the worker process ``pid`` on ``hostname`` is certainly gone.
+
+    Only a worker on this host can be checked. Its pid is dead if no such process exists, if it is
+    this very process (a container restarted: the new worker is pid 1 again), or if the pid was
+    reused by a process that is not a worker (its command line names neither rq nor stablenew).
+    """
+    if not hostname or hostname != socket.gethostname() or not pid:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, owned by someone else
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return b"rq" not in cmdline and b"stablenew" not in cmdline
+
+
+def reclaim_dead_namesake(worker: Worker, *, max_requeues: int, ttl: int) -> list[str]:
+    """If a worker named like ``worker`` is registered but provably dead, hand its started jobs
+    back to the front of their queues (they resume after their last finished stage) and mark it
+    dead so ``worker`` can register. Returns the ids of the jobs handed back.
+
+    A job handed back more than ``max_requeues`` times (it may be what kills its workers) is left
+    to RQ's abandoned-job handling, which uses up its retries and then fails it.
+    """
+    connection = worker.connection
+    raw: dict[bytes, bytes] = connection.hgetall(worker.key)  # type: ignore[assignment]
+    data = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+    if not data or "death" in data:
+        return []
+    pid = int(data["pid"]) if data.get("pid", "").isdigit() else None
+    if not provably_dead(data.get("hostname"), pid):
+        return []  # RQ refuses to start a second worker under a live name, as it should
+    log.warning(
+        "worker %s: the worker registered under this name (pid %s) is dead; taking over its jobs",
+        worker.name,
+        pid,
+    )
+    handed: list[str] = []
+    store = StateStore(connection, ttl=ttl)
+    queue_names = [q for q in data.get("queues", "").split(",") if q] or worker.queue_names()
+    for name in queue_names:
+        queue = Queue(name, connection=connection, serializer=worker.serializer, job_class=worker.job_class)
+        registry = StartedJobRegistry(
+            name, connection=connection, serializer=worker.serializer, job_class=worker.job_class
+        )
+        for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
+            execution = Execution(id=execution_id, job_id=job_id, connection=connection)
+            with contextlib.suppress(ValueError):  # the execution record may have expired
+                execution.refresh()  # type: ignore[no-untyped-call]
+            try:
+                job = worker.job_class.fetch(job_id, connection=connection, serializer=worker.serializer)
+            except NoSuchJobError:
+                continue
+            if worker.name not in (execution.worker_name, job.worker_name):
+                continue
+            if job.get_status() != JobStatus.STARTED:
+                continue
+            if count_requeue(connection, job_id, ttl=ttl) > max_requeues:
+                log.warning("job %s: handed back %d times already; left to RQ", job_id, max_requeues)
+                continue
+            state = store.load(job_id)
+            if state is not None:
+                state.mark_requeued(f"its worker {worker.name} died; handed back to the queue")
+                store.save(state)
+            with connection.pipeline() as pipe:
+                execution.delete(job, pipe)
+                hand_back(queue, job, pipe)
+                pipe.execute()
+            handed.append(job_id)
+            log.warning("job %s: handed back to queue %s after its worker died", job_id, name)
+    with connection.pipeline() as pipe:
+        pipe.hset(worker.key, "death", "reclaimed")
+        pipe.expire(worker.key, 60)
+        for name in queue_names:
+            pipe.srem(WORKERS_BY_QUEUE_KEY % name, worker.key)
+        pipe.srem(REDIS_WORKER_KEYS, worker.key)
+        pipe.execute()
+    return handed
