@@ -20,11 +20,20 @@ Also decided here, so the plan already carries the result:
   sampler + scheduler (:func:`resolve_sampler`); a scheduler given beside it must agree;
 - limits: steps, prompt length, sizes, batch, and the size and number of images each stage makes
   (``MAX_OUTPUT_SIDE``, ``MAX_OUTPUT_PIXELS``, ``MAX_IMAGES``; :func:`output_limit_problems`). A worker
-  re-checks them on the plan it reads (``StageExecutionPlan.from_json``).
+  re-checks them on the plan it reads (``StageExecutionPlan.from_json``);
+- types are taken as written: a number given as a string (``"20"``) or as ``true``, a flag given as ``1`` or
+  ``"yes"``, and NaN or infinity are refused, not converted;
+- text (prompts) may not hold control characters other than tab and newline, and names (checkpoints, VAEs,
+  samplers, upscalers, ADetailer models...) must be safe to use as a path below a models folder
+  (:func:`name_problem`).
 """
 
 from __future__ import annotations
 
+import math
+import re
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
@@ -33,6 +42,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -65,10 +75,101 @@ MAX_OUTPUT_PIXELS = 2**27  # 134,217,728 px (128 Mpx), e.g. 16384 x 8192
 MAX_IMAGES = MAX_BATCH
 
 
+# Text may hold tabs and newlines; no other C0 control character, no DEL, no lone UTF-16 surrogate.
+_TEXT_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+# A name holds no control character at all (C0, DEL, C1) and no lone surrogate.
+_NAME_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+# "..", and what Windows reads as ".." (it drops trailing dots and spaces from a segment: ".. ", "...").
+_PARENT = re.compile(r"^\s*\.\.[.\s]*$")
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be prompt text, or None. Tabs and newlines are fine; NUL, escape sequences and
+    other control characters are not (A1111 would pass them to the tokenizer and into PNG metadata)."""
+    found = _TEXT_FORBIDDEN.search(value)
+    if found is None:
+        return None
+    return f"must not contain control character {found.group()!r} (at index {found.start()})"
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a checkpoint, VAE, sampler, scheduler, upscaler, style or ADetailer model name.
+
+    The rule: A1111 lists models by their path below its models folder, so a name may hold a sub-folder
+    written with ``/`` or ``\\`` (``"SDXL/base.safetensors"``, ``"SDXL\\base.safetensors"``) and a
+    ``" [hash]"`` suffix. It may never hold a control character (NUL included), be an absolute path
+    (``/x``, ``\\x``, ``C:...``) or have a ``..`` segment: a name is looked up by the WebUI, and must not be
+    able to point it (or anything that joins it to a folder) outside its models folders. Dots inside a
+    segment are fine (``"v1.5..final.ckpt"``); a segment of dots only (``".."``, ``"..."``, ``".. "``) is not.
+    """
+    found = _NAME_FORBIDDEN.search(value)
+    if found is not None:
+        return f"must not contain control character {found.group()!r} (at index {found.start()})"
+    if value.startswith(("/", "\\")) or _DRIVE.match(value):
+        return "must be a name, not an absolute path"
+    if any(_PARENT.match(segment) for segment in re.split(r"[/\\]", value)):
+        return "must not contain a '..' path segment"
+    return None
+
+
+def _clean_text(value: str) -> str:
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _safe_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _scalar_kinds(annotation: Any) -> set[type]:
+    """The scalar types (bool, int, float, str) a field's annotation allows."""
+    if annotation in (bool, int, float, str):
+        return {annotation}
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, Annotated):
+        args = typing.get_args(annotation)
+        args = args[:1] if typing.get_origin(annotation) is Annotated else args
+        return set().union(*(_scalar_kinds(arg) for arg in args))
+    return set()
+
+
+def _strict_scalar(kinds: set[type], value: Any) -> Any:
+    """Refuse what pydantic's lax mode would convert: ``"20"`` or ``true`` for a number, ``1`` or ``"yes"``
+    for a flag, and NaN or infinity. A whole float (``20.0``) stays accepted for an integer."""
+    number = bool(kinds & {int, float})
+    if isinstance(value, bool):
+        if bool not in kinds and number:
+            raise ValueError("must be a number, not true/false")
+    elif isinstance(value, str):
+        if str not in kinds and (number or bool in kinds):
+            raise ValueError(f"must be {'a number' if number else 'true or false'}, not a string")
+    elif isinstance(value, int | float):
+        if bool in kinds and not number:
+            raise ValueError("must be true or false")
+        if isinstance(value, float) and number and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+    return value
+
+
 class _Section(BaseModel):
-    """Base for stage sections: unknown keys are kept (StableNew configs carry many)."""
+    """Base for stage sections: unknown keys are kept (StableNew configs carry many).
+
+    Declared scalar fields take their type as written (see :func:`_strict_scalar`)."""
 
     model_config = ConfigDict(extra="allow", frozen=True, validate_default=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _typed_as_written(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None:
+            return value
+        return _strict_scalar(_scalar_kinds(field.annotation), value)
 
     def known(self) -> dict[str, Any]:
         """The declared fields only, without the kept-but-unused extras.
@@ -78,7 +179,9 @@ class _Section(BaseModel):
         return dict(self.__dict__)
 
 
-Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
+Name = Annotated[str, Field(max_length=MAX_NAME_CHARS), AfterValidator(_safe_name)]
+RequiredName = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS), AfterValidator(_safe_name)]
+Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS), AfterValidator(_clean_text)]
 
 
 def _unset_vae(value: Any) -> Any:
@@ -100,11 +203,11 @@ class GenerationSection(_Section):
     seed from"; -1 or 0 = off) are given together or not at all.
     """
 
-    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
-    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    prompt: Prompt = ""
+    negative_prompt: Prompt = ""
     steps: int = Field(30, ge=1, le=MAX_STEPS)
     cfg_scale: float = Field(7.0, ge=1, le=30)
-    sampler_name: str = Field("DPM++ 2M", min_length=1, max_length=MAX_NAME_CHARS)
+    sampler_name: RequiredName = "DPM++ 2M"
     scheduler: Name | None = None
     seed: int = Field(-1, ge=-1, le=2**32 - 1)
     seed_resize_from_w: int = Field(-1, ge=-1, le=MAX_SIDE)
@@ -184,8 +287,8 @@ class Img2ImgSection(GenerationSection):
     denoising_strength: float = Field(0.5, ge=0, le=1)
     width: Side | None = None
     height: Side | None = None
-    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)  # type: ignore[assignment]
-    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)  # type: ignore[assignment]
+    prompt: Prompt | None = None  # type: ignore[assignment]
+    negative_prompt: Prompt | None = None  # type: ignore[assignment]
     init_images: list[Annotated[str, Field(min_length=16, max_length=MAX_INIT_IMAGE_B64)]] = Field(
         default_factory=list, max_length=MAX_BATCH
     )
@@ -214,7 +317,7 @@ class Img2ImgSection(GenerationSection):
 class UpscaleSection(_Section):
     """The upscale stage (``/sdapi/v1/extra-single-image``)."""
 
-    upscaler: str = Field("R-ESRGAN 4x+", min_length=1, max_length=MAX_NAME_CHARS)
+    upscaler: RequiredName = "R-ESRGAN 4x+"
     upscaling_resize: float = Field(2.0, ge=1, le=8)
     resize_width: int | None = Field(None, ge=MIN_SIDE, le=MAX_OUTPUT_SIDE)
     resize_height: int | None = Field(None, ge=MIN_SIDE, le=MAX_OUTPUT_SIDE)
@@ -242,6 +345,22 @@ class UpscaleSection(_Section):
         return self
 
 
+# The ``ad_*`` pass-throughs that name a model, sampler or scheduler (the rest are numbers, flags or text).
+_AD_NAME_ARGS = frozenset(
+    {
+        "ad_model",
+        "ad_checkpoint",
+        "ad_vae",
+        "ad_sampler",
+        "ad_scheduler",
+        "ad_controlnet_model",
+        "ad_controlnet_module",
+        "ad_mask_filter_method",
+        "ad_mask_merge_invert",
+    }
+)
+
+
 class ADetailerPass(_Section):
     """One ADetailer pass (a tab), in StableNew's ``adetailer_*`` vocabulary.
 
@@ -249,10 +368,10 @@ class ADetailerPass(_Section):
     config are passed through there and validated against ADetailer's schema.
     """
 
-    model: str = Field("face_yolov8n.pt", min_length=1, max_length=MAX_NAME_CHARS)
+    model: RequiredName = "face_yolov8n.pt"
     confidence: float = Field(0.3, ge=0, le=1)
-    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
-    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    prompt: Prompt = ""
+    negative_prompt: Prompt = ""
     denoise: float = Field(0.4, ge=0, le=1)
     steps: int | None = Field(None, ge=1, le=MAX_STEPS)
     cfg: float | None = Field(None, ge=0, le=30)
@@ -272,6 +391,19 @@ class ADetailerPass(_Section):
         if isinstance(value, str) and value.strip().lower() in unset:
             return None
         return value
+
+    @field_validator("ad_args")
+    @classmethod
+    def _safe_ad_args(cls, args: dict[str, Any]) -> dict[str, Any]:
+        """Names and text passed through as ``ad_*`` follow the rules of the mapped fields (types and
+        ranges are checked against ADetailer's schema by the payload builder)."""
+        for key, value in args.items():
+            if not isinstance(value, str):
+                continue
+            problem = name_problem(value) if key in _AD_NAME_ARGS else text_problem(value)
+            if problem:
+                raise ValueError(f"{key}: {problem} (got {value!r})")
+        return args
 
     @model_validator(mode="after")
     def _sampler_carrying_a_scheduler(self) -> ADetailerPass:
@@ -295,8 +427,8 @@ class ADetailerBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
-    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    prompt: Prompt | None = None
+    negative_prompt: Prompt | None = None
     steps: int | None = Field(None, ge=1, le=MAX_STEPS)
     cfg_scale: float | None = Field(None, ge=1, le=30)
     sampler_name: Name | None = None
@@ -327,7 +459,7 @@ class HiresSection(_Section):
     """Hires fix metadata for the txt2img stage."""
 
     enabled: bool = False
-    upscaler: str = Field("Latent", min_length=1, max_length=MAX_NAME_CHARS)
+    upscaler: RequiredName = "Latent"
     scale: float = Field(2.0, ge=1, le=8)
     steps: int = Field(0, ge=0, le=MAX_STEPS)
     denoise: float = Field(0.5, ge=0, le=1)
@@ -542,10 +674,12 @@ __all__ = [
     "Txt2ImgSection",
     "UpscaleSection",
     "detect_shape",
+    "name_problem",
     "output_limit_problems",
     "parse_config",
     "resolve_sampler",
     "scheduler_key",
     "size_problems",
     "split_sampler_name",
+    "text_problem",
 ]

@@ -3,6 +3,9 @@
 :func:`parse_config` maps the flat PR-107 shape, StableNew's nested preset and its v2.6 wrapper (with
 StableNew's aliases) onto :class:`~stablenew.pipeline.config.PipelineConfig`'s layout, remembering
 where each value came from, so that every validation problem names the field as the user wrote it.
+
+A document nested deeper than :data:`MAX_DEPTH` is refused before anything else looks at it (no config shape
+needs more than a few levels; a deep one would only exhaust the stack of whatever walks it later).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from pydantic import ValidationError
 from stablenew.errors import ConfigError, FieldProblem
 from stablenew.pipeline.config import SUPPORTED_WRAPPER_SCHEMAS, PipelineConfig
 from stablenew.pipeline.samplers import _UNSET_NAMES
+
+MAX_DEPTH = 32  # objects and lists within objects and lists; StableNew's presets use 4
 
 _STAGES = ("txt2img", "img2img", "upscale", "adetailer")
 _NESTED_SECTIONS = (*_STAGES, "pipeline", "hires_fix")
@@ -319,6 +324,7 @@ _MESSAGES = {
     "less_than": "must be < {lt}",
     "string_too_long": "must be at most {max_length} characters",
     "string_too_short": "must not be empty",
+    "string_unicode": "must be valid Unicode text (it holds a lone surrogate)",
     "int_type": "must be an integer",
     "int_parsing": "must be an integer",
     "int_from_float": "must be a whole number",
@@ -360,6 +366,30 @@ def _problem_from_error(err: Mapping[str, Any], norm: _Normaliser) -> FieldProbl
     return FieldProblem(norm.source_of(loc), text, err.get("input"))
 
 
+def structure_problem(raw: Any, *, max_depth: int = MAX_DEPTH) -> FieldProblem | None:
+    """The first place where ``raw`` nests objects or lists deeper than ``max_depth``, or has a key that is
+    not a string; None when it has neither. Iterative: it cannot itself run out of stack."""
+    todo: list[tuple[Any, tuple[str, ...]]] = [(raw, ())]
+    while todo:
+        node, path = todo.pop()
+        if isinstance(node, Mapping):
+            items: Any = node.items()
+        elif isinstance(node, list | tuple):
+            items = enumerate(node)
+        else:
+            continue
+        if len(path) >= max_depth:
+            return FieldProblem(
+                ".".join(path), f"is nested more than {max_depth} levels deep", has_value=False
+            )
+        for key, value in items:
+            if isinstance(node, Mapping) and not isinstance(key, str):
+                return FieldProblem(".".join(path), "has a key that is not a string", key)
+            if isinstance(value, Mapping | list | tuple):
+                todo.append((value, (*path, str(key))))
+    return None
+
+
 def parse_config(raw: Mapping[str, Any] | PipelineConfig, *, source: str | None = None) -> PipelineConfig:
     """Validate a config of any accepted shape into a :class:`PipelineConfig`.
 
@@ -373,6 +403,9 @@ def parse_config(raw: Mapping[str, Any] | PipelineConfig, *, source: str | None 
         raise ConfigError(
             [FieldProblem("", "a pipeline config must be a JSON object", type(raw).__name__)], source=source
         )
+    problem = structure_problem(raw)
+    if problem is not None:
+        raise ConfigError([problem], source=source)
     body = _unwrap(raw, norm)
     if detect_shape(body) == "nested":
         _normalise_nested(body, norm)
