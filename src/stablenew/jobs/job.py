@@ -7,19 +7,57 @@ runs a function or callback named by a job.
 from __future__ import annotations
 
 import logging
+import zlib
 from typing import Any
 
 import redis
 from rq.defaults import DEFAULT_FAILURE_TTL
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import CanceledJobRegistry
+from rq.utils import as_text
 
 from stablenew.errors import JobNotAllowed
 from stablenew.jobs.keys import ALLOWED_FUNCTIONS
 from stablenew.jobs.state import StateStore
+from stablenew.pipeline.stage_models import MAX_PLAN_JSON_CHARS
 
 log = logging.getLogger("stablenew.worker")
+
+# A job's ``data`` (RQ's JSON tuple holding the plan) is inflated to at most this many bytes: a
+# plan at its own limit plus JSON's escaping of it (base64 image data, the bulk of any large plan,
+# is not escaped at all). RQ itself would inflate any zlib stream in full, at fetch, in the
+# worker's main process.
+MAX_JOB_DATA_BYTES = 2 * MAX_PLAN_JSON_CHARS
+
+_EMPTY_ZLIB = zlib.compress(b"")
+
+
+def _inflate(raw: bytes, limit: int) -> bytes | None:
+    """What RQ's ``restore`` makes of ``data`` (zlib-inflated, else as stored), or None when that is
+    over ``limit`` bytes; never holds more than ``limit + 1`` bytes of output."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(raw, limit + 1)
+    except zlib.error:
+        out = raw
+    else:
+        if len(out) <= limit and not inflater.eof:
+            out = raw  # a truncated stream: RQ's zlib.decompress fails and keeps the bytes as stored
+    return out if len(out) <= limit else None
+
+
+def _arguments_problem(args: Any, kwargs: Any) -> str | None:
+    """What is wrong with a job's arguments for the one job function, if anything."""
+    if not isinstance(args, list | tuple):
+        return f"got args of type {type(args).__name__}"
+    if len(args) != 1:
+        return f"got {len(args):,} positional arguments"
+    if not isinstance(args[0], str):
+        return f"got a {type(args[0]).__name__}"
+    if not isinstance(kwargs, dict) or kwargs:
+        return "got keyword arguments"
+    return None
 
 
 class StableNewJob(Job):
@@ -29,12 +67,21 @@ class StableNewJob(Job):
     class refuses any function, bound instance or callback outside :data:`ALLOWED_FUNCTIONS`; such a
     job fails with a clear error and the worker goes on. RQ's own job webhooks are disabled (a job
     injected into Redis could otherwise make the GPU host post to any address).
+
+    A hash written straight into Redis is read defensively too: ``data`` that is not a JSON job
+    tuple (a pickle, say: it is never unpickled), over :data:`MAX_JOB_DATA_BYTES` once inflated, or
+    a ``meta`` that is not JSON make the job fail at once (no retry) saying so, and the job function
+    is called only with its one argument, the plan as a JSON string.
     """
+
+    # Set by ``restore``: the hash's data was over the limit (and dropped unread), its meta not JSON.
+    _data_too_big = False
+    _meta_not_json = False
 
     @property
     def func(self) -> Any:
         name = self.func_name
-        if name not in ALLOWED_FUNCTIONS or self.instance is not None:
+        if not isinstance(name, str) or name not in ALLOWED_FUNCTIONS or self.instance is not None:
             self._refuse(
                 f"job {self.id} names function {name!r}, which is not allowed on this worker "
                 f"(allowed: {', '.join(sorted(ALLOWED_FUNCTIONS))})"
@@ -43,7 +90,62 @@ class StableNewJob(Job):
         self._checked_callback("success", self._success_callback_name)
         self._checked_callback("failure", self._failure_callback_name)
         self._checked_callback("stopped", self._stopped_callback_name)
+        if self._meta_not_json:
+            self._refuse(f"job {self.id}: its meta is not JSON (a pickle?); jobs here are JSON only")
+        problem = _arguments_problem(self.args, self.kwargs)
+        if problem:
+            self._refuse(f"job {self.id}: {name} takes one argument, the plan as a JSON string ({problem})")
         return super().func
+
+    def restore(self, raw_data: Any) -> None:
+        """RQ's ``restore``, inflating ``data`` within :data:`MAX_JOB_DATA_BYTES` and dropping a
+        ``meta`` that is not JSON (RQ would keep its raw bytes, which no JSON save can write back).
+
+        Raises:
+            NoSuchJobError: the hash has no ``data`` (RQ's own answer).
+            ValueError / TypeError / KeyError: a field RQ cannot parse (any other error RQ raises
+                for one, e.g. the AssertionError of a garbage ``timeout``, becomes a ValueError).
+        """
+        key = next((k for k in raw_data if as_text(k) == "data"), None)
+        if key is None:
+            super().restore(raw_data)  # RQ raises NoSuchJobError: not a job
+            return
+        data = _inflate(raw_data[key], MAX_JOB_DATA_BYTES)
+        try:
+            super().restore({**raw_data, key: _EMPTY_ZLIB})
+        except (NoSuchJobError, ValueError, TypeError, KeyError):
+            raise
+        except Exception as exc:  # e.g. RQ's parse_timeout asserts on a garbage ``timeout``
+            raise ValueError(f"job {self.id}: {type(exc).__name__}: {exc}") from None
+        self._data_too_big = data is None
+        self.data = data or b""
+        unserialized = self.meta.get("unserialized") if isinstance(self.meta, dict) else None
+        self._meta_not_json = isinstance(unserialized, bytes)  # JSON never decodes to bytes
+        if self._meta_not_json:
+            self.meta = {}
+
+    def _deserialize_data(self) -> None:
+        """RQ's, with the reason in the error, and no retry (the same bytes fail the same way).
+
+        Raises:
+            DeserializationError: what RQ's worker expects (it catches it by that name).
+        """
+        if self._data_too_big:
+            self.retries_left = 0
+            raise DeserializationError(
+                f"job {self.id}: its data is over {MAX_JOB_DATA_BYTES:,} bytes "
+                f"({MAX_JOB_DATA_BYTES // 2**20} MiB) once inflated, more than any plan may be"
+            )
+        try:
+            super()._deserialize_data()  # type: ignore[no-untyped-call]
+        except DeserializationError as exc:
+            self.retries_left = 0
+            cause = exc.__cause__
+            reason = f"{type(cause).__name__}: {cause}" if cause is not None else "unreadable"
+            raise DeserializationError(
+                f"job {self.id}: its data is not JSON of [function, instance, args, kwargs] "
+                f"({reason[:200]}); jobs here are JSON only"
+            ) from None
 
     def _checked_callback(self, kind: str, name: str | None) -> None:
         if name:

@@ -4,8 +4,9 @@ Models are frozen pydantic models that round-trip through JSON exactly::
 
     StageExecutionPlan.model_validate_json(plan.model_dump_json()) == plan
 
-A serialized plan carries ``schema_version``. :meth:`StageExecutionPlan.from_json` is what a
-worker uses: it refuses an unknown version with :class:`PlanVersionError`, and re-checks the
+A serialized plan carries ``schema_version`` and is at most :data:`MAX_PLAN_JSON_CHARS` long.
+:meth:`StageExecutionPlan.from_json` is what a worker uses: it refuses a longer text before parsing
+it, an unknown version with :class:`PlanVersionError`, and re-checks the
 invariants the sequencer guarantees (canonical order, ADetailer after a generation stage,
 refiner/hires only on txt2img, every stage config within limits, the ADetailer stage's ``base``
 included, and the size and number of images the stages make) so a plan injected straight into
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from stablenew.errors import ConfigError, FieldProblem, InvalidStagePlanError, PlanVersionError
 from stablenew.pipeline.config import (
+    MAX_INIT_IMAGE_B64,
     MAX_NAME_CHARS,
     MAX_SIDE,
     MAX_STEPS,
@@ -34,6 +36,11 @@ from stablenew.pipeline.config import (
 )
 
 PLAN_SCHEMA_VERSION = 1
+
+# A serialized plan is at most this long: one init image at its own maximum, plus 16 MiB for the
+# rest (more images, prompts, ADetailer args). ``to_json`` refuses to write a longer plan and
+# ``from_json`` refuses to parse one, so a worker never loads an arbitrarily large job.
+MAX_PLAN_JSON_CHARS = MAX_INIT_IMAGE_B64 + 16 * 1024 * 1024
 
 ADETAILER_NEEDS_GENERATION = "ADetailer requires at least one generation stage (txt2img or img2img)."
 
@@ -140,8 +147,14 @@ class StageExecutionPlan(BaseModel):
         return len(self.stages)
 
     def to_json(self) -> str:
-        """The wire format: compact JSON, what travels through Redis."""
-        return self.model_dump_json()
+        """The wire format: compact JSON, what travels through Redis.
+
+        Raises:
+            ConfigError: the plan is longer than :data:`MAX_PLAN_JSON_CHARS` (a worker would refuse it).
+        """
+        text = self.model_dump_json()
+        _check_plan_size(len(text))
+        return text
 
     @classmethod
     def from_json(cls, data: str | bytes | dict[str, Any]) -> StageExecutionPlan:
@@ -150,8 +163,12 @@ class StageExecutionPlan(BaseModel):
         Raises:
             PlanVersionError: unknown ``schema_version``.
             InvalidStagePlanError: stages out of canonical order, ADetailer without generation.
-            ConfigError: malformed JSON, unknown fields, or a stage config outside the limits.
+            ConfigError: malformed JSON, longer than :data:`MAX_PLAN_JSON_CHARS` (checked before
+                parsing, and as ``to_json`` would write it), unknown fields, or a stage config outside
+                the limits.
         """
+        if isinstance(data, str | bytes):
+            _check_plan_size(len(data))
         try:
             obj = json.loads(data) if isinstance(data, str | bytes) else data
         except ValueError as exc:
@@ -177,7 +194,20 @@ class StageExecutionPlan(BaseModel):
             problems = _output_limit_problems(plan.stages, configs)
         if problems:
             raise ConfigError(problems, source="(plan)")
+        if not isinstance(data, str | bytes) or len(data) > MAX_PLAN_JSON_CHARS // 8:
+            # What counts is the length ``to_json`` writes, which can be longer than the text read
+            # (defaults filled in, 1e15 written out in full: less than 8 times longer).
+            _check_plan_size(len(plan.model_dump_json()))
         return plan
+
+
+def _check_plan_size(length: int) -> None:
+    if length > MAX_PLAN_JSON_CHARS:
+        message = (
+            f"is {length:,} characters of JSON, over the limit of {MAX_PLAN_JSON_CHARS:,} "
+            f"({MAX_PLAN_JSON_CHARS // 2**20} MiB); embed fewer or smaller init images"
+        )
+        raise ConfigError([FieldProblem("plan", message, has_value=False)], source="(plan)")
 
 
 def check_plan_invariants(stages: list[StageExecution]) -> None:
@@ -254,6 +284,7 @@ def _plan_error(exc: ValidationError) -> Exception:
 __all__ = [
     "ADETAILER_NEEDS_GENERATION",
     "CANONICAL_ORDER",
+    "MAX_PLAN_JSON_CHARS",
     "PLAN_SCHEMA_VERSION",
     "StageExecution",
     "StageExecutionPlan",
