@@ -168,6 +168,8 @@ def assert_names_the_field(exc: StableNewError, entry: dict[str, Any]) -> None:
     if isinstance(exc, ConfigError):
         paths = [problem.path or "<config>" for problem in exc.problems]
         assert entry["field"] in paths, f"no problem at {entry['field']!r}: {text}"
+    elif entry["field"]:
+        assert f"{entry['field']}: " in text, text
     assert entry["says"] in text, text
     assert len(text) < MAX_MESSAGE_CHARS, text[:500]
 
@@ -179,7 +181,7 @@ def assert_cli_refused(code: int, out: str, err: str, entry: dict[str, Any], sou
     assert "Traceback" not in err and "internal error" not in err, err
     assert entry["says"] in err, err
     assert len(err) < MAX_MESSAGE_CHARS, err[:500]
-    if entry["error"] == "ConfigError":
+    if entry["field"]:
         assert f"{entry['field']}: " in err, err
         assert str(source) in err, err
 
@@ -203,7 +205,7 @@ def test_the_corpus_has_over_40_files_and_covers_every_kind_of_bad_input_the_iss
     for entry in CATALOGUE.values():
         assert entry["error"] in ERRORS
         assert entry["says"], entry
-        assert (entry["field"] is None) == (entry["error"] == "InvalidStagePlanError"), entry
+        assert entry["field"] or entry["error"] == "InvalidStagePlanError", entry
         assert entry["preflight"] == (entry["category"] == "preflight"), entry
 
 

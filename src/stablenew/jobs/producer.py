@@ -39,7 +39,7 @@ from stablenew.jobs.state import JobState, StateStore
 from stablenew.notify import callback_problem
 from stablenew.pipeline.config import PipelineConfig
 from stablenew.pipeline.pipeline_runner import build_stage_payload
-from stablenew.pipeline.stage_models import StageExecutionPlan, StageType
+from stablenew.pipeline.stage_models import ADETAILER_NEEDS_GENERATION, StageExecutionPlan, StageType
 from stablenew.pipeline.stage_sequencer import StageSequencer
 from stablenew.settings import Settings
 from stablenew.webui.payloads import validate_stage_payload
@@ -113,12 +113,26 @@ def build_checked_plan(config: ConfigInput, *, source: str | None = None) -> Sta
         if source and not exc.source:
             raise ConfigError(exc.problems, source=source) from None
         raise
+    except InvalidStagePlanError as exc:
+        if str(exc) != ADETAILER_NEEDS_GENERATION:
+            raise
+        where = f"{source}: " if source else ""
+        raise InvalidStagePlanError(
+            f"{where}adetailer_enabled: {exc} (got adetailer on, txt2img and img2img off)"
+        ) from None
     if plan.is_empty():
         raise InvalidStagePlanError(
             f"nothing to run{f' in {source}' if source else ''}: every stage is disabled"
         )
     problems: list[FieldProblem] = []
     for index, stage in enumerate(plan):
+        if stage.stage_type is StageType.TXT2IMG and not str(stage.config.get("prompt") or "").strip():
+            # A blank prompt is almost always a GUI field left empty: the WebUI would spend the GPU
+            # time on an image of nothing in particular.
+            prompt = stage.config.get("prompt")
+            problems.append(
+                FieldProblem("txt2img.prompt", "required, and not blank, for a txt2img stage", prompt)
+            )
         try:
             validate_stage_payload(build_stage_payload(stage, None, index=index))
         except ConfigError as exc:
