@@ -8,7 +8,7 @@ Layout: ``<output root>/<job_id>/<NN>-<stage>-<MM>.<ext>`` and ``<job_id>/manife
   (or a resumed job) never sees half a file. A finished stage's files are its checkpoint; resume
   re-checks their sha256, so a file damaged by a crash is detected and the stage re-runs.
 - Paths are built only from a validated job id and our own stage names: nothing from a config or
-  a job can point outside the output root.
+  a job can point outside the output root, and a job folder that is a symlink is refused.
 """
 
 from __future__ import annotations
@@ -57,9 +57,37 @@ class JobOutputs:
         self.job_id = job_id
         self.folder = self.root / job_id
 
+    def _make_folder(self) -> None:
+        """Create the job folder, refusing one that is a symlink (it could lead out of the output root).
+
+        On shared storage anyone who can write the root could pre-create ``<root>/<a future job id>`` as a
+        link to another folder; the worker would then write wherever it points.
+        """
+        if not self.folder.is_symlink():
+            self.folder.mkdir(parents=True, exist_ok=True)
+        if self.folder.is_symlink() or self.folder.resolve() != self.root / self.job_id:
+            raise ValueError(
+                f"output folder {self.folder} is a symlink or leads outside the output root; not writing there"
+            )
+
     @property
     def manifest_path(self) -> Path:
         return self.folder / "manifest.json"
+
+    def remove_partial_files(self) -> list[str]:
+        """Delete the temporary files (``.<name>.<random>.tmp``) a process killed mid-write left here.
+
+        Call it when a run of the job starts: only one run of a job writes at a time, so such a file
+        can only come from a run that died. Returns the names removed."""
+        if not self.folder.is_dir() or self.folder.is_symlink():
+            return []
+        removed = []
+        for leftover in self.folder.glob(".*.tmp"):
+            if leftover.is_file() and not leftover.is_symlink():
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+                    removed.append(leftover.name)
+        return removed
 
     def write_stage(
         self, index: int, stage: str, images: Sequence[str], seeds: Sequence[int | None] = ()
@@ -67,7 +95,7 @@ class JobOutputs:
         """Write one stage's base64 images; return what was written, with sha256 and size."""
         if not stage.isidentifier():
             raise ValueError(f"stage name {stage!r} is not a safe file name part")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self._make_folder()
         written = []
         for number, b64 in enumerate(images):
             try:
@@ -103,8 +131,8 @@ class JobOutputs:
         images = []
         for item in files:
             path = self.root / item.path
-            if path.parent != self.folder:
-                return None
+            if path.parent != self.folder or path.is_symlink():
+                return None  # a link could hand the next stage (and the WebUI) a file from elsewhere
             try:
                 data = path.read_bytes()
             except OSError:
@@ -115,7 +143,7 @@ class JobOutputs:
         return images
 
     def write_manifest(self, manifest: dict[str, Any]) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self._make_folder()
         atomic_write(
             self.manifest_path, json.dumps(manifest, indent=2, sort_keys=False).encode("utf-8"), durable=True
         )

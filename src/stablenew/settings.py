@@ -1,13 +1,15 @@
 """Runtime settings from ``STABLENEW_*`` environment variables.
 
 Command-line flags override these; the defaults work on one machine. Secrets
-(Redis password, WebUI basic auth) are held as ``SecretStr`` so they never show
-up in a repr, a log line or job meta.
+(Redis password, WebUI basic auth, webhook secret) are held as ``SecretStr`` so they never show
+up in a repr, a log line or job meta; a password written into the WebUI URL is hidden too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,6 +73,11 @@ class Settings(BaseSettings):
             return True
         host, port = callback_host(url)
         return host in allowed or (port is not None and f"{host}:{port}" in allowed)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """Fields as repr and str show them: SecretStr hides itself; a password in the WebUI URL is hidden."""
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "webui_url" and isinstance(value, str) else value
 
     @property
     def queue_names(self) -> list[str]:

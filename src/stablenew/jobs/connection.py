@@ -25,7 +25,7 @@ def connect(url: str, *, check: bool = True, retry_seconds: float = 0.0, **kwarg
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30, **kwargs)
     except ValueError as exc:
-        raise RedisUnavailable(f"invalid Redis URL {redact_url(url)}: {exc}") from None
+        raise RedisUnavailable(f"invalid Redis URL {redact_url(url)}: {_url_problem(url, exc)}") from None
     if check:
         ping(client, url)  # fails fast: the patient retries below are for a server that was up
     if retry_seconds > 0:
@@ -55,3 +55,26 @@ def ping(client: redis.Redis, url: str) -> None:
         raise RedisUnavailable(
             f"cannot reach Redis at {redact_url(url)}: {exc} (is it running? set STABLENEW_REDIS_URL)"
         ) from None
+
+
+def _url_problem(url: str, exc: ValueError) -> str:
+    """What is wrong with ``url``, without any part of its password.
+
+    A password holding ``/``, ``?`` or ``#`` ends the host part early for every URL parser, so the
+    parser's own message quotes a piece of it ("Port could not be cast to integer value as 'S3cr'").
+    """
+    password = _raw_password(url)
+    if password and any(ch in password for ch in "/?#"):
+        return "a password holding '/', '?' or '#' must be percent-encoded (e.g. '/' as %2F)"
+    detail = str(exc)
+    return detail.replace(password, "***") if password else detail
+
+
+def _raw_password(url: str) -> str | None:
+    """The password part of ``url``'s user info as written (what :func:`redact_url` hides)."""
+    scheme_end = url.find("://")
+    if scheme_end < 0 or "@" not in url[scheme_end:]:
+        return None
+    userinfo = url[scheme_end + 3 :].rpartition("@")[0]
+    _, has_password, password = userinfo.partition(":")
+    return password if has_password and password else None

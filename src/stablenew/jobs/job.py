@@ -15,6 +15,7 @@ from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import CanceledJobRegistry
+from rq.serializers import JSONSerializer
 from rq.utils import as_text
 
 from stablenew.errors import JobNotAllowed
@@ -73,6 +74,13 @@ class StableNewJob(Job):
     a ``meta`` that is not JSON make the job fail at once (no retry) saying so, and the job function
     is called only with its one argument, the plan as a JSON string.
     """
+
+    def __init__(
+        self, id: str | None = None, connection: redis.Redis | None = None, serializer: Any = None
+    ) -> None:
+        # Always JSON, whatever a caller passes or forgets to pass: RQ's default (pickle) would run
+        # code from Redis on Job.fetch, even when reading only meta (``rq worker -j`` without ``-S json``).
+        super().__init__(id, connection=connection, serializer=JSONSerializer)
 
     # Set by ``restore``: the hash's data was over the limit (and dropped unread), its meta not JSON.
     _data_too_big = False

@@ -137,6 +137,8 @@ class WebUIClient:
         image = body.get("image") if isinstance(body, dict) else None
         if not isinstance(image, str):
             raise WebUIHTTPError(200, "extras response has no 'image' string", url=url)
+        if not image:  # like an empty images list from txt2img: no image this time, maybe the next
+            raise WebUIHTTPError(200, "extra-single-image returned no image", url=url, transient=True)
         _require_base64([image], url)
         html_info = body.get("html_info")
         return GenerationResult([image], {}, {}, html_info if isinstance(html_info, str) else None)
@@ -270,7 +272,7 @@ class WebUIClient:
         del data
         try:
             if not 200 <= response.status_code < 300:
-                raise _status_error(response, url, self._auth[0] if self._auth else None)
+                raise _status_error(response, url, self._auth[0] if self._auth and self._auth[1] else None)
             if not parse:
                 return url, None
             try:
@@ -393,7 +395,10 @@ def _reason(exc: Exception) -> str:
 
 
 def _status_error(response: requests.Response, url: str, user: str | None) -> WebUIError:
-    """Map a non-2xx answer: 4xx (401 included) is a permanent rejection, 3xx and 5xx are HTTP errors."""
+    """Map a non-2xx answer: 4xx (401 included) is a permanent rejection, 3xx and 5xx are HTTP errors.
+
+    A 401 names the user only when a password was given too: ``STABLENEW_WEBUI_AUTH`` set to a bare
+    password (no ``user:``) reads as a user name, which must not be shown."""
     status = response.status_code
     if status == 401:
         if user is None:
@@ -477,14 +482,16 @@ def _split_credentials(base_url: str) -> tuple[str, tuple[str, str] | None]:
     """Return the base URL without ``user:pass@`` and trailing slashes, plus those credentials if any.
 
     Split by hand, not with urlsplit, which raises on some malformed URLs: even then the password must go.
+    The user info ends at the last ``@`` (as :func:`stablenew.settings.redact_url` reads it), so a password
+    holding an unencoded ``/``, ``?``, ``#`` or ``@`` is still taken whole rather than left in the URL,
+    where every error message and the worker's inventory key would show it.
     """
     scheme, sep, rest = base_url.strip().rstrip("/").partition("://")
-    authority, slash, path = rest.partition("/")
-    userinfo, at, hostport = authority.rpartition("@")
+    userinfo, at, location = rest.rpartition("@")
     if not (sep and at):
         return base_url.strip().rstrip("/"), None
     user, _, password = userinfo.partition(":")
-    return f"{scheme}://{hostport}{slash}{path}", (unquote(user), unquote(password))
+    return f"{scheme}://{location}", (unquote(user), unquote(password))
 
 
 def _text_of(content: bytes) -> str:
