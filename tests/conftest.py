@@ -259,12 +259,18 @@ def worker_process(
     request.node.stash[_WORKER_LOGS] = started
 
     def start(
-        *queues: str, webui_url: str, name: str | None = None, command: list[str] | None = None
+        *queues: str,
+        webui_url: str,
+        name: str | None = None,
+        command: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> WorkerProcess:
-        """``command`` replaces ``python -m stablenew worker`` (e.g. a plain ``rq worker``)."""
+        """``command`` replaces ``python -m stablenew worker`` (e.g. a plain ``rq worker``); ``env`` is
+        merged over ``stablenew_env`` (e.g. ``{"STABLENEW_WEBUI_READ_TIMEOUT": "1"}``); a
+        ``STABLENEW_REDIS_URL`` of its own is where the worker is awaited."""
         name = name or f"it-{uuid.uuid4().hex[:10]}"
         log_path = tmp_path / f"worker-{name}.log"
-        env = {**stablenew_env, "STABLENEW_WEBUI_URL": webui_url}
+        full_env = {**stablenew_env, "STABLENEW_WEBUI_URL": webui_url, **(env or {})}
         argv = (
             [*command, "--name", name, *queues]
             if command
@@ -273,7 +279,7 @@ def worker_process(
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
                 argv,
-                env=env,
+                env=full_env,
                 cwd=tmp_path,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -281,7 +287,14 @@ def worker_process(
             )
         worker = WorkerProcess(name=name, queues=queues, proc=proc, log_path=log_path)
         started.append(worker)
-        wait_for_worker(connection, worker)
+        if full_env["STABLENEW_REDIS_URL"] == stablenew_env["STABLENEW_REDIS_URL"]:
+            wait_for_worker(connection, worker)
+        else:  # a Redis of the test's own (e.g. one it restarts)
+            own = connect(full_env["STABLENEW_REDIS_URL"], check=False)
+            try:
+                wait_for_worker(own, worker)
+            finally:
+                own.close()
         return worker
 
     yield start

@@ -62,6 +62,8 @@ class RunRecorder:
         if state is None or not state.matches(plan):
             state = JobState.for_plan(job_id, plan)
         self.state = state
+        for name in outputs.remove_partial_files():
+            log.info("job %s: removed %s, left by a run that died while writing it", job_id, name)
         self.state.runs += 1
         self.state.status = "running"
         self.state.error = None

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +16,6 @@ from PIL import Image
 from stablenew.config_files import load_config_file
 from stablenew.jobs.producer import JobView, Producer
 from stablenew.jobs.state import StateStore
-from stablenew.settings import Settings
 from stablenew.webui.simulator import SimulatedWebUI
 
 pytestmark = pytest.mark.integration
@@ -165,32 +162,6 @@ def test_canceling_a_running_job_interrupts_the_webui_and_the_worker_runs_the_ne
     assert worker.alive()
 
 
-def test_a_killed_work_horse_is_retried_and_resumes_after_its_finished_stages(
-    producer: Producer, connection: redis.Redis, simulator: SimulatedWebUI, worker_process
-) -> None:
-    simulator.set_latency(2.0)
-    worker = worker_process(webui_url=simulator.url)
-    job_id = submit(producer, FULL_PIPELINE)
-    wait_for(producer, job_id, stage_running(1), "stage 1 (img2img) running", timeout=30)
-    horse = worker.horse_pid()
-
-    os.kill(horse, signal.SIGKILL)
-    simulator.set_latency(0.5)
-    view = wait_done(producer, job_id, timeout=60)
-
-    assert view.status == "finished", view.to_dict()
-    assert [s["status"] for s in view.stages] == ["finished"] * 4
-    assert [s["attempts"] for s in view.stages] == [1, 2, 1, 1]
-    assert requested(simulator, "txt2img") == 1
-    assert requested(simulator, "img2img") == 2
-    assert requested(simulator, "upscale") == 1
-    assert requested(simulator, "adetailer") == 1
-    state = StateStore(connection).load(job_id)
-    assert state is not None
-    assert state.runs == 2
-    assert worker.alive()
-
-
 def test_a_worker_refuses_to_start_when_the_webui_is_unreachable(run_cli, closed_port: int) -> None:
     result = run_cli(
         "worker", "--name", "no-webui", env={"STABLENEW_WEBUI_URL": f"http://127.0.0.1:{closed_port}"}
@@ -215,20 +186,3 @@ def test_a_worker_refuses_to_start_when_redis_is_unreachable(run_cli, simulator:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "redis" in lines[0].lower()
-
-
-def test_a_killed_work_horse_without_retries_left_shows_its_running_stage_as_failed(
-    connection: redis.Redis, simulator: SimulatedWebUI, worker_process, tmp_path: Path
-) -> None:
-    producer = Producer(connection, Settings(retry_max=0, output_dir=tmp_path / "outputs"))
-    simulator.set_latency(2.0)
-    worker = worker_process(webui_url=simulator.url)
-    job_id = submit(producer, FULL_PIPELINE)
-    wait_for(producer, job_id, stage_running(1), "stage 1 (img2img) running", timeout=30)
-
-    os.kill(worker.horse_pid(), signal.SIGKILL)
-    view = wait_done(producer, job_id, timeout=30)
-
-    assert view.status == "failed"
-    assert view.error is not None and "Work-horse terminated" in view.error
-    assert [s["status"] for s in view.stages] == ["finished", "failed", "skipped", "skipped"], view.to_dict()

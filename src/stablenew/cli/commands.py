@@ -266,7 +266,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
         f"worker {name}: queues {' > '.join(queues)}, WebUI {redact_url(settings.webui_url)}, outputs {settings.output_dir.resolve()}",
         file=sys.stderr,
     )
-    worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+    try:
+        worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+    except ValueError as exc:
+        if "active worker named" not in str(exc):
+            raise
+        from stablenew.errors import ConfigError, FieldProblem
+
+        raise ConfigError(
+            [FieldProblem("--name", "a live worker already uses this name: give each worker its own", name)]
+        ) from None
     return EXIT_OK
 
 

@@ -333,9 +333,9 @@ class StableNewWorker(Worker):
     # ------------------------------------------------------------------ start-up
     def register_birth(self) -> None:
         s = self._settings()
-        self.connection.delete(stop_key(self.name))  # a stop left by an earlier life of this name
         reclaim_dead_namesake(self, max_requeues=s.max_requeues, ttl=max(s.failure_ttl, s.result_ttl))
-        super().register_birth()  # type: ignore[no-untyped-call]
+        super().register_birth()  # type: ignore[no-untyped-call]  # refuses a live namesake
+        self.connection.delete(stop_key(self.name))  # a stop left by an earlier, dead life of this name
 
     # ------------------------------------------------------------------ circuit breaker
     def dequeue_job_and_maintain_ttl(
