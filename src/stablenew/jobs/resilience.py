@@ -69,7 +69,16 @@ class WebUIBreaker:
     def record_success(self) -> None:
         self.connection.delete(self.key)
 
+    def seen_since_success(self) -> bool:
+        """Whether any failure (or a half-open trial) happened since the last success."""
+        return bool(self.connection.exists(self.key))
+
+    def trip(self) -> None:
+        """Open the breaker now (the WebUI does not answer at all)."""
+        self.connection.set(self.key, self.threshold, ex=_BREAKER_TTL_S)
+
     def half_open(self) -> None:
+        """After an answered probe: one more failure opens the breaker again."""
         self.connection.set(self.key, self.threshold - 1, ex=_BREAKER_TTL_S)
 
 

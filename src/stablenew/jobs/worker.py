@@ -145,7 +145,7 @@ class JobRun:
             self._hand_back(recorder, str(exc))
             raise
         except Exception as exc:
-            if is_transient(exc) and self.breaker.is_open() and self._may_hand_back():
+            if is_transient(exc) and self._may_hand_back() and self._webui_is_down():
                 reason = (
                     f"handed back to the queue: the WebUI of worker {self.worker_name} is failing ({exc})"
                 )
@@ -211,6 +211,18 @@ class JobRun:
             if left <= 0:
                 return
             time.sleep(min(left, 0.25))
+
+    def _webui_is_down(self) -> bool:
+        """Whether the failure is the WebUI's, not this job's: the breaker is open, or the WebUI does
+        not even answer a probe now (then the breaker is opened, so that the worker pauses)."""
+        if self.breaker.is_open():
+            return True
+        try:
+            _probe(self.settings)
+        except WebUIError:
+            self.breaker.trip()
+            return True
+        return False
 
     def _may_hand_back(self) -> bool:
         return requeue_count(self.connection, self.job.id) < self.settings.max_requeues
@@ -324,6 +336,7 @@ class StableNewWorker(Worker):
     """
 
     settings: Settings
+    _probe_delay: float | None = None  # the probe backoff reached, kept until a stage succeeds
 
     def _settings(self) -> Settings:
         if not hasattr(self, "settings"):
@@ -345,8 +358,15 @@ class StableNewWorker(Worker):
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def _wait_for_webui(self) -> None:
+        """While the breaker is open: no jobs; probe the WebUI with backoff until it answers.
+
+        The backoff carries over from one pause to the next until a stage succeeds: a WebUI out of
+        memory still answers the probe but fails every generation, and each failed trial must wait
+        longer than the last (not hammer it, nor hand the same job back every few milliseconds)."""
         s = self._settings()
         breaker = WebUIBreaker(self.connection, self.name, threshold=s.webui_failure_threshold)
+        if not breaker.seen_since_success():
+            self._probe_delay = None  # a stage succeeded: the WebUI works again
         if not breaker.is_open():
             return
         self.log.warning(
@@ -357,23 +377,28 @@ class StableNewWorker(Worker):
         )
         self.set_state(WorkerStatus.SUSPENDED)
         self.procline("WebUI down: probing " + redact_url(s.webui_url))  # type: ignore[no-untyped-call]
-        delay = s.webui_probe_interval
+        previous = self._probe_delay
+        delay = previous or s.webui_probe_interval
+        wait_first = previous is not None  # the last trial after an answered probe failed again
         while not self._stop_requested:
-            self.heartbeat()
-            try:
-                with WebUIClient(
-                    s.webui_url, auth=s.webui_basic_auth, connect_timeout=s.webui_connect_timeout
-                ) as client:
-                    client.ping()
-            except WebUIError as exc:
-                self.log.info(
-                    "Worker %s: WebUI still failing (%s); next probe in %.0f s", self.name, exc, delay
-                )
+            if wait_first:
+                self.heartbeat()
                 _sleep_unless(lambda: self._stop_requested, delay)
                 delay = min(delay * 2, s.webui_probe_max)
+                if self._stop_requested:
+                    break
+            wait_first = True
+            self.heartbeat()
+            try:
+                _probe(s)
+            except WebUIError as exc:
+                self.log.info(
+                    "Worker %s: WebUI still failing (%s); next probe in %.1f s", self.name, exc, delay
+                )
                 continue
             breaker.half_open()
-            self.log.warning("Worker %s: the WebUI answers again; taking jobs", self.name)
+            self._probe_delay = delay
+            self.log.warning("Worker %s: the WebUI answers again; trying one job", self.name)
             return
 
     # ------------------------------------------------------------------ stopping
@@ -407,6 +432,17 @@ class StableNewWorker(Worker):
             self.cleanup_execution(job, pipeline=pipe)
             hand_back(queue, job, pipe)
             pipe.execute()
+
+
+def _probe(settings: Settings) -> None:
+    """Raises WebUIError unless the WebUI answers its cheapest GET."""
+    with WebUIClient(
+        settings.webui_url,
+        auth=settings.webui_basic_auth,
+        connect_timeout=settings.webui_connect_timeout,
+        read_timeout=min(settings.webui_read_timeout, 30.0),
+    ) as client:
+        client.ping()
 
 
 def _sleep_unless(stop: Any, seconds: float) -> None:
