@@ -291,6 +291,7 @@ def _worker_state(connection: redis.Redis, name: str) -> str | None:
 
 
 def test_a_webui_failing_every_call_pauses_the_worker_and_no_job_is_failed_or_burnt(
+    request: pytest.FixtureRequest,
     producer: Producer,
     connection: redis.Redis,
     simulator: SimulatedWebUI,
@@ -360,6 +361,8 @@ def test_a_webui_failing_every_call_pauses_the_worker_and_no_job_is_failed_or_bu
     assert all([r.status for r in generations(simulator, p)] == [200] for p in prompts[1:])
     resumed = min(r.time for r in generations(simulator, prompts[0]) if r.status == 200)
     assert resumed > back_at
+    request.node.user_properties.append(("breaker_probe_gaps_s", [round(g, 2) for g in gaps]))
+    request.node.user_properties.append(("breaker_resumed_after_webui_back_s", round(resumed - back_at, 2)))
     assert _worker_state(connection, worker.name) in ("idle", "busy")
     assert WebUIBreaker(connection, worker.name, threshold=THRESHOLD).failures() == 0
     assert FailedJobRegistry("default", connection=connection).count == 0
