@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from job_waits import wait_done
 from stablenew.config_files import load_config_file
 from stablenew.jobs.producer import Producer
 
@@ -33,16 +33,6 @@ def _documented_rq_command(redis_url: str) -> list[str]:
     return [rq_script, *argv[1:name_at]]
 
 
-def _wait_done(producer: Producer, job_id: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        view = producer.status(job_id)
-        if view.done:
-            return view
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not end in {timeout} s: {producer.status(job_id).to_dict()}")
-
-
 def test_plain_rq_worker_with_our_job_class_runs_a_plan(
     producer: Producer, simulator: Any, worker_process: Any, redis_url: str
 ) -> None:
@@ -54,7 +44,7 @@ def test_plain_rq_worker_with_our_job_class_runs_a_plan(
     sub = producer.submit(load_config_file(EXAMPLES / "txt2img_only.json"))
 
     # Then it runs to the end, with its outputs
-    view = _wait_done(producer, sub.job_id)
+    view = wait_done(producer, sub.job_id)
     assert view.status == "finished"
     assert view.stages[0]["outputs"]
 
@@ -71,7 +61,7 @@ def test_plain_rq_worker_with_our_job_class_refuses_a_foreign_function_and_goes_
     sub = producer.submit(load_config_file(EXAMPLES / "txt2img_only.json"))
 
     # Then the foreign job fails as not allowed, and the plan still runs
-    assert _wait_done(producer, sub.job_id).status == "finished"
+    assert wait_done(producer, sub.job_id).status == "finished"
     evil.refresh()
     assert evil.get_status().value == "failed"
     result = evil.latest_result()

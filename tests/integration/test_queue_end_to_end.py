@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 from PIL import Image
 
+from job_waits import stage_running, wait_done, wait_for
 from stablenew.config_files import load_config_file
-from stablenew.jobs.producer import JobView, Producer
+from stablenew.jobs.producer import Producer
 from stablenew.jobs.state import StateStore
 from stablenew.webui.simulator import SimulatedWebUI
 
@@ -24,33 +23,6 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "producer" / "examples"
 FULL_PIPELINE = EXAMPLES / "full_pipeline.json"
 TXT2IMG_ONLY = EXAMPLES / "txt2img_only.json"
 STAGES = ["txt2img", "img2img", "upscale", "adetailer"]
-
-
-def wait_for(
-    producer: Producer, job_id: str, until: Callable[[JobView], bool], what: str, timeout: float = 60.0
-) -> JobView:
-    """Poll ``producer.status`` until ``until(view)``; fail with the last view after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    view = producer.status(job_id)
-    while not until(view):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id}: {what} not reached in {timeout} s; last {view.to_dict()}")
-        time.sleep(0.05)
-        view = producer.status(job_id)
-    return view
-
-
-def wait_done(producer: Producer, job_id: str, timeout: float = 60.0) -> JobView:
-    return wait_for(producer, job_id, lambda v: v.done, "an end state", timeout)
-
-
-def stage_running(index: int) -> Callable[[JobView], bool]:
-    def check(view: JobView) -> bool:
-        if view.done:
-            raise AssertionError(f"job ended before stage {index} ran: {view.to_dict()}")
-        return len(view.stages) > index and view.stages[index]["status"] == "running"
-
-    return check
 
 
 def requested(simulator: SimulatedWebUI, stage: str) -> int:

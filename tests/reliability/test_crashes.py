@@ -26,6 +26,7 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
+from job_waits import stage_running, wait_done, wait_for
 from stablenew.config_files import load_config_file
 from stablenew.jobs.job import StableNewJob
 from stablenew.jobs.keys import stop_key
@@ -50,33 +51,6 @@ STOP_DEADLINE_S = 30.0
 # ------------------------------------------------------------------------------------------ helpers
 def submit(producer: Producer, path: Path, queue: str = "default") -> str:
     return producer.submit(load_config_file(path), queue=queue, source=str(path)).job_id
-
-
-def wait_for(
-    producer: Producer, job_id: str, until: Callable[[JobView], bool], what: str, timeout: float = 60.0
-) -> JobView:
-    """Poll ``producer.status`` until ``until(view)``; fail with the last view after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    view = producer.status(job_id)
-    while not until(view):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id}: {what} not reached in {timeout} s; last {view.to_dict()}")
-        time.sleep(0.05)
-        view = producer.status(job_id)
-    return view
-
-
-def wait_done(producer: Producer, job_id: str, timeout: float = 60.0) -> JobView:
-    return wait_for(producer, job_id, lambda v: v.done, "an end state", timeout)
-
-
-def stage_running(index: int) -> Callable[[JobView], bool]:
-    def check(view: JobView) -> bool:
-        if view.done:
-            raise AssertionError(f"job ended before stage {index} ran: {view.to_dict()}")
-        return len(view.stages) > index and view.stages[index]["status"] == "running"
-
-    return check
 
 
 def generations(simulator: SimulatedWebUI, stage: str, *, prompt: str | None = None) -> list[RecordedRequest]:
