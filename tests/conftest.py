@@ -30,7 +30,7 @@ from stablenew.jobs.connection import connect
 from stablenew.jobs.producer import Producer
 from stablenew.settings import Settings
 from stablenew.webui.simulator import SimulatedWebUI
-from worker_processes import StartWorker, WorkerProcess, wait_for_worker
+from worker_processes import StartWorker, WorkerProcess, subprocess_env, wait_for_worker
 
 TEST_DB = 15
 
@@ -94,19 +94,9 @@ def stablenew_env(redis_url: str, connection: redis.Redis, tmp_path: Path) -> di
 
     STABLENEW_* variables of the calling shell are dropped so that they cannot change the tests.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STABLENEW_")}
-    env.update(
-        {
-            "STABLENEW_REDIS_URL": redis_url,
-            "STABLENEW_OUTPUT_DIR": str(tmp_path / "outputs"),
-            "STABLENEW_PROGRESS_INTERVAL": "0.1",
-            "STABLENEW_RETRY_INTERVALS": "0",
-            "STABLENEW_STAGE_RETRY_BACKOFF": "0.05",
-            "STABLENEW_WEBUI_PROBE_INTERVAL": "0.2",
-            "PYTHONUNBUFFERED": "1",
-        }
+    return subprocess_env(
+        redis_url, tmp_path / "outputs", stage_retry_backoff="0.05", webui_probe_interval="0.2"
     )
-    return env
 
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]

@@ -132,3 +132,21 @@ def wait_for_worker(connection: redis.Redis, worker: WorkerProcess, timeout: flo
             )
         time.sleep(0.1)
     raise AssertionError(f"worker {worker.name} not registered in Redis after {timeout} s:\n{worker.log()}")
+
+
+def subprocess_env(redis_url: str, output_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a ``stablenew`` subprocess: this Redis, these outputs, fast progress, no
+    retry wait. STABLENEW_* variables of the calling shell are dropped so that they cannot change
+    the tests; ``extra`` adds STABLENEW_* settings (``webui_url="..."`` sets STABLENEW_WEBUI_URL)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STABLENEW_")}
+    env.update(
+        {
+            "STABLENEW_REDIS_URL": redis_url,
+            "STABLENEW_OUTPUT_DIR": str(output_dir),
+            "STABLENEW_PROGRESS_INTERVAL": "0.1",
+            "STABLENEW_RETRY_INTERVALS": "0",
+            "PYTHONUNBUFFERED": "1",
+            **{f"STABLENEW_{key.upper()}": value for key, value in extra.items()},
+        }
+    )
+    return env

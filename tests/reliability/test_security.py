@@ -59,6 +59,7 @@ from stablenew.outputs import JobOutputs
 from stablenew.settings import Settings
 from stablenew.webui.client import WebUIClient
 from stablenew.webui.simulator import GENERATION_ROUTES, Fault, SimulatedWebUI
+from worker_processes import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "stablenew"
@@ -574,17 +575,7 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 def base_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
     """A subprocess environment with no STABLENEW_* of the calling shell."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STABLENEW_")}
-    env.update(
-        {
-            "STABLENEW_REDIS_URL": redis_url,
-            "STABLENEW_OUTPUT_DIR": str(tmp_path / "outputs"),
-            "STABLENEW_PROGRESS_INTERVAL": "0.1",
-            "STABLENEW_RETRY_INTERVALS": "0",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
+    return subprocess_env(redis_url, tmp_path / "outputs")
 
 
 def run_cli(
