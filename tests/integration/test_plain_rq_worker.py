@@ -12,7 +12,7 @@ import pytest
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from job_waits import wait_done
+from job_checks import wait_done
 from stablenew.config_files import load_config_file
 from stablenew.jobs.producer import Producer
 

@@ -11,7 +11,7 @@ import pytest
 import redis
 from PIL import Image
 
-from job_waits import stage_running, wait_done, wait_for
+from job_checks import stage_running, wait_done, wait_for
 from stablenew.config_files import load_config_file
 from stablenew.jobs.producer import Producer
 from stablenew.jobs.state import StateStore

