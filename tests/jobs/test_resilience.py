@@ -22,7 +22,7 @@ from PIL import Image
 
 from stablenew.errors import WebUIHTTPError, WebUIUnavailable
 from stablenew.jobs.keys import breaker_key
-from stablenew.jobs.resilience import WebUIBreaker, provably_dead
+from stablenew.jobs.resilience import WebUIBreaker, provably_dead, release_dead_scheduler_locks
 from stablenew.jobs.state import JobState
 from stablenew.outputs import JobOutputs
 from stablenew.pipeline.pipeline_runner import PipelineRunner
@@ -283,3 +283,45 @@ def test_requeued_records_the_job_as_queued_and_its_next_run_resumes_after_the_f
     final = saved.states[-1]
     assert (final.status, final.error, final.runs) == ("finished", None, 2)
     assert [s.attempts for s in final.stages] == [1, 1, 2]
+
+
+# --------------------------------------------------------------------------------------------
+# Scheduler locks left by a dead worker
+# --------------------------------------------------------------------------------------------
+
+
+def _hold_lock(conn: fakeredis.FakeRedis, queue: str, scheduler: str, hostname: str, pid: int) -> None:
+    """What a running RQ scheduler leaves in Redis: its lock on ``queue`` and its own hash."""
+    conn.set(f"rq:scheduler-lock:{queue}", scheduler, ex=61)
+    conn.hset(f"rq:scheduler:{scheduler}", mapping={"name": scheduler, "hostname": hostname, "pid": str(pid)})
+
+
+def test_the_scheduler_locks_of_a_dead_scheduler_on_this_host_are_released(
+    conn: fakeredis.FakeRedis,
+) -> None:
+    """The restarted worker can start its scheduler at once, so retries waiting for their interval
+    are not stuck until the dead scheduler's lock expires and a maintenance run notices."""
+    finished = subprocess.Popen(["true"])
+    assert finished.wait(timeout=5) == 0
+    for queue in ("high", "default"):
+        _hold_lock(conn, queue, "dead-scheduler", HOST, finished.pid)
+
+    released = release_dead_scheduler_locks(conn, ["high", "default", "low"])
+
+    assert released == ["high", "default"]
+    assert conn.get("rq:scheduler-lock:high") is None
+    assert conn.get("rq:scheduler-lock:default") is None
+
+
+def test_the_scheduler_lock_of_a_live_or_remote_scheduler_is_kept(
+    conn: fakeredis.FakeRedis, live_process: Any
+) -> None:
+    worker_like = live_process(sys.executable, "-c", "import time; time.sleep(30)", "stablenew", "worker")
+    _hold_lock(conn, "high", "live-scheduler", HOST, worker_like.pid)
+    _hold_lock(conn, "default", "remote-scheduler", "another-host.example", 1)
+
+    released = release_dead_scheduler_locks(conn, ["high", "default"])
+
+    assert released == []
+    assert conn.get("rq:scheduler-lock:high") == b"live-scheduler"
+    assert conn.get("rq:scheduler-lock:default") == b"remote-scheduler"

@@ -181,6 +181,11 @@ def test_a_worker_killed_during_stage_two_is_resumed_by_its_namesake_at_once_wit
     assert job.retries_left == RETRY_MAX  # handed back, not retried by RQ as abandoned
     assert job_id not in failed_ids(connection)
     assert "is dead; taking over its jobs" in second.log()
+    # Its scheduler runs too (retries waiting for an interval need it): the dead one's lock was freed.
+    holder = connection.get("rq:scheduler-lock:default")
+    assert holder is not None
+    scheduler_pid = int(connection.hget(f"rq:scheduler:{holder.decode()}", "pid") or 0)
+    assert scheduler_pid in descendants(second.pid), (scheduler_pid, second.log())
 
 
 def test_a_worker_refuses_to_start_under_the_name_of_a_live_worker_and_leaves_its_job_alone(

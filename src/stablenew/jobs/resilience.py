@@ -26,6 +26,7 @@ from rq.executions import Execution
 from rq.job import JobStatus
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
+from rq.scheduler import SCHEDULER_KEY_TEMPLATE, SCHEDULER_LOCKING_KEY_TEMPLATE
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from stablenew.jobs.keys import breaker_key, requeues_key
@@ -183,6 +184,7 @@ def reclaim_dead_namesake(worker: Worker, *, max_requeues: int, ttl: int) -> lis
                 pipe.execute()
             handed.append(job_id)
             log.warning("job %s: handed back to queue %s after its worker died", job_id, name)
+    release_dead_scheduler_locks(connection, queue_names)
     with connection.pipeline() as pipe:
         pipe.hset(worker.key, "death", "reclaimed")
         pipe.expire(worker.key, 60)
@@ -191,3 +193,24 @@ def reclaim_dead_namesake(worker: Worker, *, max_requeues: int, ttl: int) -> lis
         pipe.srem(REDIS_WORKER_KEYS, worker.key)
         pipe.execute()
     return handed
+
+
+def release_dead_scheduler_locks(connection: redis.Redis, queue_names: list[str]) -> list[str]:
+    """Release the scheduler locks of ``queue_names`` held by a scheduler that provably died on this
+    host (the killed worker's child): otherwise the restarted worker starts no scheduler, and retries
+    waiting for their interval sit still, until the lock expires and a maintenance run notices.
+    Returns the queues released."""
+    released = []
+    for name in queue_names:
+        lock = SCHEDULER_LOCKING_KEY_TEMPLATE % name
+        holder = connection.get(lock)
+        if holder is None:
+            continue
+        raw: dict[bytes, bytes] = connection.hgetall(SCHEDULER_KEY_TEMPLATE % holder.decode())  # type: ignore[assignment,union-attr]
+        info = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+        pid = int(info["pid"]) if info.get("pid", "").isdigit() else None
+        if provably_dead(info.get("hostname"), pid) and connection.get(lock) == holder:
+            connection.delete(lock)
+            released.append(name)
+            log.info("queue %s: released the scheduler lock of dead scheduler pid %s", name, pid)
+    return released
