@@ -325,3 +325,29 @@ def test_the_scheduler_lock_of_a_live_or_remote_scheduler_is_kept(
     assert released == []
     assert conn.get("rq:scheduler-lock:high") == b"live-scheduler"
     assert conn.get("rq:scheduler-lock:default") == b"remote-scheduler"
+
+
+# --------------------------------------------------------------------------------------------
+# Hand-backs need our worker class
+# --------------------------------------------------------------------------------------------
+
+
+def test_under_plain_rq_a_webui_that_is_down_fails_the_job_as_usual_instead_of_handing_it_back(
+    producer: Any, run_worker: Any, sim: Any, configs: Any, conn: fakeredis.FakeRedis, monkeypatch: Any
+) -> None:
+    """Only StableNewWorker re-enqueues a handed-back job without using a retry. Under RQ's own
+    worker class the job must not record itself as queued again: RQ retries it, then fails it."""
+    from stablenew.jobs.keys import requeues_key
+    from stablenew.webui.simulator import Fault
+
+    monkeypatch.setenv("STABLENEW_WEBUI_FAILURE_THRESHOLD", "1")
+    sim.set_outage(Fault("close"))
+    submission = producer.submit(configs.txt2img())
+
+    performed = run_worker()  # CountingWorker: an rq.SimpleWorker, not StableNewWorker
+
+    assert performed == [submission.job_id] * (1 + producer.settings.retry_max)
+    view = producer.status(submission.job_id)
+    assert view.status == "failed", view.to_dict()
+    assert "handed back" not in (view.error or "")
+    assert conn.get(requeues_key(submission.job_id)) is None

@@ -145,7 +145,7 @@ class JobRun:
             self._hand_back(recorder, str(exc))
             raise
         except Exception as exc:
-            if is_transient(exc) and self._may_hand_back() and self._webui_is_down():
+            if is_transient(exc) and self._can_hand_back() and self._webui_is_down():
                 reason = (
                     f"handed back to the queue: the WebUI of worker {self.worker_name} is failing ({exc})"
                 )
@@ -224,7 +224,11 @@ class JobRun:
             return True
         return False
 
-    def _may_hand_back(self) -> bool:
+    def _can_hand_back(self) -> bool:
+        """Only :class:`StableNewWorker` puts a job back without using a retry (under plain RQ's
+        worker a hand-back would be an ordinary failure), and only ``max_requeues`` times a job."""
+        if not getattr(self.job, "_stablenew_hands_back", False):
+            return False
         return requeue_count(self.connection, self.job.id) < self.settings.max_requeues
 
     def _hand_back(self, recorder: RunRecorder, reason: str) -> None:
@@ -415,6 +419,10 @@ class StableNewWorker(Worker):
         super().teardown()  # type: ignore[no-untyped-call]
 
     # ------------------------------------------------------------------ hand-backs
+    def perform_job(self, job: Job, queue: Queue) -> bool:
+        job._stablenew_hands_back = True  # type: ignore[attr-defined]  # JobRun may hand it back
+        return bool(super().perform_job(job, queue))
+
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         reason = getattr(job, "_stablenew_requeue", None)
         if reason is not None:
