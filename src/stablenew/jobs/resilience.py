@@ -31,6 +31,8 @@ from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from stablenew.jobs.keys import breaker_key, requeues_key
 from stablenew.jobs.state import StateStore
+from stablenew.settings import Settings
+from stablenew.webui.client import WebUIClient
 
 if TYPE_CHECKING:
     from rq import Worker
@@ -81,6 +83,17 @@ class WebUIBreaker:
     def half_open(self) -> None:
         """After an answered probe: one more failure opens the breaker again."""
         self.connection.set(self.key, self.threshold - 1, ex=_BREAKER_TTL_S)
+
+
+def probe_webui(settings: Settings) -> None:
+    """Raises :class:`~stablenew.errors.WebUIError` unless the WebUI answers its cheapest GET."""
+    with WebUIClient(
+        settings.webui_url,
+        auth=settings.webui_basic_auth,
+        connect_timeout=settings.webui_connect_timeout,
+        read_timeout=min(settings.webui_read_timeout, 30.0),
+    ) as client:
+        client.ping()
 
 
 def count_requeue(connection: redis.Redis, job_id: str, *, ttl: int) -> int:
