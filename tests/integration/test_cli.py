@@ -185,6 +185,30 @@ def test_list_json_shows_the_submitted_jobs_with_the_status_contract(run_cli) ->
         assert_view_contract(view)
 
 
+def test_workers_shows_each_worker_with_its_state_host_and_queues(
+    run_cli, worker_process, simulator: SimulatedWebUI
+) -> None:
+    worker = worker_process("high", webui_url=simulator.url)
+
+    shown = run_cli("workers")
+    listed = json.loads(run_cli("workers", "--json").stdout)
+
+    assert shown.returncode == 0, shown.stderr
+    line = next(x for x in shown.stdout.splitlines() if x.startswith(worker.name))
+    assert f":{worker.pid}" in line and "high" in line
+    assert [(w["name"], w["pid"], w["queues"], w["webui_failures"]) for w in listed] == [
+        (worker.name, worker.pid, ["high"], 0)
+    ]
+    assert listed[0]["state"] in ("idle", "started")
+    assert 0 <= listed[0]["heartbeat_age_s"] < 60
+
+
+def test_workers_without_any_worker_says_so(run_cli) -> None:
+    result = run_cli("workers")
+
+    assert (result.returncode, result.stdout.strip()) == (0, "no workers")
+
+
 def test_cancel_of_an_unknown_job_exits_2_and_names_the_id(run_cli) -> None:
     result = run_cli("cancel", "no-such-job")
 

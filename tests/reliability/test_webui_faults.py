@@ -13,6 +13,7 @@ WebUI, with growing gaps, and takes the queue up again once the WebUI answers.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -296,6 +297,7 @@ def test_a_webui_failing_every_call_pauses_the_worker_and_no_job_is_failed_or_bu
     connection: redis.Redis,
     simulator: SimulatedWebUI,
     worker_process: StartWorker,
+    run_cli: Callable[..., Any],
 ) -> None:
     """An out-of-memory WebUI (HTTP 500 on every route): after THRESHOLD failed tries the job in hand
     goes back to the front of its queue with its retries intact, the worker turns "suspended" and
@@ -351,6 +353,13 @@ def test_a_webui_failing_every_call_pauses_the_worker_and_no_job_is_failed_or_bu
     assert "simulated failure (HTTP 500)" in view.error
     assert requeue_count(connection, ids[0]) == 1
     assert worker.alive()
+    # ... and `stablenew workers` tells the operator so.
+    shown = run_cli("workers", "--json")
+    assert shown.returncode == 0, shown
+    listed = {w["name"]: w for w in json.loads(shown.stdout)}
+    assert listed[worker.name]["state"] == "suspended"
+    assert listed[worker.name]["webui_failures"] >= THRESHOLD
+    assert listed[worker.name]["current_job"] is None
 
     # (c) The WebUI answers again: the worker resumes and the whole queue finishes.
     simulator.set_outage(None)

@@ -214,6 +214,25 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_workers(args: argparse.Namespace) -> int:
+    from stablenew.jobs.workers import list_workers
+
+    views = list_workers(_producer().connection)
+    if args.json:
+        _print_json([v.to_dict() for v in views])
+        return EXIT_OK
+    if not views:
+        print("no workers")
+    for v in views:
+        state = "paused: WebUI down" if v.state == "suspended" and v.webui_failures else v.state
+        doing = f"job {v.current_job}" if v.current_job else ""
+        failing = f"{v.webui_failures} WebUI failures in a row" if v.webui_failures else ""
+        age = f"heartbeat {v.heartbeat_age_s:.0f} s ago" if v.heartbeat_age_s is not None else ""
+        details = ", ".join(x for x in (doing, failing, age) if x)
+        print(f"{v.name}  {v.hostname}:{v.pid}  {state:<18} {','.join(v.queues):<17} {details}")
+    return EXIT_OK
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     print(f"{args.job_id}: {_producer().cancel(args.job_id)}")
     return EXIT_OK

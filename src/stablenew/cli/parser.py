@@ -128,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(
         sub,
+        "workers",
+        "the workers: busy, idle, or paused while their WebUI is down, with their current job",
+        "stablenew workers --json",
+        (cmds, "cmd_workers"),
+    )
+    p.add_argument("--json", action="store_true")
+
+    p = _command(
+        sub,
         "cancel",
         "cancel a queued job, or stop a running one (interrupts the WebUI)",
         "stablenew cancel 3f1c...",
