@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from stablenew.errors import ConfigError, FieldProblem
-from stablenew.pipeline.config import MAX_INIT_IMAGE_B64, text_problem
+from stablenew.pipeline.limits import MAX_INIT_IMAGE_B64, text_problem
 from stablenew.pipeline.normalise import structure_problem
 
 MAX_CONFIG_FILE_BYTES = 32 * 1024 * 1024  # larger init images belong in a file named by init_image_path

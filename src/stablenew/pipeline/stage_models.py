@@ -24,14 +24,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from stablenew.errors import ConfigError, FieldProblem, InvalidStagePlanError, PlanVersionError
 from stablenew.pipeline.config import (
-    MAX_INIT_IMAGE_B64,
-    MAX_NAME_CHARS,
-    MAX_SIDE,
-    MAX_STEPS,
     ADetailerStageConfig,
     Img2ImgSection,
     Txt2ImgSection,
     UpscaleSection,
+)
+from stablenew.pipeline.limits import (
+    MAX_INIT_IMAGE_B64,
+    MAX_NAME_CHARS,
+    MAX_SIDE,
+    MAX_STEPS,
     output_limit_problems,
 )
 

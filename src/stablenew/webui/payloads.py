@@ -42,15 +42,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from stablenew.errors import ConfigError, FieldProblem
-from stablenew.pipeline.config import (
-    MAX_NAME_CHARS,
-    MAX_PROMPT_CHARS,
-    MAX_SIDE,
-    MAX_STEPS,
-    SamplerSchedulerConflict,
-    resolve_sampler,
-    size_problems,
-)
+from stablenew.pipeline.config import SamplerSchedulerConflict, resolve_sampler
+from stablenew.pipeline.limits import MAX_NAME_CHARS, MAX_PROMPT_CHARS, MAX_SIDE, MAX_STEPS, size_problems
 from stablenew.webui.images import image_size
 
 TXT2IMG_FIELDS = frozenset(
