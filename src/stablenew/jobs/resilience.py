@@ -144,9 +144,14 @@ def provably_dead(hostname: str | None, pid: int | None) -> bool:
 
 
 def reclaim_dead_namesake(worker: Worker, *, max_requeues: int, ttl: int) -> list[str]:
-    """If a worker named like ``worker`` is registered but provably dead, hand its started jobs
-    back to the front of their queues (they resume after their last finished stage) and mark it
-    dead so ``worker`` can register. Returns the ids of the jobs handed back.
+    """Before ``worker`` registers: if no live worker holds its name, hand the jobs a previous worker
+    of that name left started back to the front of their queues (they resume after their last
+    finished stage). Returns the ids of the jobs handed back.
+
+    The name is free when no worker is registered under it (its record expired), when the one
+    registered shut down (a cold shutdown leaves its job started), or when it provably died on this
+    host; then that record is marked dead so ``worker`` can register. A worker that may be alive
+    keeps its name and jobs: RQ then refuses to start ``worker``, as it should.
 
     A job handed back more than ``max_requeues`` times (it may be what kills its workers) is left
     to RQ's abandoned-job handling, which uses up its retries and then fails it.
@@ -154,19 +159,40 @@ def reclaim_dead_namesake(worker: Worker, *, max_requeues: int, ttl: int) -> lis
     connection = worker.connection
     raw: dict[bytes, bytes] = connection.hgetall(worker.key)  # type: ignore[assignment]
     data = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
-    if not data or "death" in data:
-        return []
     pid = int(data["pid"]) if data.get("pid", "").isdigit() else None
-    if not provably_dead(data.get("hostname"), pid):
-        return []  # RQ refuses to start a second worker under a live name, as it should
-    log.warning(
-        "worker %s: the worker registered under this name (pid %s) is dead; taking over its jobs",
-        worker.name,
-        pid,
+    registered_alive = bool(data) and "death" not in data
+    if registered_alive and not provably_dead(data.get("hostname"), pid):
+        return []
+    if registered_alive:
+        log.warning(
+            "worker %s: the worker registered under this name (pid %s) is dead; taking over its jobs",
+            worker.name,
+            pid,
+        )
+    queue_names = list(
+        dict.fromkeys([q for q in data.get("queues", "").split(",") if q] + worker.queue_names())
     )
+    handed = _hand_back_started_jobs(worker, queue_names, max_requeues=max_requeues, ttl=ttl)
+    if not registered_alive:
+        return handed
+    release_dead_scheduler_locks(connection, queue_names)
+    with connection.pipeline() as pipe:
+        pipe.hset(worker.key, "death", "reclaimed")
+        pipe.expire(worker.key, 60)
+        for name in queue_names:
+            pipe.srem(WORKERS_BY_QUEUE_KEY % name, worker.key)
+        pipe.srem(REDIS_WORKER_KEYS, worker.key)
+        pipe.execute()
+    return handed
+
+
+def _hand_back_started_jobs(
+    worker: Worker, queue_names: list[str], *, max_requeues: int, ttl: int
+) -> list[str]:
+    """Hand back every started job of ``queue_names`` that a worker named like ``worker`` ran."""
+    connection = worker.connection
     handed: list[str] = []
     store = StateStore(connection, ttl=ttl)
-    queue_names = [q for q in data.get("queues", "").split(",") if q] or worker.queue_names()
     for name in queue_names:
         queue = Queue(name, connection=connection, serializer=worker.serializer, job_class=worker.job_class)
         registry = StartedJobRegistry(
@@ -197,14 +223,6 @@ def reclaim_dead_namesake(worker: Worker, *, max_requeues: int, ttl: int) -> lis
                 pipe.execute()
             handed.append(job_id)
             log.warning("job %s: handed back to queue %s after its worker died", job_id, name)
-    release_dead_scheduler_locks(connection, queue_names)
-    with connection.pipeline() as pipe:
-        pipe.hset(worker.key, "death", "reclaimed")
-        pipe.expire(worker.key, 60)
-        for name in queue_names:
-            pipe.srem(WORKERS_BY_QUEUE_KEY % name, worker.key)
-        pipe.srem(REDIS_WORKER_KEYS, worker.key)
-        pipe.execute()
     return handed
 
 
