@@ -22,8 +22,9 @@ Also decided here, so the plan already carries the result:
   as written, text without control characters, names safe as paths), and the stages enabled together stay
   within the size and number of images one stage may make (:func:`output_limit_problems`).
 
-The limits and rules (``MAX_*``, :func:`text_problem`, :func:`name_problem`, :func:`size_problems` ...) and
-the sampler helpers of :mod:`stablenew.pipeline.samplers` are re-exported here.
+The limits and rules (``MAX_*``, :func:`text_problem`, :func:`name_problem`, :func:`size_problems` ...), the
+sampler helpers of :mod:`stablenew.pipeline.samplers` and the ADetailer models of
+:mod:`stablenew.pipeline.adetailer_config` are re-exported here.
 """
 
 from __future__ import annotations
@@ -31,15 +32,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from stablenew.pipeline.adetailer_config import (  # re-exported: part of this module's API
+    ADetailerBase,
+    ADetailerPass,
+    ADetailerSection,
+    ADetailerStageConfig,
+)
 from stablenew.pipeline.limits import (  # re-exported: part of this module's API
     MAX_BATCH,
     MAX_IMAGES,
@@ -56,15 +56,12 @@ from stablenew.pipeline.limits import (  # re-exported: part of this module's AP
     Prompt,
     RequiredName,
     Side,
-    _scalar_kinds,
-    _strict_scalar,
     name_problem,
     output_limit_problems,
     size_problems,
     text_problem,
 )
 from stablenew.pipeline.samplers import (  # re-exported: part of this module's API
-    _SAME_SCHEDULER,
     _UNSET_NAMES,
     A1111_SCHEDULERS,
     SamplerSchedulerConflict,
@@ -73,42 +70,9 @@ from stablenew.pipeline.samplers import (  # re-exported: part of this module's 
     scheduler_key,
     split_sampler_name,
 )
+from stablenew.pipeline.sections import _Section, _unset_vae
 
 SUPPORTED_WRAPPER_SCHEMAS = frozenset({"stablenew.config.v2.6"})
-
-
-class _Section(BaseModel):
-    """Base for stage sections: unknown keys are kept (StableNew configs carry many).
-
-    Declared scalar fields take their type as written (see :func:`~stablenew.pipeline.limits._strict_scalar`)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True, validate_default=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _typed_as_written(cls, value: Any, info: ValidationInfo) -> Any:
-        field = cls.model_fields.get(info.field_name or "")
-        if field is None:
-            return value
-        return _strict_scalar(_scalar_kinds(field.annotation), value)
-
-    def known(self) -> dict[str, Any]:
-        """The declared fields only, without the kept-but-unused extras.
-
-        Pydantic keeps declared fields in ``__dict__`` and extras apart (``__pydantic_extra__``), so this
-        is a plain copy: it runs several times per submitted config."""
-        return dict(self.__dict__)
-
-
-def _unset_vae(value: Any) -> Any:
-    """Unset ("Automatic", empty) becomes None, sent as "Automatic"; "None" (no external VAE) stays "None"."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text == "none":
-            return "None"
-        if text in _UNSET_NAMES:
-            return None
-    return value
 
 
 class GenerationSection(_Section):
@@ -250,116 +214,6 @@ class UpscaleSection(_Section):
         if (self.resize_width is None) != (self.resize_height is None):
             raise ValueError("resize_width and resize_height must be given together")
         return self
-
-
-# The ``ad_*`` pass-throughs that name a model, sampler or scheduler (the rest are numbers, flags or text).
-_AD_NAME_ARGS = frozenset(
-    {
-        "ad_model",
-        "ad_checkpoint",
-        "ad_vae",
-        "ad_sampler",
-        "ad_scheduler",
-        "ad_controlnet_model",
-        "ad_controlnet_module",
-        "ad_mask_filter_method",
-        "ad_mask_merge_invert",
-    }
-)
-
-
-class ADetailerPass(_Section):
-    """One ADetailer pass (a tab), in StableNew's ``adetailer_*`` vocabulary.
-
-    The payload builder maps these names to ADetailer's ``ad_*`` args; ``ad_*`` keys given in the
-    config are passed through there and validated against ADetailer's schema.
-    """
-
-    model: RequiredName = "face_yolov8n.pt"
-    confidence: float = Field(0.3, ge=0, le=1)
-    prompt: Prompt = ""
-    negative_prompt: Prompt = ""
-    denoise: float = Field(0.4, ge=0, le=1)
-    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
-    cfg: float | None = Field(None, ge=0, le=30)
-    sampler: Name | None = None
-    scheduler: Name | None = None
-    padding: int = Field(32, ge=0, le=1024)
-    mask_feather: int = Field(4, ge=0, le=256)
-    inpaint_width: int = Field(1024, ge=MIN_SIDE, le=MAX_SIDE)
-    inpaint_height: int = Field(1024, ge=MIN_SIDE, le=MAX_SIDE)
-    ad_args: dict[str, Any] = Field(default_factory=dict, max_length=64)  # ADetailer has 42 args
-
-    @field_validator("sampler", "scheduler", mode="before")
-    @classmethod
-    def _unset_names(cls, value: Any) -> Any:
-        # StableNew says "inherit" (and ADetailer "Use same ...") for "as the main pass": ADetailer's default.
-        unset = _UNSET_NAMES | _SAME_SCHEDULER | {"use same sampler"}
-        if isinstance(value, str) and value.strip().lower() in unset:
-            return None
-        return value
-
-    @field_validator("ad_args")
-    @classmethod
-    def _safe_ad_args(cls, args: dict[str, Any]) -> dict[str, Any]:
-        """Names and text passed through as ``ad_*`` follow the rules of the mapped fields (types and
-        ranges are checked against ADetailer's schema by the payload builder)."""
-        for key, value in args.items():
-            if not isinstance(value, str):
-                continue
-            problem = name_problem(value) if key in _AD_NAME_ARGS else text_problem(value)
-            if problem:
-                raise ValueError(f"{key}: {problem} (got {value!r})")
-        return args
-
-    @model_validator(mode="after")
-    def _sampler_carrying_a_scheduler(self) -> ADetailerPass:
-        _split_sampler_of(self, "sampler", "scheduler")
-        return self
-
-
-class ADetailerSection(_Section):
-    """The ADetailer stage: a face pass and an optional hands pass."""
-
-    face: ADetailerPass = Field(default_factory=ADetailerPass)
-    hands: ADetailerPass | None = None
-
-
-class ADetailerBase(BaseModel):
-    """What the ADetailer stage's main (skip-img2img) pass takes from the last generation stage.
-
-    The sequencer fills it; a worker re-validates it (:class:`ADetailerStageConfig`) so a plan from the queue
-    cannot carry an unchecked size, prompt or batch through it: unknown keys are refused.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    prompt: Prompt | None = None
-    negative_prompt: Prompt | None = None
-    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
-    cfg_scale: float | None = Field(None, ge=1, le=30)
-    sampler_name: Name | None = None
-    scheduler: Name | None = None
-    seed: int | None = Field(None, ge=-1, le=2**32 - 1)
-    model: Name | None = None
-    vae: Name | None = None
-    clip_skip: int | None = Field(None, ge=1, le=12)
-
-    @field_validator("vae", mode="before")
-    @classmethod
-    def _vae(cls, value: Any) -> Any:
-        return _unset_vae(value)
-
-    @model_validator(mode="after")
-    def _sampler_carrying_a_scheduler(self) -> ADetailerBase:
-        _split_sampler_of(self, "sampler_name", "scheduler")
-        return self
-
-
-class ADetailerStageConfig(ADetailerSection):
-    """The ADetailer stage's config as a plan carries it: the passes plus their ``base``."""
-
-    base: ADetailerBase = Field(default_factory=ADetailerBase)
 
 
 class HiresSection(_Section):

@@ -23,12 +23,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from stablenew.errors import ConfigError, FieldProblem, InvalidStagePlanError, PlanVersionError
-from stablenew.pipeline.config import (
-    ADetailerStageConfig,
-    Img2ImgSection,
-    Txt2ImgSection,
-    UpscaleSection,
-)
+from stablenew.pipeline.adetailer_config import ADetailerStageConfig
+from stablenew.pipeline.config import Img2ImgSection, Txt2ImgSection, UpscaleSection
 from stablenew.pipeline.limits import (
     MAX_INIT_IMAGE_B64,
     MAX_NAME_CHARS,
