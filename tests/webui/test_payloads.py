@@ -694,7 +694,7 @@ def test_a_null_checkpoint_or_vae_is_allowed_as_adetailer_allows_it():
         ("ad_mask_k", -1, "must be >= 0"),
         ("ad_mask_max_ratio", 1.01, "must be <= 1"),
         ("ad_mask_blur", -4, "must be >= 0"),
-        ("ad_inpaint_width", 0, "must be >= 1"),
+        ("ad_inpaint_width", 32, "must be >= 64"),
         ("ad_steps", 0, "must be >= 1"),
         ("ad_cfg_scale", -1.0, "must be >= 0"),
         ("ad_noise_multiplier", 1.6, "must be <= 1.5"),

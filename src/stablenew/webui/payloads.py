@@ -43,7 +43,14 @@ from typing import Any
 
 from stablenew.errors import ConfigError, FieldProblem
 from stablenew.pipeline.config import SamplerSchedulerConflict, resolve_sampler
-from stablenew.pipeline.limits import MAX_NAME_CHARS, MAX_PROMPT_CHARS, MAX_SIDE, MAX_STEPS, size_problems
+from stablenew.pipeline.limits import (
+    MAX_NAME_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_SIDE,
+    MAX_STEPS,
+    MIN_SIDE,
+    size_problems,
+)
 from stablenew.webui.images import image_size
 
 TXT2IMG_FIELDS = frozenset(
@@ -99,8 +106,8 @@ ADETAILER_ARGS: dict[str, tuple[type, float | None, float | None]] = {
     "ad_inpaint_only_masked": (_BOOL, None, None),
     "ad_inpaint_only_masked_padding": (_INT, 0, 1024),
     "ad_use_inpaint_width_height": (_BOOL, None, None),
-    "ad_inpaint_width": (_INT, 1, MAX_SIDE),
-    "ad_inpaint_height": (_INT, 1, MAX_SIDE),
+    "ad_inpaint_width": (_INT, MIN_SIDE, MAX_SIDE),
+    "ad_inpaint_height": (_INT, MIN_SIDE, MAX_SIDE),
     "ad_use_steps": (_BOOL, None, None),
     "ad_steps": (_INT, 1, MAX_STEPS),
     "ad_use_cfg_scale": (_BOOL, None, None),
