@@ -351,3 +351,46 @@ def test_under_plain_rq_a_webui_that_is_down_fails_the_job_as_usual_instead_of_h
     assert view.status == "failed", view.to_dict()
     assert "handed back" not in (view.error or "")
     assert conn.get(requeues_key(submission.job_id)) is None
+
+
+# --------------------------------------------------------------------------------------------
+# Two start-ups under one name
+# --------------------------------------------------------------------------------------------
+
+
+def _worker(conn: fakeredis.FakeRedis, name: str) -> Any:
+    from stablenew.jobs.worker import make_worker
+
+    return make_worker(conn, ["default"], name=name)
+
+
+def test_a_worker_starting_while_a_namesake_is_starting_up_is_refused(
+    conn: fakeredis.FakeRedis, live_process: Any, env: None
+) -> None:
+    """Two workers started at once under one name must not both take back a dead namesake's jobs."""
+    from stablenew.jobs.keys import birth_key
+
+    other = live_process(sys.executable, "-c", "import time; time.sleep(30)", "stablenew", "worker")
+    conn.set(birth_key("gpu0"), f"{HOST}:{other.pid}")
+
+    with pytest.raises(ValueError, match="There exists an active worker named 'gpu0'"):
+        _worker(conn, "gpu0").register_birth()
+    assert conn.get(birth_key("gpu0")) == f"{HOST}:{other.pid}".encode()  # the other keeps it
+    assert not conn.exists("rq:worker:gpu0")
+
+
+def test_a_start_up_lock_left_by_a_dead_process_does_not_block_the_next_start(
+    conn: fakeredis.FakeRedis, env: None
+) -> None:
+    from stablenew.jobs.keys import birth_key
+
+    finished = subprocess.Popen(["true"])
+    assert finished.wait(timeout=5) == 0
+    conn.set(birth_key("gpu0"), f"{HOST}:{finished.pid}")
+
+    worker = _worker(conn, "gpu0")
+    worker.register_birth()
+
+    assert conn.exists("rq:worker:gpu0")
+    assert conn.get(birth_key("gpu0")) is None  # released once registered
+    worker.register_death()

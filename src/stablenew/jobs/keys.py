@@ -48,6 +48,11 @@ def stop_key(worker: str) -> str:
     return f"{_PREFIX}:stop:{worker}"
 
 
+def birth_key(worker: str) -> str:
+    """Held while a worker of this name takes over a dead namesake's jobs and registers."""
+    return f"{_PREFIX}:birth:{worker}"
+
+
 def requeues_key(job_id: str) -> str:
     """How many times a job was handed back to its queue without using up a retry."""
     return f"{_PREFIX}:requeues:{job_id}"

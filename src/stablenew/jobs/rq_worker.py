@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,8 +23,14 @@ from rq.worker import WorkerStatus
 
 from stablenew.errors import WebUIError
 from stablenew.jobs.job import StableNewJob
-from stablenew.jobs.keys import QUEUES, stop_key
-from stablenew.jobs.resilience import WebUIBreaker, hand_back, probe_webui, reclaim_dead_namesake
+from stablenew.jobs.keys import QUEUES, birth_key, stop_key
+from stablenew.jobs.resilience import (
+    WebUIBreaker,
+    hand_back,
+    probe_webui,
+    provably_dead,
+    reclaim_dead_namesake,
+)
 from stablenew.settings import Settings, redact_url
 
 
@@ -52,8 +60,20 @@ class StableNewWorker(Worker):
     # ------------------------------------------------------------------ start-up
     def register_birth(self) -> None:
         s = self._settings()
-        reclaim_dead_namesake(self, max_requeues=s.max_requeues, ttl=max(s.failure_ttl, s.result_ttl))
-        super().register_birth()  # type: ignore[no-untyped-call]  # refuses a live namesake
+        # Two workers started at once under one name (a mistake) must not both take back the dead
+        # namesake's jobs: whoever holds this lock reclaims and registers; the other is refused.
+        lock, me = birth_key(self.name), f"{socket.gethostname()}:{os.getpid()}"
+        if not self.connection.set(lock, me, nx=True, ex=60):
+            holder: bytes = self.connection.get(lock) or b""  # type: ignore[assignment]
+            host, _, pid = holder.decode(errors="replace").rpartition(":")
+            if not provably_dead(host, int(pid) if pid.isdigit() else None):
+                raise ValueError(f"There exists an active worker named {self.name!r} already (starting up)")
+            self.connection.set(lock, me, ex=60)  # left by a start-up that died half-way
+        try:
+            reclaim_dead_namesake(self, max_requeues=s.max_requeues, ttl=max(s.failure_ttl, s.result_ttl))
+            super().register_birth()  # type: ignore[no-untyped-call]  # refuses a live namesake
+        finally:
+            self.connection.delete(lock)
         self.connection.delete(stop_key(self.name))  # a stop left by an earlier, dead life of this name
 
     # ------------------------------------------------------------------ circuit breaker
