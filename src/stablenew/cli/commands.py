@@ -22,8 +22,9 @@ def _settings() -> Settings:
 
 
 def _producer(*, preflight: bool = False) -> Any:
+    from stablenew.jobs.checks import webui_preflight
     from stablenew.jobs.connection import connect
-    from stablenew.jobs.producer import Producer, webui_preflight
+    from stablenew.jobs.producer import Producer
 
     settings = _settings()
     check = webui_preflight(settings) if preflight else None
@@ -37,7 +38,7 @@ def _print_json(data: Any) -> None:
 # ---------------------------------------------------------------------------------- plan / run
 def cmd_plan(args: argparse.Namespace) -> int:
     from stablenew.config_files import load_config_file
-    from stablenew.jobs.producer import build_checked_plan
+    from stablenew.jobs.checks import build_checked_plan
 
     plan = build_checked_plan(load_config_file(args.config), source=args.config)
     if args.json:
@@ -74,7 +75,7 @@ def _local_run_id() -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from stablenew.config_files import load_config_file
     from stablenew.errors import Canceled, StableNewError
-    from stablenew.jobs.producer import build_checked_plan
+    from stablenew.jobs.checks import build_checked_plan
     from stablenew.outputs import JobOutputs
     from stablenew.pipeline.pipeline_runner import PipelineRunner
     from stablenew.recorder import RunRecorder

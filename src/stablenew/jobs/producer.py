@@ -1,14 +1,14 @@
 """The producer side: submit, submit_many, status, cancel, retry, list_jobs.
 
 These functions are the API a GUI or a script calls; the CLI calls the same ones. Nothing is
-enqueued unless the config validates and builds a non-empty plan (ADetailer tabs included), and
-jobs travel as JSON only.
+enqueued unless the config validates and builds a non-empty plan (ADetailer tabs included, see
+:mod:`checks`), and jobs travel as JSON only. What they return lives in :mod:`views`; both
+modules' public names stay importable from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -33,130 +33,16 @@ from stablenew.errors import (
     StableNewError,
     WebUIRejected,
 )
+from stablenew.jobs.checks import ConfigInput, build_checked_plan, estimate_timeout, webui_preflight
 from stablenew.jobs.job import StableNewJob
 from stablenew.jobs.keys import JOB_FUNCTION, QUEUES, cancel_key, is_valid_job_id, state_key
-from stablenew.jobs.state import JobState, StateStore
+from stablenew.jobs.state import StateStore
+from stablenew.jobs.views import JobView, Submission, job_view, pending_state
 from stablenew.notify import callback_problem
-from stablenew.pipeline.config import PipelineConfig
-from stablenew.pipeline.pipeline_runner import build_stage_payload
-from stablenew.pipeline.stage_models import ADETAILER_NEEDS_GENERATION, StageExecutionPlan, StageType
-from stablenew.pipeline.stage_sequencer import StageSequencer
+from stablenew.pipeline.stage_models import StageExecutionPlan
 from stablenew.settings import Settings
-from stablenew.webui.payloads import validate_stage_payload
 
 _R = TypeVar("_R", bound=BaseRegistry)
-
-ConfigInput = Mapping[str, Any] | PipelineConfig | StageExecutionPlan
-
-_MIN_TIMEOUT_S = 300
-
-
-@dataclass(frozen=True)
-class Submission:
-    """What ``submit`` returns: the job id, its queue and the plan it will run."""
-
-    job_id: str
-    queue: str
-    plan: StageExecutionPlan
-    existing: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``submit --json`` contract."""
-        return {
-            "job_id": self.job_id,
-            "queue": self.queue,
-            "stages": [t.value for t in self.plan.get_stage_types()],
-        }
-
-
-@dataclass(frozen=True)
-class JobView:
-    """What ``status`` returns; ``to_dict`` is the ``status --json`` contract."""
-
-    job_id: str
-    status: str
-    queue: str | None
-    stages: list[dict[str, Any]]
-    error: str | None
-    manifest: str | None
-    position: int | None = None
-    enqueued_at: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "status": self.status,
-            "stages": self.stages,
-            "error": self.error,
-            "manifest": self.manifest,
-            "queue": self.queue,
-            "position": self.position,
-            "enqueued_at": self.enqueued_at,
-        }
-
-    @property
-    def done(self) -> bool:
-        return self.status in ("finished", "failed", "canceled", "stopped")
-
-
-def build_checked_plan(config: ConfigInput, *, source: str | None = None) -> StageExecutionPlan:
-    """Validate ``config`` into a plan that is safe to enqueue.
-
-    Raises:
-        ConfigError: invalid config, or an ADetailer tab the WebUI would silently drop.
-        InvalidStagePlanError: ADetailer without generation, or nothing to run at all.
-    """
-    try:
-        plan = config if isinstance(config, StageExecutionPlan) else StageSequencer().build_plan(config)
-    except ConfigError as exc:
-        if source and not exc.source:
-            raise ConfigError(exc.problems, source=source) from None
-        raise
-    except InvalidStagePlanError as exc:
-        if str(exc) != ADETAILER_NEEDS_GENERATION:
-            raise
-        where = f"{source}: " if source else ""
-        raise InvalidStagePlanError(
-            f"{where}adetailer_enabled: {exc} (got adetailer on, txt2img and img2img off)"
-        ) from None
-    if plan.is_empty():
-        raise InvalidStagePlanError(
-            f"nothing to run{f' in {source}' if source else ''}: every stage is disabled"
-        )
-    problems: list[FieldProblem] = []
-    for index, stage in enumerate(plan):
-        if stage.stage_type is StageType.TXT2IMG and not str(stage.config.get("prompt") or "").strip():
-            # A blank prompt is almost always a GUI field left empty: the WebUI would spend the GPU
-            # time on an image of nothing in particular.
-            prompt = stage.config.get("prompt")
-            problems.append(
-                FieldProblem("txt2img.prompt", "required, and not blank, for a txt2img stage", prompt)
-            )
-        try:
-            validate_stage_payload(build_stage_payload(stage, None, index=index))
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise ConfigError(problems, source=source)
-    return plan
-
-
-def estimate_timeout(plan: StageExecutionPlan, *, ceiling: int) -> int:
-    """A generous ``job_timeout`` from the plan's work (stages, steps, megapixels, batch)."""
-    total = 60.0
-    for stage in plan:
-        cfg = stage.config
-        count = int(cfg.get("batch_size") or 1) * int(cfg.get("n_iter") or 1)
-        megapixels = (int(cfg.get("width") or 1024) * int(cfg.get("height") or 1024)) / 1e6
-        steps = int(cfg.get("steps") or 30)
-        if stage.stage_type is StageType.TXT2IMG and stage.hires_enabled:
-            factor = (stage.hires_scale_factor or 2.0) ** 2
-            steps += int(stage.hires_second_pass_steps or steps) * int(factor)
-        if stage.stage_type is StageType.UPSCALE:
-            steps = 30
-        total += 60 + count * steps * max(megapixels, 0.25) * 2.0
-    return int(min(max(total, _MIN_TIMEOUT_S), ceiling))
 
 
 class Producer:
@@ -306,41 +192,7 @@ class Producer:
             JobNotFound: no such job.
         """
         job = self._fetch(job_id)
-        return self._view(job, self.store.load(job_id))
-
-    def _view(self, job: Job, state: JobState | None) -> JobView:
-        rq_status = job.get_status(refresh=False)
-        status = rq_status.value if isinstance(rq_status, JobStatus) else str(rq_status or "unknown")
-        if state is None:
-            state = _pending_state(job)
-        if state.status == "canceled" and status in ("finished", "failed"):
-            status = "canceled"
-        if status in ("failed", "stopped") and state.status in ("running", "queued"):
-            # The job died without recording its end (e.g. abandoned after a worker crash).
-            result = job.latest_result()
-            state.mark_failed(_last_line(result.exc_string if result is not None else None) or status)
-        view = state.view()
-        if status == "failed":
-            for stage in view["stages"]:
-                if stage["status"] == "pending":
-                    stage["status"] = "skipped"  # never ran: an earlier stage failed for good
-        error = view["error"]
-        if error is None and status == "failed":
-            result = job.latest_result()
-            error = _last_line(result.exc_string if result is not None else None)
-        position = None
-        if status == "queued":
-            position = self.queue(job.origin).get_job_position(job.id) if job.origin in QUEUES else None
-        return JobView(
-            job_id=job.id,
-            status=status,
-            queue=job.origin,
-            stages=view["stages"],
-            error=error,
-            manifest=view["manifest"],
-            position=position,
-            enqueued_at=job.enqueued_at.isoformat() if job.enqueued_at else None,
-        )
+        return job_view(job, self.store.load(job_id), self.queue)
 
     def list_jobs(
         self, *, queue: str | None = None, status: str | None = None, limit: int = 50
@@ -366,7 +218,7 @@ class Producer:
         ids = list(dict.fromkeys(ids))[: max(limit, 0)]
         jobs = StableNewJob.fetch_many(ids, connection=self.connection, serializer=JSONSerializer)
         states = self.store.load_many(ids)
-        return [self._view(job, states.get(job.id)) for job in jobs if job is not None]
+        return [job_view(job, states.get(job.id), self.queue) for job in jobs if job is not None]
 
     # ------------------------------------------------------------------ control
     def cancel(self, job_id: str) -> str:
@@ -382,7 +234,7 @@ class Producer:
             # A worker may have popped the job already (it is still "queued" until the worker marks
             # it started): the cancel key makes that worker end it canceled before any work.
             self.connection.set(cancel_key(job_id), "1", ex=self.settings.job_timeout_ceiling)
-            state = self.store.load(job_id) or _pending_state(job)
+            state = self.store.load(job_id) or pending_state(job)
             state.status = "canceled"
             state.error = "canceled before it started"
             for st in state.stages:
@@ -421,23 +273,6 @@ class Producer:
         return existing
 
 
-def webui_preflight(settings: Settings) -> Callable[[StageExecutionPlan], None]:
-    """A ``preflight`` for :class:`Producer` that asks ``settings.webui_url`` whether it has every
-    checkpoint, sampler, scheduler, upscaler and ADetailer model a plan names (one inventory fetch,
-    reused for every plan). A missing name becomes a :class:`ConfigError` naming the field; an
-    unreachable WebUI raises :class:`~stablenew.errors.WebUIUnavailable`."""
-    from stablenew.webui.client import WebUIClient
-    from stablenew.webui.executor import WebUIExecutor
-
-    client = WebUIClient(
-        settings.webui_url,
-        auth=settings.webui_basic_auth,
-        connect_timeout=settings.webui_connect_timeout,
-        read_timeout=min(settings.webui_read_timeout, 60.0),
-    )
-    return WebUIExecutor(client).preflight
-
-
 def _fetch_job(connection: redis.Redis, job_id: str) -> Job:
     """``Job.fetch`` with JSON, and a clear error for a job hash RQ cannot parse.
 
@@ -464,21 +299,17 @@ def _registry(kind: type[_R], queue: Queue) -> _R:
     return kind(queue.name, queue.connection, job_class=StableNewJob, serializer=JSONSerializer)
 
 
-def _pending_state(job: Job) -> JobState:
-    try:
-        plan = StageExecutionPlan.from_json(job.args[0])
-    except (StableNewError, DeserializationError, IndexError, TypeError, ValueError):
-        return JobState(job_id=job.id)
-    return JobState.for_plan(job.id, plan)
-
-
 def _check_job_id(job_id: str | None) -> None:
     if job_id is not None and not is_valid_job_id(job_id):
         raise ConfigError([FieldProblem("job_id", "must match [A-Za-z0-9_-]{1,128}", job_id)])
 
 
-def _last_line(text: str | None) -> str | None:
-    if not text:
-        return None
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else None
+__all__ = [
+    "ConfigInput",
+    "JobView",
+    "Producer",
+    "Submission",
+    "build_checked_plan",
+    "estimate_timeout",
+    "webui_preflight",
+]
