@@ -29,9 +29,14 @@ from stablenew.errors import (
     WebUITimeout,
     WebUIUnavailable,
 )
-from stablenew.pipeline.pipeline_runner import PipelineRunner, build_stage_payload
-from stablenew.pipeline.stage_models import StageExecution, StageExecutionPlan, StageType
-from stablenew.pipeline.stage_sequencer import StageSequencer
+from stablenew.pipeline import (
+    PipelineRunner,
+    StageExecution,
+    StageExecutionPlan,
+    StageSequencer,
+    StageType,
+    build_stage_payload,
+)
 from stablenew.webui.client import WebUIClient
 from stablenew.webui.executor import WebUIExecutor
 from stablenew.webui.simulator import Fault, RecordedRequest, SimulatedWebUI

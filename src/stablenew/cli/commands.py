@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stablenew.errors import Canceled, StableNewError
     from stablenew.jobs.checks import build_checked_plan
     from stablenew.outputs import JobOutputs
-    from stablenew.pipeline.pipeline_runner import PipelineRunner
+    from stablenew.pipeline import PipelineRunner
     from stablenew.recorder import RunRecorder
     from stablenew.webui.client import WebUIClient
     from stablenew.webui.executor import WebUIExecutor

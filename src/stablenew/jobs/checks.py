@@ -11,10 +11,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from stablenew.errors import ConfigError, FieldProblem, InvalidStagePlanError
-from stablenew.pipeline.config import PipelineConfig
-from stablenew.pipeline.pipeline_runner import build_stage_payload
-from stablenew.pipeline.stage_models import ADETAILER_NEEDS_GENERATION, StageExecutionPlan, StageType
-from stablenew.pipeline.stage_sequencer import StageSequencer
+from stablenew.pipeline import (
+    ADETAILER_NEEDS_GENERATION,
+    PipelineConfig,
+    StageExecutionPlan,
+    StageSequencer,
+    StageType,
+    build_stage_payload,
+)
 from stablenew.settings import Settings
 from stablenew.webui.payloads import validate_stage_payload
 

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stablenew.errors import Canceled, WebUIError, WebUIHTTPError, WebUIRejected
-from stablenew.pipeline.stage_models import StageExecutionPlan, StageType
+from stablenew.pipeline import StageExecutionPlan, StageType
 from stablenew.webui import payloads
 from stablenew.webui.client import GenerationResult, WebUIClient
 from stablenew.webui.images import image_size
