@@ -29,9 +29,9 @@ _EXPORTS = {
     "StageExecutor": "stablenew.pipeline",
     "StageSequencer": "stablenew.pipeline",
     "StageType": "stablenew.pipeline",
-    "WebUIClient": "stablenew.webui.client",
+    "WebUIClient": "stablenew.webui",
     "WebUIError": "stablenew.errors",
-    "WebUIExecutor": "stablenew.webui.executor",
+    "WebUIExecutor": "stablenew.webui",
     "WebUIHTTPError": "stablenew.errors",
     "WebUIRejected": "stablenew.errors",
     "WebUITimeout": "stablenew.errors",
@@ -113,5 +113,4 @@ if TYPE_CHECKING:
         StageType,
         parse_config,
     )
-    from stablenew.webui.client import WebUIClient
-    from stablenew.webui.executor import WebUIExecutor
+    from stablenew.webui import WebUIClient, WebUIExecutor

@@ -37,8 +37,7 @@ from stablenew.pipeline import (
     StageType,
     build_stage_payload,
 )
-from stablenew.webui.client import WebUIClient
-from stablenew.webui.executor import WebUIExecutor
+from stablenew.webui import WebUIClient, WebUIExecutor
 from stablenew.webui.simulator import Fault, RecordedRequest, SimulatedWebUI
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "producer" / "examples"

@@ -19,7 +19,7 @@ from PIL import Image
 from stablenew.config_files import load_config_file
 from stablenew.errors import ConfigError
 from stablenew.pipeline import StageExecutionPlan, StageSequencer, StageType, build_stage_payload
-from stablenew.webui.payloads import (
+from stablenew.webui import (
     adetailer_body,
     adetailer_tab,
     img2img_body,

@@ -50,8 +50,7 @@ from stablenew.outputs import JobOutputs
 from stablenew.pipeline import PipelineRunner, StageExecutionPlan, StageType
 from stablenew.recorder import RunRecorder
 from stablenew.settings import Settings
-from stablenew.webui.client import WebUIClient
-from stablenew.webui.executor import Inventory, WebUIExecutor
+from stablenew.webui import Inventory, WebUIClient, WebUIExecutor
 
 log = logging.getLogger("stablenew.worker")
 

@@ -52,7 +52,7 @@ from stablenew.pipeline import (
     resolve_sampler,
     size_problems,
 )
-from stablenew.webui.images import image_size
+from stablenew.webui._images import image_size
 
 TXT2IMG_FIELDS = frozenset(
     """prompt negative_prompt styles seed subseed subseed_strength seed_resize_from_h seed_resize_from_w
