@@ -18,26 +18,26 @@ _EXPORTS = {
     "JobError": "stablenew.errors",
     "JobNotAllowed": "stablenew.errors",
     "JobNotFound": "stablenew.errors",
-    "PipelineConfig": "stablenew.pipeline.config",
-    "PipelineRunner": "stablenew.pipeline.pipeline_runner",
+    "PipelineConfig": "stablenew.pipeline",
+    "PipelineRunner": "stablenew.pipeline",
     "PlanVersionError": "stablenew.errors",
     "Producer": "stablenew.jobs.producer",
     "RedisUnavailable": "stablenew.errors",
     "StableNewError": "stablenew.errors",
-    "StageExecution": "stablenew.pipeline.stage_models",
-    "StageExecutionPlan": "stablenew.pipeline.stage_models",
-    "StageExecutor": "stablenew.pipeline.pipeline_runner",
-    "StageSequencer": "stablenew.pipeline.stage_sequencer",
-    "StageType": "stablenew.pipeline.stage_models",
-    "WebUIClient": "stablenew.webui.client",
+    "StageExecution": "stablenew.pipeline",
+    "StageExecutionPlan": "stablenew.pipeline",
+    "StageExecutor": "stablenew.pipeline",
+    "StageSequencer": "stablenew.pipeline",
+    "StageType": "stablenew.pipeline",
+    "WebUIClient": "stablenew.webui",
     "WebUIError": "stablenew.errors",
-    "WebUIExecutor": "stablenew.webui.executor",
+    "WebUIExecutor": "stablenew.webui",
     "WebUIHTTPError": "stablenew.errors",
     "WebUIRejected": "stablenew.errors",
     "WebUITimeout": "stablenew.errors",
     "WebUIUnavailable": "stablenew.errors",
     "load_config_file": "stablenew.config_files",
-    "parse_config": "stablenew.pipeline.config",
+    "parse_config": "stablenew.pipeline",
 }
 
 __all__ = [
@@ -103,9 +103,14 @@ if TYPE_CHECKING:
         WebUIUnavailable,
     )
     from stablenew.jobs.producer import Producer
-    from stablenew.pipeline.config import PipelineConfig, parse_config
-    from stablenew.pipeline.pipeline_runner import PipelineRunner, StageExecutor
-    from stablenew.pipeline.stage_models import StageExecution, StageExecutionPlan, StageType
-    from stablenew.pipeline.stage_sequencer import StageSequencer
-    from stablenew.webui.client import WebUIClient
-    from stablenew.webui.executor import WebUIExecutor
+    from stablenew.pipeline import (
+        PipelineConfig,
+        PipelineRunner,
+        StageExecution,
+        StageExecutionPlan,
+        StageExecutor,
+        StageSequencer,
+        StageType,
+        parse_config,
+    )
+    from stablenew.webui import WebUIClient, WebUIExecutor

@@ -1,6 +1,6 @@
 """Reading pipeline configs from disk (the CLI's and scripts' edge; ``pipeline/`` stays pure).
 
-A config file is JSON in any shape :func:`~stablenew.pipeline.config.parse_config` accepts. One
+A config file is JSON in any shape :func:`~stablenew.pipeline.parse_config` accepts. One
 convenience is resolved here, at submit time, so that workers never read paths from a job:
 ``init_image_path`` in the img2img section (relative to the config file) is read and embedded as
 base64 in ``init_images``.
@@ -13,7 +13,7 @@ there is one), before anything is parsed further:
   leading byte-order mark is allowed), invalid JSON, JSON nested too deeply for the parser;
 - ``NaN``, ``Infinity`` and ``-Infinity`` (Python's parser accepts them, JSON does not, nor does the WebUI),
   a key given twice in one object (Python's parser would keep the last one silently), and objects or lists
-  nested deeper than :data:`~stablenew.pipeline.normalise.MAX_DEPTH`; each is named by its field path;
+  nested deeper than :data:`~stablenew.pipeline.MAX_DEPTH`; each is named by its field path;
 - an ``init_image_path`` that holds a control character, or names something that is not a PNG, JPEG or WebP
   image of at most ``MAX_INIT_IMAGE_B64`` once encoded. The path may be absolute or go up (``../images/a.png``):
   it is read here, by whoever submits, with their own rights, and only an image is ever embedded.
@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from stablenew.errors import ConfigError, FieldProblem
-from stablenew.pipeline.limits import MAX_INIT_IMAGE_B64, text_problem
-from stablenew.pipeline.normalise import structure_problem
+from stablenew.pipeline import MAX_INIT_IMAGE_B64, structure_problem, text_problem
 
 MAX_CONFIG_FILE_BYTES = 32 * 1024 * 1024  # larger init images belong in a file named by init_image_path
 MAX_INIT_IMAGE_BYTES = MAX_INIT_IMAGE_B64 // 4 * 3

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from stablenew.jobs.keys import is_valid_job_id
-from stablenew.webui.images import decode, image_format, image_size
+from stablenew.webui import decode, image_format, image_size
 
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "bin": "bin"}
 

@@ -17,8 +17,7 @@ from stablenew import __version__
 from stablenew.errors import Canceled, Requeued
 from stablenew.jobs.state import JobState, OutputRecord, utcnow
 from stablenew.outputs import JobOutputs, OutputFile
-from stablenew.pipeline.pipeline_runner import StageResult
-from stablenew.pipeline.stage_models import StageExecution, StageExecutionPlan, StageType
+from stablenew.pipeline import StageExecution, StageExecutionPlan, StageResult, StageType
 from stablenew.settings import redact_url
 
 log = logging.getLogger("stablenew.recorder")

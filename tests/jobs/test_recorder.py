@@ -19,9 +19,7 @@ from PIL import Image
 from stablenew.errors import Canceled, WebUIHTTPError
 from stablenew.jobs.state import JobState
 from stablenew.outputs import JobOutputs
-from stablenew.pipeline.pipeline_runner import PipelineRunner
-from stablenew.pipeline.stage_models import StageType
-from stablenew.pipeline.stage_sequencer import StageSequencer
+from stablenew.pipeline import PipelineRunner, StageSequencer, StageType
 from stablenew.recorder import RunRecorder
 
 

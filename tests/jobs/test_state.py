@@ -8,7 +8,7 @@ import pytest
 
 from stablenew.jobs.keys import state_key
 from stablenew.jobs.state import JobState, OutputRecord, StateStore
-from stablenew.pipeline.stage_sequencer import StageSequencer
+from stablenew.pipeline import StageSequencer
 
 
 @pytest.fixture

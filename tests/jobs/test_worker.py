@@ -26,7 +26,7 @@ from rq.serializers import JSONSerializer
 from stablenew.config_files import load_config_file
 from stablenew.jobs.keys import JOB_FUNCTION, cancel_key, state_key
 from stablenew.jobs.worker import StableNewJob, make_worker
-from stablenew.pipeline.stage_models import StageExecutionPlan
+from stablenew.pipeline import StageExecutionPlan
 from stablenew.webui.simulator import Fault
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "producer" / "examples"

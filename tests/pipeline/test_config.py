@@ -10,7 +10,7 @@ import pytest
 
 from stablenew.config_files import load_config_file
 from stablenew.errors import ConfigError, FieldProblem
-from stablenew.pipeline.config import PipelineConfig, parse_config
+from stablenew.pipeline import PipelineConfig, parse_config
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "producer" / "examples"
 INIT_IMAGE_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB"

@@ -11,7 +11,7 @@ import pytest
 
 from stablenew.config_files import load_config_file
 from stablenew.errors import ConfigError
-from stablenew.pipeline.config import parse_config
+from stablenew.pipeline import parse_config
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "producer" / "examples"
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from stablenew.errors import ConfigError, InvalidStagePlanError, PlanVersionError
-from stablenew.pipeline.stage_models import StageExecution, StageExecutionPlan, StageType
+from stablenew.pipeline import StageExecution, StageExecutionPlan, StageType
 
 
 def stage(stage_type: StageType, **fields: Any) -> StageExecution:

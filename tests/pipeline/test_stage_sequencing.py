@@ -10,9 +10,7 @@ import pytest
 
 from stablenew.config_files import load_config_file
 from stablenew.errors import InvalidStagePlanError
-from stablenew.pipeline.pipeline_runner import PipelineRunner
-from stablenew.pipeline.stage_models import StageExecution, StageExecutionPlan, StageType
-from stablenew.pipeline.stage_sequencer import StageSequencer
+from stablenew.pipeline import PipelineRunner, StageExecution, StageExecutionPlan, StageSequencer, StageType
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "producer" / "examples"
 

@@ -24,7 +24,7 @@ from stablenew.config_files import MAX_CONFIG_FILE_BYTES, load_config_file
 from stablenew.errors import ConfigError, InvalidStagePlanError, StableNewError
 from stablenew.jobs.keys import QUEUES
 from stablenew.jobs.producer import Producer, webui_preflight
-from stablenew.pipeline.normalise import detect_shape
+from stablenew.pipeline import detect_shape
 from stablenew.settings import Settings
 from stablenew.webui.simulator import SimulatedWebUI
 

@@ -19,7 +19,7 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from stablenew.errors import WebUIError, WebUIHTTPError, WebUIRejected, WebUITimeout, WebUIUnavailable
-from stablenew.webui.client import GenerationResult, WebUIClient
+from stablenew.webui import GenerationResult, WebUIClient
 
 PNG_1X1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 BIG_IMAGE = base64.b64encode(os.urandom(300_000)).decode()  # far longer than the prefix the client checks

@@ -29,11 +29,15 @@ from stablenew.errors import (
     WebUITimeout,
     WebUIUnavailable,
 )
-from stablenew.pipeline.pipeline_runner import PipelineRunner, build_stage_payload
-from stablenew.pipeline.stage_models import StageExecution, StageExecutionPlan, StageType
-from stablenew.pipeline.stage_sequencer import StageSequencer
-from stablenew.webui.client import WebUIClient
-from stablenew.webui.executor import WebUIExecutor
+from stablenew.pipeline import (
+    PipelineRunner,
+    StageExecution,
+    StageExecutionPlan,
+    StageSequencer,
+    StageType,
+    build_stage_payload,
+)
+from stablenew.webui import WebUIClient, WebUIExecutor
 from stablenew.webui.simulator import Fault, RecordedRequest, SimulatedWebUI
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "producer" / "examples"

@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image
 
-from stablenew.webui.images import decode, image_format, image_size, strip_data_url
+from stablenew.webui import decode, image_format, image_size, strip_data_url
 
 
 def encoded(width: int, height: int, fmt: str = "PNG") -> str:

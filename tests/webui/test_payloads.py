@@ -18,10 +18,8 @@ from PIL import Image
 
 from stablenew.config_files import load_config_file
 from stablenew.errors import ConfigError
-from stablenew.pipeline.pipeline_runner import build_stage_payload
-from stablenew.pipeline.stage_models import StageExecutionPlan, StageType
-from stablenew.pipeline.stage_sequencer import StageSequencer
-from stablenew.webui.payloads import (
+from stablenew.pipeline import StageExecutionPlan, StageSequencer, StageType, build_stage_payload
+from stablenew.webui import (
     adetailer_body,
     adetailer_tab,
     img2img_body,

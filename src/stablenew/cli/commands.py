@@ -77,10 +77,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stablenew.errors import Canceled, StableNewError
     from stablenew.jobs.checks import build_checked_plan
     from stablenew.outputs import JobOutputs
-    from stablenew.pipeline.pipeline_runner import PipelineRunner
+    from stablenew.pipeline import PipelineRunner
     from stablenew.recorder import RunRecorder
-    from stablenew.webui.client import WebUIClient
-    from stablenew.webui.executor import WebUIExecutor
+    from stablenew.webui import WebUIClient, WebUIExecutor
 
     settings = _settings()
     plan = build_checked_plan(load_config_file(args.config), source=args.config)
@@ -253,7 +252,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from stablenew.jobs import worker as worker_module  # imported before forking: horses start warm
     from stablenew.jobs.connection import connect
     from stablenew.jobs.keys import QUEUES
-    from stablenew.webui.client import WebUIClient
+    from stablenew.webui import WebUIClient
 
     settings = _settings()
     queues = args.queues or settings.queue_names

@@ -11,12 +11,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from stablenew.errors import ConfigError, FieldProblem, InvalidStagePlanError
-from stablenew.pipeline.config import PipelineConfig
-from stablenew.pipeline.pipeline_runner import build_stage_payload
-from stablenew.pipeline.stage_models import ADETAILER_NEEDS_GENERATION, StageExecutionPlan, StageType
-from stablenew.pipeline.stage_sequencer import StageSequencer
+from stablenew.pipeline import (
+    ADETAILER_NEEDS_GENERATION,
+    PipelineConfig,
+    StageExecutionPlan,
+    StageSequencer,
+    StageType,
+    build_stage_payload,
+)
 from stablenew.settings import Settings
-from stablenew.webui.payloads import validate_stage_payload
+from stablenew.webui import validate_stage_payload
 
 ConfigInput = Mapping[str, Any] | PipelineConfig | StageExecutionPlan
 
@@ -88,8 +92,7 @@ def webui_preflight(settings: Settings) -> Callable[[StageExecutionPlan], None]:
     ADetailer model a plan names (one inventory fetch, reused for every plan). A missing name
     becomes a :class:`ConfigError` naming the field; an unreachable WebUI raises
     :class:`~stablenew.errors.WebUIUnavailable`."""
-    from stablenew.webui.client import WebUIClient
-    from stablenew.webui.executor import WebUIExecutor
+    from stablenew.webui import WebUIClient, WebUIExecutor
 
     client = WebUIClient(
         settings.webui_url,

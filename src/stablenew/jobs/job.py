@@ -21,7 +21,7 @@ from rq.utils import as_text
 from stablenew.errors import JobNotAllowed
 from stablenew.jobs.keys import ALLOWED_FUNCTIONS
 from stablenew.jobs.state import StateStore
-from stablenew.pipeline.stage_models import MAX_PLAN_JSON_CHARS
+from stablenew.pipeline import MAX_PLAN_JSON_CHARS
 
 log = logging.getLogger("stablenew.worker")
 

@@ -39,7 +39,7 @@ from stablenew.jobs.keys import JOB_FUNCTION, QUEUES, cancel_key, is_valid_job_i
 from stablenew.jobs.state import StateStore
 from stablenew.jobs.views import JobView, Submission, job_view, pending_state
 from stablenew.notify import callback_problem
-from stablenew.pipeline.stage_models import StageExecutionPlan
+from stablenew.pipeline import StageExecutionPlan
 from stablenew.settings import Settings
 
 _R = TypeVar("_R", bound=BaseRegistry)

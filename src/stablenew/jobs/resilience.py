@@ -32,7 +32,7 @@ from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 from stablenew.jobs.keys import breaker_key, requeues_key
 from stablenew.jobs.state import StateStore
 from stablenew.settings import Settings
-from stablenew.webui.client import WebUIClient
+from stablenew.webui import WebUIClient
 
 if TYPE_CHECKING:
     from rq import Worker

@@ -19,7 +19,7 @@ import redis
 from pydantic import BaseModel, Field
 
 from stablenew.jobs.keys import state_key
-from stablenew.pipeline.stage_models import StageExecutionPlan
+from stablenew.pipeline import StageExecutionPlan
 
 StageStatus = Literal["pending", "running", "finished", "failed", "skipped", "canceled"]
 JobRunStatus = Literal["queued", "running", "finished", "failed", "canceled"]

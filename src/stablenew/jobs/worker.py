@@ -47,12 +47,10 @@ from stablenew.jobs.resilience import WebUIBreaker, count_requeue, probe_webui, 
 from stablenew.jobs.state import JobState, StateStore
 from stablenew.notify import notify
 from stablenew.outputs import JobOutputs
-from stablenew.pipeline.pipeline_runner import PipelineRunner
-from stablenew.pipeline.stage_models import StageExecutionPlan, StageType
+from stablenew.pipeline import PipelineRunner, StageExecutionPlan, StageType
 from stablenew.recorder import RunRecorder
 from stablenew.settings import Settings
-from stablenew.webui.client import WebUIClient
-from stablenew.webui.executor import Inventory, WebUIExecutor
+from stablenew.webui import Inventory, WebUIClient, WebUIExecutor
 
 log = logging.getLogger("stablenew.worker")
 

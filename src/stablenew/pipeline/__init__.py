@@ -1,1 +1,126 @@
-"""The pure core: config validation, the plan, the sequencer and the runner (no I/O)."""
+"""The pure core: config validation, the plan, the sequencer and the runner (no I/O).
+
+Every public name of the pipeline is imported from here; the modules behind it are private:
+
+- ``_limits``: limits and value rules (``MAX_*``, ``Name``, ``Prompt``, :func:`text_problem` ...);
+- ``_samplers``: sampler names that carry a scheduler (:func:`resolve_sampler`);
+- ``_sections``, ``_adetailer``, ``_config``: the config models, :class:`PipelineConfig` and its sections;
+- ``_normalise``: every accepted config shape onto those models (:func:`parse_config`);
+- ``_stage_models``: the plan (:class:`StageExecutionPlan`);
+- ``_sequencer``: config -> plan (:class:`StageSequencer`);
+- ``_runner``: runs a plan through a :class:`StageExecutor` (:class:`PipelineRunner`).
+"""
+
+from stablenew.pipeline._adetailer import ADetailerBase, ADetailerPass, ADetailerSection, ADetailerStageConfig
+from stablenew.pipeline._config import (
+    GenerationSection,
+    HiresSection,
+    Img2ImgSection,
+    PipelineConfig,
+    RefinerSection,
+    Txt2ImgSection,
+    UpscaleSection,
+)
+from stablenew.pipeline._limits import (
+    MAX_BATCH,
+    MAX_IMAGES,
+    MAX_INIT_IMAGE_B64,
+    MAX_NAME_CHARS,
+    MAX_OUTPUT_PIXELS,
+    MAX_OUTPUT_SIDE,
+    MAX_PROMPT_CHARS,
+    MAX_SIDE,
+    MAX_STEPS,
+    MAX_STYLES,
+    MIN_SIDE,
+    Name,
+    Prompt,
+    RequiredName,
+    Side,
+    name_problem,
+    output_limit_problems,
+    size_problems,
+    text_problem,
+)
+from stablenew.pipeline._normalise import MAX_DEPTH, detect_shape, parse_config, structure_problem
+from stablenew.pipeline._runner import (
+    PipelineRunner,
+    StageExecutor,
+    StageHooks,
+    StageResult,
+    build_stage_payload,
+)
+from stablenew.pipeline._samplers import (
+    A1111_SCHEDULERS,
+    SamplerSchedulerConflict,
+    resolve_sampler,
+    scheduler_key,
+    split_sampler_name,
+)
+from stablenew.pipeline._sequencer import StageSequencer
+from stablenew.pipeline._stage_models import (
+    ADETAILER_NEEDS_GENERATION,
+    CANONICAL_ORDER,
+    MAX_PLAN_JSON_CHARS,
+    PLAN_SCHEMA_VERSION,
+    StageExecution,
+    StageExecutionPlan,
+    StageType,
+    check_plan_invariants,
+)
+
+__all__ = [
+    "A1111_SCHEDULERS",
+    "ADETAILER_NEEDS_GENERATION",
+    "CANONICAL_ORDER",
+    "MAX_BATCH",
+    "MAX_DEPTH",
+    "MAX_IMAGES",
+    "MAX_INIT_IMAGE_B64",
+    "MAX_NAME_CHARS",
+    "MAX_OUTPUT_PIXELS",
+    "MAX_OUTPUT_SIDE",
+    "MAX_PLAN_JSON_CHARS",
+    "MAX_PROMPT_CHARS",
+    "MAX_SIDE",
+    "MAX_STEPS",
+    "MAX_STYLES",
+    "MIN_SIDE",
+    "PLAN_SCHEMA_VERSION",
+    "ADetailerBase",
+    "ADetailerPass",
+    "ADetailerSection",
+    "ADetailerStageConfig",
+    "GenerationSection",
+    "HiresSection",
+    "Img2ImgSection",
+    "Name",
+    "PipelineConfig",
+    "PipelineRunner",
+    "Prompt",
+    "RefinerSection",
+    "RequiredName",
+    "SamplerSchedulerConflict",
+    "Side",
+    "StageExecution",
+    "StageExecutionPlan",
+    "StageExecutor",
+    "StageHooks",
+    "StageResult",
+    "StageSequencer",
+    "StageType",
+    "Txt2ImgSection",
+    "UpscaleSection",
+    "build_stage_payload",
+    "check_plan_invariants",
+    "detect_shape",
+    "name_problem",
+    "output_limit_problems",
+    "parse_config",
+    "resolve_sampler",
+    "scheduler_key",
+    "size_problems",
+    "split_sampler_name",
+    "structure_problem",
+    "text_problem",
+]

@@ -1,1 +1,135 @@
-"""Talking to an AUTOMATIC1111 WebUI: client, executor and a simulator for demos and tests."""
+"""Talking to an AUTOMATIC1111 WebUI: client, executor and a simulator for demos and tests.
+
+Every public name of the WebUI client side is imported from here; the modules behind it are private:
+
+- ``_client``: :class:`WebUIClient`, the HTTP boundary, and the :class:`GenerationResult` it returns;
+- ``_request_body`` and ``_responses``: the streamed request body, and the checks and error mapping of
+  each answer (used by the client only);
+- ``_payloads``: neutral stage payload -> A1111 request body (:func:`txt2img_body`, :data:`ADETAILER_ARGS` ...);
+- ``_executor``: :class:`WebUIExecutor`, the runner's stage executor, and the :class:`Inventory` it checks
+  plans against;
+- ``_images``: cheap facts about base64 images (:func:`image_size`, :func:`image_format`, :func:`decode`).
+
+Names are loaded on first use (PEP 562), so that importing one of them (or the simulator) does not load
+``requests`` and the pipeline's models with it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "ADETAILER_ARGS": "stablenew.webui._payloads",
+    "DEFAULT_CLIP_SKIP": "stablenew.webui._payloads",
+    "DEFAULT_SAMPLER": "stablenew.webui._payloads",
+    "DEFAULT_VAE": "stablenew.webui._payloads",
+    "EXTRAS_FIELDS": "stablenew.webui._payloads",
+    "IMG2IMG_FIELDS": "stablenew.webui._payloads",
+    "REFINER_WITH_HIRES": "stablenew.webui._payloads",
+    "STAGE_ROUTES": "stablenew.webui._payloads",
+    "TXT2IMG_FIELDS": "stablenew.webui._payloads",
+    "USE_SAME_SCHEDULER": "stablenew.webui._payloads",
+    "CancelCheck": "stablenew.webui._executor",
+    "GenerationResult": "stablenew.webui._client",
+    "Inventory": "stablenew.webui._executor",
+    "ProgressCallback": "stablenew.webui._executor",
+    "WebUIClient": "stablenew.webui._client",
+    "WebUIExecutor": "stablenew.webui._executor",
+    "adetailer_body": "stablenew.webui._payloads",
+    "adetailer_tab": "stablenew.webui._payloads",
+    "check_fields": "stablenew.webui._payloads",
+    "decode": "stablenew.webui._images",
+    "fetch_inventory": "stablenew.webui._executor",
+    "hires_sampler_and_scheduler": "stablenew.webui._payloads",
+    "image_format": "stablenew.webui._images",
+    "image_size": "stablenew.webui._images",
+    "img2img_body": "stablenew.webui._payloads",
+    "sampler_and_scheduler": "stablenew.webui._payloads",
+    "strip_data_url": "stablenew.webui._images",
+    "txt2img_body": "stablenew.webui._payloads",
+    "upscale_body": "stablenew.webui._payloads",
+    "validate_adetailer_tab": "stablenew.webui._payloads",
+    "validate_stage_payload": "stablenew.webui._payloads",
+}
+
+__all__ = [
+    "ADETAILER_ARGS",
+    "DEFAULT_CLIP_SKIP",
+    "DEFAULT_SAMPLER",
+    "DEFAULT_VAE",
+    "EXTRAS_FIELDS",
+    "IMG2IMG_FIELDS",
+    "REFINER_WITH_HIRES",
+    "STAGE_ROUTES",
+    "TXT2IMG_FIELDS",
+    "USE_SAME_SCHEDULER",
+    "CancelCheck",
+    "GenerationResult",
+    "Inventory",
+    "ProgressCallback",
+    "WebUIClient",
+    "WebUIExecutor",
+    "adetailer_body",
+    "adetailer_tab",
+    "check_fields",
+    "decode",
+    "fetch_inventory",
+    "hires_sampler_and_scheduler",
+    "image_format",
+    "image_size",
+    "img2img_body",
+    "sampler_and_scheduler",
+    "strip_data_url",
+    "txt2img_body",
+    "upscale_body",
+    "validate_adetailer_tab",
+    "validate_stage_payload",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stablenew.webui' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from stablenew.webui._client import GenerationResult, WebUIClient
+    from stablenew.webui._executor import (
+        CancelCheck,
+        Inventory,
+        ProgressCallback,
+        WebUIExecutor,
+        fetch_inventory,
+    )
+    from stablenew.webui._images import decode, image_format, image_size, strip_data_url
+    from stablenew.webui._payloads import (
+        ADETAILER_ARGS,
+        DEFAULT_CLIP_SKIP,
+        DEFAULT_SAMPLER,
+        DEFAULT_VAE,
+        EXTRAS_FIELDS,
+        IMG2IMG_FIELDS,
+        REFINER_WITH_HIRES,
+        STAGE_ROUTES,
+        TXT2IMG_FIELDS,
+        USE_SAME_SCHEDULER,
+        adetailer_body,
+        adetailer_tab,
+        check_fields,
+        hires_sampler_and_scheduler,
+        img2img_body,
+        sampler_and_scheduler,
+        txt2img_body,
+        upscale_body,
+        validate_adetailer_tab,
+        validate_stage_payload,
+    )

@@ -1,7 +1,7 @@
 """Normalisation: every accepted config shape -> the canonical layout, then validation.
 
 :func:`parse_config` maps the flat PR-107 shape, StableNew's nested preset and its v2.6 wrapper (with
-StableNew's aliases) onto :class:`~stablenew.pipeline.config.PipelineConfig`'s layout, remembering
+StableNew's aliases) onto :class:`~stablenew.pipeline._config.PipelineConfig`'s layout, remembering
 where each value came from, so that every validation problem names the field as the user wrote it.
 
 A document nested deeper than :data:`MAX_DEPTH` is refused before anything else looks at it (no config shape
@@ -16,8 +16,8 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from stablenew.errors import ConfigError, FieldProblem
-from stablenew.pipeline.config import SUPPORTED_WRAPPER_SCHEMAS, PipelineConfig
-from stablenew.pipeline.samplers import _UNSET_NAMES
+from stablenew.pipeline._config import SUPPORTED_WRAPPER_SCHEMAS, PipelineConfig
+from stablenew.pipeline._samplers import UNSET_NAMES
 
 MAX_DEPTH = 32  # objects and lists within objects and lists; StableNew's presets use 4
 
@@ -163,10 +163,10 @@ def _refiner(norm: _Normaliser, sources: list[tuple[Mapping[str, Any], str]]) ->
     if "enabled" not in ref:
         # Neither flag given: an A1111-style config enables the refiner by naming a checkpoint.
         name = ref.get("model_name")
-        enabled = isinstance(name, str) and name.strip().lower() not in _UNSET_NAMES
+        enabled = isinstance(name, str) and name.strip().lower() not in UNSET_NAMES
         norm.put(("refiner", "enabled"), enabled, norm.origin.get(("refiner", "model_name"), "refiner"))
     name = ref.get("model_name")
-    if isinstance(name, str) and name.strip().lower() in _UNSET_NAMES:
+    if isinstance(name, str) and name.strip().lower() in UNSET_NAMES:
         ref["model_name"] = None
 
 

@@ -1,10 +1,10 @@
 """WebUIClient: the thin HTTP boundary to one AUTOMATIC1111 WebUI.
 
-Every ``requests`` exception is translated once (:func:`~stablenew.webui.responses._translate_request_error`),
-every non-2xx answer once (:func:`~stablenew.webui.responses._status_error`); nothing from ``requests`` leaks
+Every ``requests`` exception is translated once (:func:`~stablenew.webui._responses.translate_request_error`),
+every non-2xx answer once (:func:`~stablenew.webui._responses.status_error`); nothing from ``requests`` leaks
 out. Errors carry the route URL, never credentials. The client never retries: retry policy belongs to the
-worker (``errors.is_transient``). Request bodies stream from :mod:`~stablenew.webui.request_body`; the error
-mapping and the checks on each answer live in :mod:`~stablenew.webui.responses`.
+worker (``errors.is_transient``). Request bodies stream from :mod:`~stablenew.webui._request_body`; the error
+mapping and the checks on each answer live in :mod:`~stablenew.webui._responses`.
 
 Timeouts are always a ``(connect, read)`` pair: ``(connect_timeout, read_timeout)`` for txt2img, img2img and
 extras (A1111 answers only when the generation is done); ``(t, t)`` with ``t = connect_timeout`` for progress
@@ -24,13 +24,13 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from stablenew.errors import WebUIHTTPError, WebUIRejected
-from stablenew.webui.request_body import _JsonBody
-from stablenew.webui.responses import (
-    _parse_info,
-    _require_base64,
-    _status_error,
-    _text_of,
-    _translate_request_error,
+from stablenew.webui._request_body import JsonBody
+from stablenew.webui._responses import (
+    parse_info,
+    require_base64,
+    status_error,
+    text_of,
+    translate_request_error,
 )
 
 _Timeout = tuple[float, float]
@@ -138,7 +138,7 @@ class WebUIClient:
             raise WebUIHTTPError(200, "extras response has no 'image' string", url=url)
         if not image:  # like an empty images list from txt2img: no image this time, maybe the next
             raise WebUIHTTPError(200, "extra-single-image returned no image", url=url, transient=True)
-        _require_base64([image], url)
+        require_base64([image], url)
         html_info = body.get("html_info")
         return GenerationResult([image], {}, {}, html_info if isinstance(html_info, str) else None)
 
@@ -149,9 +149,9 @@ class WebUIClient:
         images = body.get("images") if isinstance(body, dict) else None
         if not isinstance(images, list) or not all(isinstance(image, str) for image in images):
             raise WebUIHTTPError(200, "response has no 'images' list of base64 strings", url=url)
-        _require_base64(images, url)
+        require_base64(images, url)
         parameters = body.get("parameters")
-        info, parameters = _parse_info(body.get("info")), parameters if isinstance(parameters, dict) else {}
+        info, parameters = parse_info(body.get("info")), parameters if isinstance(parameters, dict) else {}
         return GenerationResult(images, info, parameters)
 
     def progress(self, *, timeout: float | None = None) -> dict[str, Any]:
@@ -240,15 +240,15 @@ class WebUIClient:
 
         Images are the bulk of every request and answer (a 4096x4096 PNG is ~35 MB of base64), so neither
         is ever held as one more whole copy than needed: the request streams its base64 strings in slices
-        (:class:`_JsonBody`), and the answer is read into a single buffer that is released as it is parsed.
+        (:class:`JsonBody`), and the answer is read into a single buffer that is released as it is parsed.
         """
         url = self.base_url + route
         headers = {"Accept": "application/json"}
-        data: _JsonBody | None = None
+        data: JsonBody | None = None
         if payload is not None:
             # Serialised here, not by requests: a payload bug raises TypeError/ValueError to the caller rather
             # than becoming a "WebUI unavailable" that the worker would retry.
-            data = _JsonBody(payload)
+            data = JsonBody(payload)
             headers["Content-Type"] = "application/json"
             if release_images and isinstance(payload, dict):
                 for key, empty in (("init_images", []), ("image", "")):
@@ -267,17 +267,17 @@ class WebUIClient:
                 stream=True,
             )
         except (requests.RequestException, Urllib3HTTPError) as exc:
-            raise _translate_request_error(exc, url) from exc
+            raise translate_request_error(exc, url) from exc
         del data
         try:
             if not 200 <= response.status_code < 300:
-                raise _status_error(response, url, self._auth[0] if self._auth and self._auth[1] else None)
+                raise status_error(response, url, self._auth[0] if self._auth and self._auth[1] else None)
             if not parse:
                 return url, None
             try:
                 raw = response.raw.read(decode_content=True)
             except (requests.RequestException, Urllib3HTTPError, OSError) as exc:
-                raise _translate_request_error(exc, url) from exc
+                raise translate_request_error(exc, url) from exc
         finally:
             response.close()
         status = response.status_code
@@ -285,7 +285,7 @@ class WebUIClient:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise WebUIHTTPError(status, f"response is not UTF-8 JSON: {_text_of(raw)!r}", url=url) from None
+            raise WebUIHTTPError(status, f"response is not UTF-8 JSON: {text_of(raw)!r}", url=url) from None
         del raw
         try:
             return url, json.loads(text)
@@ -294,7 +294,7 @@ class WebUIClient:
             # may get it whole. Anything else (an HTML page from a proxy) will come back the same.
             cut_short = text.lstrip()[:1] in ("{", "[")
             raise WebUIHTTPError(
-                status, f"response is not JSON: {_text_of(text.encode())!r}", url=url, transient=cut_short
+                status, f"response is not JSON: {text_of(text.encode())!r}", url=url, transient=cut_short
             ) from None
 
 
@@ -312,6 +312,3 @@ def _split_credentials(base_url: str) -> tuple[str, tuple[str, str] | None]:
         return base_url.strip().rstrip("/"), None
     user, _, password = userinfo.partition(":")
     return f"{scheme}://{location}", (unquote(user), unquote(password))
-
-
-__all__ = ["GenerationResult", "WebUIClient"]

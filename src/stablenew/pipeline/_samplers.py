@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-_UNSET_NAMES = frozenset({"", "none", "automatic", "null"})
+UNSET_NAMES = frozenset({"", "none", "automatic", "null"})
 
 
 # A1111 v1.10's schedulers (modules/sd_schedulers.py): name -> its label, then its aliases.
@@ -33,7 +33,7 @@ _SCHEDULER_OF = {
 }
 # Longest first, so "DPM++ 2M SGM Uniform" loses " SGM Uniform", not " Uniform".
 _SCHEDULER_SUFFIXES = sorted(_SCHEDULER_OF, key=len, reverse=True)
-_SAME_SCHEDULER = frozenset({"use same scheduler", "inherit"})
+SAME_SCHEDULER = frozenset({"use same scheduler", "inherit"})
 
 
 class SamplerSchedulerConflict(ValueError):
@@ -76,7 +76,7 @@ def resolve_sampler(sampler: str | None, scheduler: str | None) -> tuple[str | N
     base, named = split_sampler_name(sampler)
     if named is None:
         return sampler, scheduler
-    if scheduler is None or scheduler.strip().lower() in _UNSET_NAMES | _SAME_SCHEDULER:
+    if scheduler is None or scheduler.strip().lower() in UNSET_NAMES | SAME_SCHEDULER:
         return base, None if scheduler_key(named) == "automatic" else named
     if scheduler_key(scheduler) != scheduler_key(named):
         raise SamplerSchedulerConflict(
@@ -85,7 +85,7 @@ def resolve_sampler(sampler: str | None, scheduler: str | None) -> tuple[str | N
     return base, scheduler
 
 
-def _split_sampler_of(model: BaseModel, sampler_field: str, scheduler_field: str) -> None:
+def split_sampler_of(model: BaseModel, sampler_field: str, scheduler_field: str) -> None:
     """Store a sampler name's trailing scheduler in the scheduler field (the section's one derived value)."""
     given = getattr(model, scheduler_field)
     try:

@@ -1,7 +1,7 @@
 """Reading what the WebUI sent back: failures mapped onto the error tree, answers checked before use.
 
-Every ``requests`` exception is translated here once (:func:`_translate_request_error`), every non-2xx answer
-once (:func:`_status_error`); :class:`~stablenew.webui.client.WebUIClient` lets nothing from ``requests`` leak
+Every ``requests`` exception is translated here once (:func:`translate_request_error`), every non-2xx answer
+once (:func:`status_error`); :class:`~stablenew.webui._client.WebUIClient` lets nothing from ``requests`` leak
 out. Messages are clipped, so a large error page never floods a log line.
 """
 
@@ -26,7 +26,7 @@ _URL_ERRORS = (req_exc.InvalidURL, req_exc.MissingSchema, req_exc.InvalidSchema,
 _URL_HINT = "check STABLENEW_WEBUI_URL (expected http://host:port)"
 
 
-def _translate_request_error(exc: Exception, url: str) -> WebUIError:
+def translate_request_error(exc: Exception, url: str) -> WebUIError:
     """Map a ``requests`` exception (or a stray urllib3 one) to our tree: the only place this happens.
 
     No usable answer exists, so none of these is a WebUIHTTPError. ConnectTimeout is both a ConnectionError
@@ -56,7 +56,7 @@ def _reason(exc: Exception) -> str:
     return _clip(str(cause) or type(exc).__name__, _TEXT_LIMIT)
 
 
-def _status_error(response: requests.Response, url: str, user: str | None) -> WebUIError:
+def status_error(response: requests.Response, url: str, user: str | None) -> WebUIError:
     """Map a non-2xx answer: 4xx (401 included) is a permanent rejection, 3xx and 5xx are HTTP errors.
 
     A 401 names the user only when a password was given too: ``STABLENEW_WEBUI_AUTH`` set to a bare
@@ -95,7 +95,7 @@ def _error_detail(content: bytes, reason: str) -> str:
             return _clip(message, _DETAIL_LIMIT)
         if isinstance(error, str) and error:
             return error
-    return _text_of(content) or f"empty body ({reason})"
+    return text_of(content) or f"empty body ({reason})"
 
 
 def _validation_problem(item: object) -> str:
@@ -107,7 +107,7 @@ def _validation_problem(item: object) -> str:
     return f"{where}: {message}" if where else message
 
 
-def _parse_info(info: object) -> dict[str, Any]:
+def parse_info(info: object) -> dict[str, Any]:
     """A1111 sends ``info`` as a JSON string; an unparsable one is kept raw: it must not fail a stage."""
     if info is None or isinstance(info, dict):
         return info or {}
@@ -118,7 +118,7 @@ def _parse_info(info: object) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {"raw": info}
 
 
-def _require_base64(images: list[str], url: str) -> None:
+def require_base64(images: list[str], url: str) -> None:
     """Raise WebUIHTTPError(200) unless each image looks like base64 (a ``data:`` prefix is allowed).
 
     Trade-off: decoding a whole 10+ MB image would cost a full-size bytes copy and real CPU per stage, only to
@@ -140,7 +140,7 @@ def _require_base64(images: list[str], url: str) -> None:
             raise WebUIHTTPError(200, detail, url=url) from None
 
 
-def _text_of(content: bytes) -> str:
+def text_of(content: bytes) -> str:
     # Only the head is decoded: an error page may be large and only its start is shown.
     return _clip(content[: _TEXT_LIMIT * 4].decode("utf-8", "replace").strip(), _TEXT_LIMIT)
 

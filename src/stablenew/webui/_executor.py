@@ -1,7 +1,7 @@
 """WebUIExecutor: runs one plan stage on an AUTOMATIC1111 WebUI (the runner's StageExecutor).
 
 - ``run_stage(stage_type, payload)`` maps the neutral payload to A1111 request bodies
-  (:mod:`stablenew.webui.payloads`), one call per input image for the stages that take one, and
+  (:mod:`stablenew.webui._payloads`), one call per input image for the stages that take one, and
   returns ``{"images": [b64...], "meta": {...}}``. Images are passed through untouched.
 - While a call runs, a poller reads ``/sdapi/v1/progress`` every ``progress_interval`` seconds,
   reports the stage's fraction to ``on_progress`` and asks ``should_cancel``; on a cancel it posts
@@ -29,17 +29,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stablenew.errors import Canceled, WebUIError, WebUIHTTPError, WebUIRejected
-from stablenew.pipeline.stage_models import StageExecutionPlan, StageType
-from stablenew.webui import payloads
-from stablenew.webui.client import GenerationResult, WebUIClient
-from stablenew.webui.images import image_size
+from stablenew.pipeline import StageExecutionPlan, StageType
+from stablenew.webui._client import GenerationResult, WebUIClient
+from stablenew.webui._images import image_size
+from stablenew.webui._payloads import (
+    STAGE_ROUTES,
+    USE_SAME_SCHEDULER,
+    adetailer_body,
+    adetailer_tab,
+    hires_sampler_and_scheduler,
+    img2img_body,
+    sampler_and_scheduler,
+    txt2img_body,
+    upscale_body,
+)
 
 ProgressCallback = Callable[[StageType, float], None]
 CancelCheck = Callable[[], bool]
 
 _INVENTORY_TTL_S = 300.0
 _BUILTIN_VAES = frozenset({"", "automatic", "none"})  # A1111's own sd_vae values, not files
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("stablenew.webui.executor")  # the name log filters already use
 
 
 @dataclass
@@ -151,7 +161,7 @@ class WebUIExecutor:
                 require("checkpoint", stage.refiner_model_name, inv.checkpoints, "refiner.model_name")
             if stage.hires_enabled:
                 require("upscaler", stage.hires_upscaler_name, inv.hires_upscalers, "hires.upscaler")
-                hr_sampler, hr_scheduler = payloads.hires_sampler_and_scheduler(
+                hr_sampler, hr_scheduler = hires_sampler_and_scheduler(
                     {"sampler_name": stage.hires_sampler_name}
                 )
                 require("sampler", hr_sampler, inv.samplers, "hires.sampler_name")
@@ -179,7 +189,7 @@ class WebUIExecutor:
             if not ad_pass:
                 continue
             # Check the tab actually sent: ``ad_*`` pass-throughs override the mapped names there.
-            tab = payloads.adetailer_tab(ad_pass, path=f"adetailer.{name}")
+            tab = adetailer_tab(ad_pass, path=f"adetailer.{name}")
             args = ad_pass.get("ad_args") or {}
             fields = {
                 key: f"adetailer.{name}.{key if key in args else mapped}"
@@ -192,7 +202,7 @@ class WebUIExecutor:
             require("adetailer model", tab.get("ad_model"), inv.adetailer_models, fields["ad_model"])
             if tab.get("ad_use_sampler"):
                 require("sampler", tab.get("ad_sampler"), inv.samplers, fields["ad_sampler"])
-                if tab.get("ad_scheduler") != payloads.USE_SAME_SCHEDULER:
+                if tab.get("ad_scheduler") != USE_SAME_SCHEDULER:
                     require("scheduler", tab.get("ad_scheduler"), inv.schedulers, fields["ad_scheduler"])
 
     def _require_generation(self, cfg: Mapping[str, Any], inv: Inventory, path: str, *, stage: str) -> None:
@@ -202,7 +212,7 @@ class WebUIExecutor:
         vae = cfg.get("vae")
         if str(vae or "").strip().lower() not in _BUILTIN_VAES:
             require("VAE", vae, inv.vaes, f"{path}.vae")
-        sampler, scheduler = payloads.sampler_and_scheduler(cfg, path=path)
+        sampler, scheduler = sampler_and_scheduler(cfg, path=path)
         require("sampler", sampler, inv.samplers, f"{path}.sampler_name")
         require("scheduler", scheduler, inv.schedulers, f"{path}.scheduler")
 
@@ -268,7 +278,7 @@ class WebUIExecutor:
                     poller.part = (number, total)
                 result = self._call(stage_type, body, poller)
                 if not result.images:
-                    route = payloads.STAGE_ROUTES[stage_type.value]
+                    route = STAGE_ROUTES[stage_type.value]
                     raise WebUIHTTPError(
                         200,
                         f"{route} returned no images (interrupted on the WebUI, or send_images off)",
@@ -288,7 +298,7 @@ class WebUIExecutor:
         width, height = image_size(images[0]) if images else (None, None)
         meta: dict[str, Any] = {
             "stage": stage_type.value,
-            "endpoint": payloads.STAGE_ROUTES[stage_type.value],
+            "endpoint": STAGE_ROUTES[stage_type.value],
             "seed": next((s for s in seeds if s is not None), payload.get("input_seed")),
             "seeds": seeds,
             "width": width,
@@ -303,13 +313,13 @@ class WebUIExecutor:
 
     def _body(self, stage_type: StageType, payload: Mapping[str, Any], image: str | None) -> dict[str, Any]:
         if stage_type is StageType.TXT2IMG:
-            body = payloads.txt2img_body(payload)
+            body = txt2img_body(payload)
         elif stage_type is StageType.IMG2IMG:
-            body = payloads.img2img_body(payload, image or "")
+            body = img2img_body(payload, image or "")
         elif stage_type is StageType.UPSCALE:
-            body = payloads.upscale_body(payload, image or "")
+            body = upscale_body(payload, image or "")
         else:
-            body = payloads.adetailer_body(payload, image or "")
+            body = adetailer_body(payload, image or "")
         return self._apply_canonical_names(body)
 
     def _apply_canonical_names(self, body: dict[str, Any]) -> dict[str, Any]:

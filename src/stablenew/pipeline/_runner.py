@@ -26,9 +26,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from stablenew.pipeline.config import PipelineConfig
-from stablenew.pipeline.stage_models import StageExecution, StageExecutionPlan, StageType
-from stablenew.pipeline.stage_sequencer import StageSequencer
+from stablenew.pipeline._config import PipelineConfig
+from stablenew.pipeline._sequencer import StageSequencer
+from stablenew.pipeline._stage_models import StageExecution, StageExecutionPlan, StageType
 
 StageResult = dict[str, Any]
 
@@ -154,6 +154,3 @@ def _hires(stage: StageExecution) -> dict[str, Any] | None:
         "resize_y": stage.hires_resize_y,
         "sampler_name": stage.hires_sampler_name,
     }
-
-
-__all__ = ["PipelineRunner", "StageExecutor", "StageHooks", "StageResult", "build_stage_payload"]

@@ -1,7 +1,7 @@
 """The base every config section builds on, and the field rules more than one section shares.
 
-:class:`_Section` keeps the keys it does not declare (StableNew configs carry many) and takes declared
-scalars as written (see :func:`~stablenew.pipeline.limits._strict_scalar`); :func:`_unset_vae` reads a VAE
+:class:`Section` keeps the keys it does not declare (StableNew configs carry many) and takes declared
+scalars as written (see :func:`~stablenew.pipeline._limits.strict_scalar`); :func:`unset_vae` reads a VAE
 name the way both generation stages and the ADetailer main pass do.
 """
 
@@ -11,14 +11,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
-from stablenew.pipeline.limits import _scalar_kinds, _strict_scalar
-from stablenew.pipeline.samplers import _UNSET_NAMES
+from stablenew.pipeline._limits import scalar_kinds, strict_scalar
+from stablenew.pipeline._samplers import UNSET_NAMES
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     """Base for stage sections: unknown keys are kept (StableNew configs carry many).
 
-    Declared scalar fields take their type as written (see :func:`~stablenew.pipeline.limits._strict_scalar`)."""
+    Declared scalar fields take their type as written (see :func:`~stablenew.pipeline._limits.strict_scalar`)."""
 
     model_config = ConfigDict(extra="allow", frozen=True, validate_default=True)
 
@@ -28,7 +28,7 @@ class _Section(BaseModel):
         field = cls.model_fields.get(info.field_name or "")
         if field is None:
             return value
-        return _strict_scalar(_scalar_kinds(field.annotation), value)
+        return strict_scalar(scalar_kinds(field.annotation), value)
 
     def known(self) -> dict[str, Any]:
         """The declared fields only, without the kept-but-unused extras.
@@ -38,12 +38,12 @@ class _Section(BaseModel):
         return dict(self.__dict__)
 
 
-def _unset_vae(value: Any) -> Any:
+def unset_vae(value: Any) -> Any:
     """Unset ("Automatic", empty) becomes None, sent as "Automatic"; "None" (no external VAE) stays "None"."""
     if isinstance(value, str):
         text = value.strip().lower()
         if text == "none":
             return "None"
-        if text in _UNSET_NAMES:
+        if text in UNSET_NAMES:
             return None
     return value

@@ -1,4 +1,4 @@
-"""PipelineConfig: one validated model for every config shape StableNew produces.
+"""The config models: PipelineConfig and its sections, one validated model for every config shape StableNew produces.
 
 Accepted inputs (see DESIGN.md section 3 and STABLENEW_CONFIG.md):
 
@@ -7,47 +7,33 @@ Accepted inputs (see DESIGN.md section 3 and STABLENEW_CONFIG.md):
    ``pipeline``, ``hires_fix``) with A1111 key names and StableNew's aliases;
 3. the layered wrapper ``{"schema": "stablenew.config.v2.6", "execution_config": {<shape 2>}}``.
 
-:func:`parse_config` first *normalises* the input into the canonical layout, remembering where each
-value came from, then validates it with pydantic. Every problem is reported at once in a single
-:class:`~stablenew.errors.ConfigError`, each naming the field as the user wrote it and the bad value.
-Keys we do not use are kept (``extras``) but never sent to the WebUI; keys that would ask for something
-this pipeline cannot do are refused instead of ignored (img2img inpainting keys, an ``upscale_mode``
-other than "single", img2img ``width`` without ``height``).
+``parse_config`` (:mod:`stablenew.pipeline._normalise`) maps each shape onto these models' layout, then
+validates it with them. Keys we do not use are kept (``extras``) but never sent to the WebUI; keys that would
+ask for something this pipeline cannot do are refused instead of ignored (img2img inpainting keys, an
+``upscale_mode`` other than "single", img2img ``width`` without ``height``).
 
 Also decided here, so the plan already carries the result:
 
 - a sampler name carrying a scheduler ("DPM++ 2M Karras", A1111's pre-1.9 spelling) is split into
-  sampler + scheduler (:func:`resolve_sampler`); a scheduler given beside it must agree;
-- every field follows the limits and value rules of :mod:`stablenew.pipeline.limits` (ranges, types taken
+  sampler + scheduler (``resolve_sampler``, :mod:`stablenew.pipeline._samplers`); a scheduler given beside it
+  must agree;
+- every field follows the limits and value rules of :mod:`stablenew.pipeline._limits` (ranges, types taken
   as written, text without control characters, names safe as paths), and the stages enabled together stay
-  within the size and number of images one stage may make (:func:`output_limit_problems`).
-
-The limits and rules (``MAX_*``, :func:`text_problem`, :func:`name_problem`, :func:`size_problems` ...), the
-sampler helpers of :mod:`stablenew.pipeline.samplers` and the ADetailer models of
-:mod:`stablenew.pipeline.adetailer_config` are re-exported here.
+  within the size and number of images one stage may make (:func:`~stablenew.pipeline._limits.output_limit_problems`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stablenew.pipeline.adetailer_config import (  # re-exported: part of this module's API
-    ADetailerBase,
-    ADetailerPass,
-    ADetailerSection,
-    ADetailerStageConfig,
-)
-from stablenew.pipeline.limits import (  # re-exported: part of this module's API
+from stablenew.pipeline._adetailer import ADetailerSection
+from stablenew.pipeline._limits import (
     MAX_BATCH,
-    MAX_IMAGES,
     MAX_INIT_IMAGE_B64,
-    MAX_NAME_CHARS,
-    MAX_OUTPUT_PIXELS,
     MAX_OUTPUT_SIDE,
-    MAX_PROMPT_CHARS,
     MAX_SIDE,
     MAX_STEPS,
     MAX_STYLES,
@@ -56,26 +42,15 @@ from stablenew.pipeline.limits import (  # re-exported: part of this module's AP
     Prompt,
     RequiredName,
     Side,
-    name_problem,
     output_limit_problems,
-    size_problems,
-    text_problem,
 )
-from stablenew.pipeline.samplers import (  # re-exported: part of this module's API
-    _UNSET_NAMES,
-    A1111_SCHEDULERS,
-    SamplerSchedulerConflict,
-    _split_sampler_of,
-    resolve_sampler,
-    scheduler_key,
-    split_sampler_name,
-)
-from stablenew.pipeline.sections import _Section, _unset_vae
+from stablenew.pipeline._samplers import UNSET_NAMES, split_sampler_of
+from stablenew.pipeline._sections import Section, unset_vae
 
 SUPPORTED_WRAPPER_SCHEMAS = frozenset({"stablenew.config.v2.6"})
 
 
-class GenerationSection(_Section):
+class GenerationSection(Section):
     """Fields shared by the txt2img and img2img stages.
 
     A sampler name that carries a scheduler ("DPM++ 2M Karras", the pre-1.9 A1111 spelling) is split into
@@ -102,18 +77,18 @@ class GenerationSection(_Section):
     @field_validator("scheduler", "model", mode="before")
     @classmethod
     def _unset_names(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().lower() in _UNSET_NAMES:
+        if isinstance(value, str) and value.strip().lower() in UNSET_NAMES:
             return None
         return value
 
     @field_validator("vae", mode="before")
     @classmethod
     def _vae(cls, value: Any) -> Any:
-        return _unset_vae(value)
+        return unset_vae(value)
 
     @model_validator(mode="after")
     def _sampler_carrying_a_scheduler(self) -> GenerationSection:
-        _split_sampler_of(self, "sampler_name", "scheduler")
+        split_sampler_of(self, "sampler_name", "scheduler")
         return self
 
     @model_validator(mode="after")
@@ -185,7 +160,7 @@ class Img2ImgSection(GenerationSection):
         return self
 
 
-class UpscaleSection(_Section):
+class UpscaleSection(Section):
     """The upscale stage (``/sdapi/v1/extra-single-image``)."""
 
     upscaler: RequiredName = "R-ESRGAN 4x+"
@@ -216,7 +191,7 @@ class UpscaleSection(_Section):
         return self
 
 
-class HiresSection(_Section):
+class HiresSection(Section):
     """Hires fix metadata for the txt2img stage."""
 
     enabled: bool = False
@@ -232,12 +207,12 @@ class HiresSection(_Section):
     @field_validator("sampler_name", mode="before")
     @classmethod
     def _same_sampler(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().lower() in _UNSET_NAMES | {"use same sampler"}:
+        if isinstance(value, str) and value.strip().lower() in UNSET_NAMES | {"use same sampler"}:
             return None
         return value
 
 
-class RefinerSection(_Section):
+class RefinerSection(Section):
     """Refiner metadata for the txt2img stage.
 
     The switch may be given as a step (``switch_step``) or as a fraction (``switch_at``); the
@@ -317,65 +292,3 @@ class PipelineConfig(BaseModel):
             field, message, value = problems[0]
             raise ValueError(f"{field}: {message} (got {value!r})")
         return self
-
-
-def parse_config(raw: Mapping[str, Any] | PipelineConfig, *, source: str | None = None) -> PipelineConfig:
-    """Validate a config of any accepted shape into a :class:`PipelineConfig`.
-
-    The shapes and aliases are mapped by :mod:`stablenew.pipeline.normalise` (imported on first call: it
-    builds on the models above).
-
-    Raises:
-        ConfigError: listing every problem, each with the field path as written and the bad value.
-    """
-    from stablenew.pipeline import normalise
-
-    return normalise.parse_config(raw, source=source)
-
-
-def detect_shape(raw: Mapping[str, Any]) -> Literal["flat", "nested"]:
-    """``nested`` when any StableNew preset section is present, else ``flat``."""
-    from stablenew.pipeline import normalise
-
-    return normalise.detect_shape(raw)
-
-
-__all__ = [
-    "A1111_SCHEDULERS",
-    "MAX_BATCH",
-    "MAX_IMAGES",
-    "MAX_INIT_IMAGE_B64",
-    "MAX_NAME_CHARS",
-    "MAX_OUTPUT_PIXELS",
-    "MAX_OUTPUT_SIDE",
-    "MAX_PROMPT_CHARS",
-    "MAX_SIDE",
-    "MAX_STEPS",
-    "MAX_STYLES",
-    "MIN_SIDE",
-    "ADetailerBase",
-    "ADetailerPass",
-    "ADetailerSection",
-    "ADetailerStageConfig",
-    "GenerationSection",
-    "HiresSection",
-    "Img2ImgSection",
-    "Name",
-    "PipelineConfig",
-    "Prompt",
-    "RefinerSection",
-    "RequiredName",
-    "SamplerSchedulerConflict",
-    "Side",
-    "Txt2ImgSection",
-    "UpscaleSection",
-    "detect_shape",
-    "name_problem",
-    "output_limit_problems",
-    "parse_config",
-    "resolve_sampler",
-    "scheduler_key",
-    "size_problems",
-    "split_sampler_name",
-    "text_problem",
-]

@@ -14,15 +14,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from stablenew.errors import InvalidStagePlanError
-from stablenew.pipeline.config import PipelineConfig, parse_config
-from stablenew.pipeline.stage_models import (
+from stablenew.pipeline._config import PipelineConfig
+from stablenew.pipeline._normalise import parse_config
+from stablenew.pipeline._stage_models import (
     ADETAILER_NEEDS_GENERATION,
     StageExecution,
     StageExecutionPlan,
     StageType,
 )
-
-__all__ = ["InvalidStagePlanError", "StageSequencer"]
 
 
 class StageSequencer:

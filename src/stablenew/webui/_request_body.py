@@ -1,6 +1,6 @@
 """The streaming JSON request body of a WebUI call: base64 images are sent in slices, never copied whole.
 
-:class:`~stablenew.webui.client.WebUIClient` sends every request payload as a :class:`_JsonBody`.
+:class:`~stablenew.webui._client.WebUIClient` sends every request payload as a :class:`JsonBody`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ _SLICE_CHARS = 1 << 20
 _INLINE_LIMIT = 1 << 16
 
 
-class _JsonBody:
+class JsonBody:
     """A JSON request body whose large base64 strings are sent in slices, never copied whole.
 
     ``json.dumps`` of a request holding a 35 MB image would build a 35 MB str and then 35 MB of bytes. Here

@@ -1,9 +1,8 @@
 """The ADetailer stage's config: its passes (face, hands) and the ``base`` its main pass takes over.
 
 :class:`ADetailerSection` is what a config holds (``adetailer`` in
-:class:`~stablenew.pipeline.config.PipelineConfig`); :class:`ADetailerStageConfig` is what a plan carries,
-the same passes plus the :class:`ADetailerBase` the sequencer fills in. All are re-exported by
-:mod:`stablenew.pipeline.config`.
+:class:`~stablenew.pipeline._config.PipelineConfig`); :class:`ADetailerStageConfig` is what a plan carries,
+the same passes plus the :class:`ADetailerBase` the sequencer fills in.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stablenew.pipeline.limits import (
+from stablenew.pipeline._limits import (
     MAX_SIDE,
     MAX_STEPS,
     MIN_SIDE,
@@ -22,8 +21,8 @@ from stablenew.pipeline.limits import (
     name_problem,
     text_problem,
 )
-from stablenew.pipeline.samplers import _SAME_SCHEDULER, _UNSET_NAMES, _split_sampler_of
-from stablenew.pipeline.sections import _Section, _unset_vae
+from stablenew.pipeline._samplers import SAME_SCHEDULER, UNSET_NAMES, split_sampler_of
+from stablenew.pipeline._sections import Section, unset_vae
 
 # The ``ad_*`` pass-throughs that name a model, sampler or scheduler (the rest are numbers, flags or text).
 _AD_NAME_ARGS = frozenset(
@@ -41,7 +40,7 @@ _AD_NAME_ARGS = frozenset(
 )
 
 
-class ADetailerPass(_Section):
+class ADetailerPass(Section):
     """One ADetailer pass (a tab), in StableNew's ``adetailer_*`` vocabulary.
 
     The payload builder maps these names to ADetailer's ``ad_*`` args; ``ad_*`` keys given in the
@@ -67,7 +66,7 @@ class ADetailerPass(_Section):
     @classmethod
     def _unset_names(cls, value: Any) -> Any:
         # StableNew says "inherit" (and ADetailer "Use same ...") for "as the main pass": ADetailer's default.
-        unset = _UNSET_NAMES | _SAME_SCHEDULER | {"use same sampler"}
+        unset = UNSET_NAMES | SAME_SCHEDULER | {"use same sampler"}
         if isinstance(value, str) and value.strip().lower() in unset:
             return None
         return value
@@ -87,11 +86,11 @@ class ADetailerPass(_Section):
 
     @model_validator(mode="after")
     def _sampler_carrying_a_scheduler(self) -> ADetailerPass:
-        _split_sampler_of(self, "sampler", "scheduler")
+        split_sampler_of(self, "sampler", "scheduler")
         return self
 
 
-class ADetailerSection(_Section):
+class ADetailerSection(Section):
     """The ADetailer stage: a face pass and an optional hands pass."""
 
     face: ADetailerPass = Field(default_factory=ADetailerPass)
@@ -121,11 +120,11 @@ class ADetailerBase(BaseModel):
     @field_validator("vae", mode="before")
     @classmethod
     def _vae(cls, value: Any) -> Any:
-        return _unset_vae(value)
+        return unset_vae(value)
 
     @model_validator(mode="after")
     def _sampler_carrying_a_scheduler(self) -> ADetailerBase:
-        _split_sampler_of(self, "sampler_name", "scheduler")
+        split_sampler_of(self, "sampler_name", "scheduler")
         return self
 
 
@@ -133,6 +132,3 @@ class ADetailerStageConfig(ADetailerSection):
     """The ADetailer stage's config as a plan carries it: the passes plus their ``base``."""
 
     base: ADetailerBase = Field(default_factory=ADetailerBase)
-
-
-__all__ = ["ADetailerBase", "ADetailerPass", "ADetailerSection", "ADetailerStageConfig"]

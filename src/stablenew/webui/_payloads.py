@@ -8,7 +8,7 @@ failures"), so every body here is built only from A1111's own field lists below,
   carries a scheduler ("DPM++ 2M Karras", gone from A1111's sampler list since v1.9) is sent split,
   as ``sampler_name`` + ``scheduler`` (``hr_sampler_name`` + ``hr_scheduler``, ``ad_sampler`` +
   ``ad_scheduler``), so preflight can check both names and the request says what runs. A scheduler
-  given beside such a name must agree with it (:func:`~stablenew.pipeline.config.resolve_sampler`).
+  given beside such a name must agree with it (:func:`~stablenew.pipeline.resolve_sampler`).
 - Per-job settings go in ``override_settings`` (never ``POST /options``), with
   ``override_settings_restore_afterwards: false`` so consecutive jobs on one model keep it warm. That
   flag also leaves every other override in A1111's memory for the next request, so every
@@ -42,16 +42,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from stablenew.errors import ConfigError, FieldProblem
-from stablenew.pipeline.config import SamplerSchedulerConflict, resolve_sampler
-from stablenew.pipeline.limits import (
+from stablenew.pipeline import (
     MAX_NAME_CHARS,
     MAX_PROMPT_CHARS,
     MAX_SIDE,
     MAX_STEPS,
     MIN_SIDE,
+    SamplerSchedulerConflict,
+    resolve_sampler,
     size_problems,
 )
-from stablenew.webui.images import image_size
+from stablenew.webui._images import image_size
 
 TXT2IMG_FIELDS = frozenset(
     """prompt negative_prompt styles seed subseed subseed_strength seed_resize_from_h seed_resize_from_w

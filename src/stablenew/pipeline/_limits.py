@@ -3,11 +3,11 @@
 - Limits (``MAX_*``, ``MIN_SIDE``): steps, prompt and name length, styles, sizes, batch, the init image, and
   the size and number of images each stage makes (``MAX_OUTPUT_SIDE``, ``MAX_OUTPUT_PIXELS``, ``MAX_IMAGES``;
   :func:`output_limit_problems`). They are checked when a config is validated
-  (:class:`~stablenew.pipeline.config.PipelineConfig`) and again when a worker reads a plan
+  (:class:`~stablenew.pipeline._config.PipelineConfig`) and again when a worker reads a plan
   (``StageExecutionPlan.from_json``); a size known only once the input image is there is checked by the
   payload builder (:func:`size_problems`).
 - Types are taken as written: a number given as a string (``"20"``) or as ``true``, a flag given as ``1`` or
-  ``"yes"``, and NaN or infinity are refused, not converted (:func:`_strict_scalar`).
+  ``"yes"``, and NaN or infinity are refused, not converted (:func:`strict_scalar`).
 - Text (prompts) may not hold control characters other than tab and newline (:func:`text_problem`), and names
   (checkpoints, VAEs, samplers, upscalers, ADetailer models...) must be safe to use as a path below a models
   folder (:func:`name_problem`).
@@ -93,18 +93,18 @@ def _safe_name(value: str) -> str:
     return value
 
 
-def _scalar_kinds(annotation: Any) -> set[type]:
+def scalar_kinds(annotation: Any) -> set[type]:
     """The scalar types (bool, int, float, str) a field's annotation allows."""
     if annotation in (bool, int, float, str):
         return {annotation}
     if typing.get_origin(annotation) in (typing.Union, types.UnionType, Annotated):
         args = typing.get_args(annotation)
         args = args[:1] if typing.get_origin(annotation) is Annotated else args
-        return set().union(*(_scalar_kinds(arg) for arg in args))
+        return set().union(*(scalar_kinds(arg) for arg in args))
     return set()
 
 
-def _strict_scalar(kinds: set[type], value: Any) -> Any:
+def strict_scalar(kinds: set[type], value: Any) -> Any:
     """Refuse what pydantic's lax mode would convert: ``"20"`` or ``true`` for a number, ``1`` or ``"yes"``
     for a flag, and NaN or infinity. A whole float (``20.0``) stays accepted for an integer."""
     number = bool(kinds & {int, float})

@@ -23,9 +23,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from stablenew.errors import ConfigError, FieldProblem, InvalidStagePlanError, PlanVersionError
-from stablenew.pipeline.adetailer_config import ADetailerStageConfig
-from stablenew.pipeline.config import Img2ImgSection, Txt2ImgSection, UpscaleSection
-from stablenew.pipeline.limits import (
+from stablenew.pipeline._adetailer import ADetailerStageConfig
+from stablenew.pipeline._config import Img2ImgSection, Txt2ImgSection, UpscaleSection
+from stablenew.pipeline._limits import (
     MAX_INIT_IMAGE_B64,
     MAX_NAME_CHARS,
     MAX_SIDE,
@@ -277,15 +277,3 @@ def _plan_error(exc: ValidationError) -> Exception:
         path = ".".join(str(p) for p in err["loc"]) or "plan"
         problems.append(FieldProblem(path, str(err["msg"]).removeprefix("Value error, "), err.get("input")))
     return ConfigError(problems, source="(plan)")
-
-
-__all__ = [
-    "ADETAILER_NEEDS_GENERATION",
-    "CANONICAL_ORDER",
-    "MAX_PLAN_JSON_CHARS",
-    "PLAN_SCHEMA_VERSION",
-    "StageExecution",
-    "StageExecutionPlan",
-    "StageType",
-    "check_plan_invariants",
-]
