@@ -56,7 +56,7 @@ from stablenew.jobs.producer import Producer, build_checked_plan
 from stablenew.pipeline.config import MAX_INIT_IMAGE_B64
 from stablenew.pipeline.stage_models import MAX_PLAN_JSON_CHARS, StageExecutionPlan
 from stablenew.settings import Settings
-from stablenew.webui.simulator import SimulatedWebUI
+from stablenew.simulator import SimulatedWebUI
 
 pytestmark = pytest.mark.integration
 

@@ -32,9 +32,9 @@ from stablenew.errors import (
 from stablenew.pipeline.pipeline_runner import PipelineRunner, build_stage_payload
 from stablenew.pipeline.stage_models import StageExecution, StageExecutionPlan, StageType
 from stablenew.pipeline.stage_sequencer import StageSequencer
+from stablenew.simulator import Fault, RecordedRequest, SimulatedWebUI
 from stablenew.webui.client import WebUIClient
 from stablenew.webui.executor import WebUIExecutor
-from stablenew.webui.simulator import Fault, RecordedRequest, SimulatedWebUI
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "producer" / "examples"
 TXT2IMG = "/sdapi/v1/txt2img"

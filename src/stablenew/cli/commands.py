@@ -300,7 +300,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:
-    from stablenew.webui.simulator import serve
+    from stablenew.simulator import serve
 
     serve(args.host, args.port, latency=args.latency)
     return EXIT_OK

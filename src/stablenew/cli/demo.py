@@ -54,7 +54,7 @@ def _webui() -> Iterator[str]:
         print(f"webui:   {redact_url(url)} (from STABLENEW_WEBUI_URL)")
         yield url
         return
-    from stablenew.webui.simulator import SimulatedWebUI
+    from stablenew.simulator import SimulatedWebUI
 
     with SimulatedWebUI(latency=_SIM_LATENCY_S, image_cache=True) as sim:
         print(f"webui:   A1111 simulator at {sim.url} (a test double: no GPU, no model)")

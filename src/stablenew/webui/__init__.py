@@ -1,1 +1,2 @@
-"""Talking to an AUTOMATIC1111 WebUI: client, executor and a simulator for demos and tests."""
+"""Talking to an AUTOMATIC1111 WebUI: client and executor (the simulator for demos and tests is
+:mod:`stablenew.simulator`)."""
