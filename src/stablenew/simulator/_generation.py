@@ -4,6 +4,7 @@ options (``opts.data``) a request's ``override_settings`` changes.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import threading
@@ -20,6 +21,7 @@ from stablenew.simulator._api import (
     validation_error,
 )
 from stablenew.simulator._catalog import NO_MODEL, Catalog
+from stablenew.simulator._checkpoints import LoadedCheckpoint
 from stablenew.simulator._images import Images
 from stablenew.simulator._jobs import JobRunner
 
@@ -37,11 +39,13 @@ class Generation:
         catalog: Catalog,
         images: Images,
         runner: JobRunner,
+        checkpoint: LoadedCheckpoint,
         *,
         default_steps: int,
         adetailer_installed: bool,
     ) -> None:
         self._catalog, self._images, self._runner = catalog, images, runner
+        self._checkpoint = checkpoint
         self._default_steps = default_steps
         self._adetailer_installed = adetailer_installed
         self._lock = threading.Lock()  # guards the options and problems
@@ -59,6 +63,11 @@ class Generation:
         """ADetailer misuse the real extension would silently ignore, oldest first."""
         with self._lock:
             return list(self._problems)
+
+    def options(self) -> dict[str, Any]:
+        """The options in force (``GET /sdapi/v1/options``; A1111 answers many more)."""
+        with self._lock:
+            return dict(self._options)
 
     def clear_problems(self) -> None:
         with self._lock:
@@ -206,7 +215,10 @@ class Generation:
             "Version": A1111_VERSION,
         }  # fmt: skip
         infotexts = [infotext(prompt, negative, {**params, "Seed": seed + i}) for i in range(count)]
-        with self._runner.run(route, steps) as timestamp:
+        # A1111 loads the checkpoint in force at the start of each generation: a request whose override is
+        # restored afterwards (its default) leaves the next request to swap back.
+        swap = functools.partial(self._checkpoint.load, model["title"])
+        with self._runner.run(route, steps, swap) as timestamp:
             images = [
                 self._images.encode(stage, *out_size, seed + i, {"parameters": text})
                 for i, text in enumerate(infotexts)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,9 +56,9 @@ class JobRunner:
         self._interrupt.set()
 
     @contextlib.contextmanager
-    def run(self, route: str, steps: int) -> Iterator[str]:
-        """Hold the generation lock for one job and sleep its latency (cut short by interrupt or stop);
-        yield the job's timestamp.
+    def run(self, route: str, steps: int, prepare: Callable[[], None] | None = None) -> Iterator[str]:
+        """Hold the generation lock for one job, call ``prepare`` (a checkpoint swap), sleep its latency (cut
+        short by interrupt or stop); yield the job's timestamp.
 
         Raises:
             Dropped: the simulator stopped while the job waited or ran.
@@ -67,6 +67,8 @@ class JobRunner:
             if self.stopping.is_set():
                 raise Dropped
         try:
+            if prepare is not None:
+                prepare()
             with self._lock:
                 self._interrupt.clear()
                 self._interrupted = False

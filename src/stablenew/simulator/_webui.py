@@ -11,7 +11,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +28,7 @@ from stablenew.simulator._api import (
     validation_error,
 )
 from stablenew.simulator._catalog import Catalog
+from stablenew.simulator._checkpoints import LoadedCheckpoint
 from stablenew.simulator._faults import Fault, FaultSchedule
 from stablenew.simulator._generation import EXTRAS, IMG2IMG, TXT2IMG, Generation
 from stablenew.simulator._images import Images
@@ -65,6 +66,11 @@ class SimulatedWebUI:
     decodes input images and encodes answer images and JSON (``image_cache`` is then ignored); with
     ``keep_requests`` false the ``requests`` log stays empty (a recorder keeps what it needs).
 
+    It holds one checkpoint loaded, as A1111 does: a generation that runs with another one (its
+    ``override_settings.sd_model_checkpoint``, named as A1111 names one, or the one in force) first waits
+    ``swap_seconds`` (per checkpoint: ``swap_seconds_by_model``, keyed by any such name; cut short by stop()).
+    ``swaps`` and ``loaded_checkpoints`` tell what it loaded.
+
     Like A1111, it keeps the options a request's ``override_settings`` set (checkpoint, VAE, clip skip,
     ``hires_fix_refiner_pass``) for the requests after it when ``override_settings_restore_afterwards`` is
     false, and reports the ones in force in ``info`` (``sd_model_name``, ``sd_vae_name``, ``clip_skip``).
@@ -91,16 +97,22 @@ class SimulatedWebUI:
         images: Images | None = None,
         recorder: Callable[[RecordedRequest], None] | None = None,
         keep_requests: bool = True,
+        swap_seconds: float = 0.0,
+        swap_seconds_by_model: Mapping[str, float] | None = None,
     ) -> None:
         self._host, self._port = host, port
         self._auth = auth
         catalog = Catalog(models, samplers, schedulers, upscalers, adetailer_models, vaes)
         self._images = Images(cache=image_cache) if images is None else images
         self._runner = JobRunner(latency)
+        self._checkpoint = LoadedCheckpoint(
+            catalog, self._runner.stopping, swap_seconds, swap_seconds_by_model
+        )
         self._generation = generation = Generation(
             catalog,
             self._images,
             self._runner,
+            self._checkpoint,
             default_steps=50 if step_count_hint is None else step_count_hint,
             adetailer_installed=adetailer_installed,
         )
@@ -114,6 +126,7 @@ class SimulatedWebUI:
         self._routes: dict[tuple[str, str], Callable[[Any], Any]] = {
             ("GET", "/sdapi/v1/progress"): lambda _: self._runner.progress(),
             ("GET", "/sdapi/v1/sd-models"): lambda _: catalog.models,
+            ("GET", "/sdapi/v1/options"): lambda _: generation.options(),
             ("GET", "/sdapi/v1/sd-vae"): lambda _: [
                 {"model_name": name, "filename": f"/models/VAE/{name}"} for name in catalog.vaes
             ],
@@ -214,6 +227,16 @@ class SimulatedWebUI:
         self._generation.clear_problems()
 
     @property
+    def swaps(self) -> int:
+        """How many times a generation swapped the loaded checkpoint for another."""
+        return len(self._checkpoint.history) - 1
+
+    @property
+    def loaded_checkpoints(self) -> list[str]:
+        """The title of every checkpoint loaded, in order: the one loaded at start, then one per swap."""
+        return self._checkpoint.history
+
+    @property
     def interrupted_count(self) -> int:
         """How many ``/sdapi/v1/interrupt`` calls were received."""
         return self._runner.interrupted_count
@@ -305,9 +328,31 @@ class SimulatedWebUI:
         )
 
 
-def serve(host: str, port: int, latency: float = 0.0, auth: tuple[str, str] | None = None) -> None:
-    """Run a simulator in the foreground (``stablenew simulator``): print its URL, stop on Ctrl-C."""
-    sim = SimulatedWebUI(host, port, latency=latency, auth=auth, image_cache=True).start()
+def serve(
+    host: str,
+    port: int,
+    latency: float = 0.0,
+    auth: tuple[str, str] | None = None,
+    *,
+    models: list[str] | None = None,
+    swap_seconds: float = 0.0,
+    swap_seconds_by_model: Mapping[str, float] | None = None,
+) -> None:
+    """Run a simulator in the foreground (``stablenew simulator``): print its URL, stop on Ctrl-C.
+
+    Raises:
+        ValueError: no model, a negative swap time, or a swap time for a checkpoint not in ``models``.
+    """
+    sim = SimulatedWebUI(
+        host,
+        port,
+        latency=latency,
+        auth=auth,
+        image_cache=True,
+        models=models,
+        swap_seconds=swap_seconds,
+        swap_seconds_by_model=swap_seconds_by_model,
+    ).start()
     print(f"Simulated A1111 WebUI listening on {sim.url} (Ctrl-C to stop)", flush=True)
     try:
         while True:
