@@ -2,23 +2,21 @@
 
 - Redis: ``STABLENEW_REDIS_URL`` if set (it must point at an *empty* database, which the bench
   empties again between runs and at the end), else a throw-away embedded server.
-- WebUI: :class:`BenchWebUI`, the package's :class:`SimulatedWebUI` at zero latency with four
-  changes for benchmarking:
+- WebUI: :class:`BenchWebUI`, the package's :class:`SimulatedWebUI` at zero latency with three
+  changes for benchmarking, made through its public seams (an :class:`Images` strategy and a
+  ``recorder``):
 
   1. Realistic image sizes. The simulator's own PNGs are flat colour (33 KB at 1024x1024), far
      from what a real WebUI sends (SDXL PNGs are 1.5-1.9 MB at 1024x1024). Here every image is
      noise of 3 bits per channel, encoded once per size: 1.67 bytes/pixel, 1.75 MB at 1024x1024,
      7 MB at 2048x2048, 28 MB at 4096x4096 (still with the ``parameters`` text chunk).
-  2. img2img answers echo ``parameters`` without ``init_images``/``mask``, as A1111 does unless
-     the request sets ``include_init_images``. The simulator echoes the whole request, which
-     doubles every img2img/ADetailer answer.
-  3. Of an input image only the header is decoded (size and text chunks), each answer's base64
+  2. Of an input image only the header is decoded (size and text chunks), each answer's base64
      is encoded once and reused, and answers are serialized with the base64 spliced in rather
      than scanned by ``json.dumps`` (base64 needs no escaping). Zero latency stands for "the
      WebUI's own work takes no time": decoding a 2048x2048 PNG to pixels and escaping 9 MB
      strings on every call were two thirds of the simulator's CPU and only diluted every ratio.
      The JSON on the wire means the same.
-  4. The request log keeps method, path and time but drops bodies, which would otherwise hold
+  3. The request log keeps method, path and time but drops bodies, which would otherwise hold
      every multi-MB image of a 200-plan run in memory.
 """
 
@@ -43,8 +41,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from stablenew.embedded import embedded_redis
-from stablenew.webui import simulator
-from stablenew.webui.simulator import SimulatedWebUI
+from stablenew.simulator import Images, RecordedRequest, SimulatedWebUI, with_text_chunks
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -99,53 +96,28 @@ def noisy_png(width: int, height: int, *, base: int = 90, seed: int = 0) -> byte
 _HEADER_CHARS = 64 * 1024  # base64 characters: PNG signature, IHDR and the text chunks before IDAT
 
 
-def _decode_header(encoded: Any) -> Image.Image:
-    """The simulator's ``_decode_image``, reading only the image's header (size and text chunks)."""
-    from PIL import Image
+class BenchImages(Images):
+    """Noise PNGs of realistic size, header-only decoding, answers encoded once and spliced into the JSON."""
 
-    try:
-        if encoded.startswith("data:image/"):
-            encoded = encoded.split(";")[1].split(",")[1]
-        head = encoded[:_HEADER_CHARS]
-        return Image.open(io.BytesIO(base64.b64decode(head[: len(head) // 4 * 4])))
-    except Exception as exc:
-        raise simulator._http_exception(500, "Invalid encoded image") from exc
-
-
-def _spliced_json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Any:
-    """The simulator's ``_json``, with image strings copied in instead of escaped by ``json.dumps``."""
-    images = payload.get("images") if isinstance(payload, dict) else None
-    image = payload.get("image") if isinstance(payload, dict) else None
-    strings = images if isinstance(images, list) else [image] if isinstance(image, str) else []
-    plain = (isinstance(s, str) and s.isascii() and '"' not in s and "\\" not in s for s in strings)
-    if not strings or not all(plain):
-        return simulator._Response(status, json.dumps(payload).encode(), headers or {})
-    key = "images" if isinstance(images, list) else "image"
-    rest = json.dumps({k: v for k, v in payload.items() if k != key})
-    quoted = b", ".join(b'"' + s.encode("ascii") + b'"' for s in strings)
-    value = b"[" + quoted + b"]" if key == "images" else quoted
-    body = b'{"' + key.encode() + b'": ' + value + (b", " + rest[1:].encode() if len(rest) > 2 else b"}")
-    return simulator._Response(status, body, headers or {})
-
-
-class BenchWebUI(SimulatedWebUI):
-    """The simulator with realistic PNG sizes and a request log without bodies (see the module doc).
-
-    ``keep_bodies`` (off by default) keeps the next requests' bodies, to capture what a worker sent.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(latency=0.0, image_cache=True, **kwargs)
-        # Change 3. Module functions are the only hooks; only BenchWebUI servers run in a bench process.
-        simulator._decode_image = _decode_header
-        simulator._json = _spliced_json
-        self.keep_bodies = False
+    def __init__(self) -> None:
+        super().__init__(cache=True)
         self._pngs: dict[tuple[str, int, int], bytes] = {}
         self._answers: dict[tuple[str, int, int, str], str] = {}
         self._png_lock = threading.Lock()
-        self._stripped = 0
 
-    def _png(self, stage: str, width: int, height: int, seed: int, text: dict[str, str]) -> str:
+    def decode(self, encoded: Any) -> Image.Image:
+        """Read only the image's header (size and text chunks)."""
+        from PIL import Image
+
+        try:
+            if encoded.startswith("data:image/"):
+                encoded = encoded.split(";")[1].split(",")[1]
+            head = encoded[:_HEADER_CHARS]
+            return Image.open(io.BytesIO(base64.b64decode(head[: len(head) // 4 * 4])))
+        except Exception:
+            return super().decode(encoded)  # answers A1111's error for an image it cannot read
+
+    def encode(self, stage: str, width: int, height: int, seed: int, text: dict[str, str]) -> str:
         key = (stage, max(1, width), max(1, height))
         answer_key = (*key, json.dumps(text, sort_keys=True))
         with self._png_lock:  # rendered once per size, like image_cache, outside any measured run
@@ -156,29 +128,56 @@ class BenchWebUI(SimulatedWebUI):
                     png = self._pngs[key] = noisy_png(key[1], key[2], base=_STAGE_BASE.get(stage, 90))
                 if len(self._answers) >= 64:
                     self._answers.clear()
-                answer = base64.b64encode(simulator._with_text_chunks(png, text)).decode("ascii")
+                answer = base64.b64encode(with_text_chunks(png, text)).decode("ascii")
                 self._answers[answer_key] = answer
         return answer
 
-    def _img2img(self, body: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = super()._img2img(body)
-        if not body.get("include_init_images"):
-            result["parameters"] = {**body, "init_images": None, "mask": None}
-        return result
+    def to_json(self, payload: Any) -> bytes:
+        """Image strings copied in instead of escaped by ``json.dumps`` (base64 needs no escaping)."""
+        images = payload.get("images") if isinstance(payload, dict) else None
+        image = payload.get("image") if isinstance(payload, dict) else None
+        strings = images if isinstance(images, list) else [image] if isinstance(image, str) else []
+        plain = (isinstance(s, str) and s.isascii() and '"' not in s and "\\" not in s for s in strings)
+        if not strings or not all(plain):
+            return super().to_json(payload)
+        key = "images" if isinstance(images, list) else "image"
+        rest = json.dumps({k: v for k, v in payload.items() if k != key})
+        quoted = b", ".join(b'"' + s.encode("ascii") + b'"' for s in strings)
+        value = b"[" + quoted + b"]" if key == "images" else quoted
+        return b'{"' + key.encode() + b'": ' + value + (b", " + rest[1:].encode() if len(rest) > 2 else b"}")
 
-    def _handle(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> Any:
-        response = super()._handle(method, target, headers, raw)
-        with self._lock:
-            if not self.keep_bodies:
-                for request in self._requests[self._stripped :]:
-                    request.body = None
-                self._stripped = len(self._requests)
-        return response
+
+class BenchWebUI(SimulatedWebUI):
+    """The simulator with realistic PNG sizes and a request log without bodies (see the module doc).
+
+    ``keep_bodies`` (off by default) keeps the next requests' bodies, to capture what a worker sent.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            latency=0.0, images=BenchImages(), recorder=self._record, keep_requests=False, **kwargs
+        )
+        self.keep_bodies = False
+        self._log: list[RecordedRequest] = []
+        self._log_lock = threading.Lock()
+
+    def _record(self, request: RecordedRequest) -> None:
+        request.answer = None
+        if not self.keep_bodies:
+            request.body = None
+        with self._log_lock:
+            self._log.append(request)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request answered so far, by arrival (bodies only while ``keep_bodies`` was on)."""
+        with self._log_lock:
+            return sorted(self._log, key=lambda r: r.time)
 
     def clear_requests(self) -> None:
         super().clear_requests()
-        with self._lock:
-            self._stripped = 0
+        with self._log_lock:
+            self._log.clear()
 
     def times(self, method: str, path: str) -> list[float]:
         """``time.time()`` of every recorded request to ``path`` (the simulator's clock)."""
@@ -188,7 +187,7 @@ class BenchWebUI(SimulatedWebUI):
 GENERATION_POSTS = ("/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/extra-single-image")
 
 
-def bodies_from(requests: list[simulator.RecordedRequest], stages: int = 4) -> list[dict[str, Any]]:
+def bodies_from(requests: list[RecordedRequest], stages: int = 4) -> list[dict[str, Any]]:
     """The first plan's generation calls as templates: images blanked, for the baselines to fill in."""
     posts = [r for r in requests if r.method == "POST" and r.path in GENERATION_POSTS]
     bodies = []

@@ -24,7 +24,7 @@ from typing import Any
 from bench.environment import noisy_png, scratch_dir
 from bench.harness import BenchResult, Target, interleave, median
 from stablenew.outputs import JobOutputs, atomic_write
-from stablenew.webui import simulator
+from stablenew.simulator import with_text_chunks
 
 NAME = "image_persistence"
 JOB_ID = "bench-persist"
@@ -44,7 +44,7 @@ def _timed_both(action: Callable[[], Any]) -> tuple[float, float]:
 
 
 def _measure_size(side: int, reps: int, root: Path) -> dict[str, Any]:
-    png = simulator._with_text_chunks(noisy_png(side, side), {"parameters": "bench image\nSteps: 30"})
+    png = with_text_chunks(noisy_png(side, side), {"parameters": "bench image\nSteps: 30"})
     b64 = base64.b64encode(png).decode("ascii")
     outputs = JobOutputs(root, JOB_ID)
     ours_path = outputs.folder / "02-upscale-00.png"

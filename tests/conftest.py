@@ -29,7 +29,7 @@ from stablenew.embedded import embedded_redis
 from stablenew.jobs.connection import connect
 from stablenew.jobs.producer import Producer
 from stablenew.settings import Settings
-from stablenew.webui.simulator import SimulatedWebUI
+from stablenew.simulator import SimulatedWebUI
 from worker_processes import StartWorker, WorkerProcess, subprocess_env, wait_for_worker
 
 TEST_DB = 15

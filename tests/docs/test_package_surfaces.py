@@ -1,4 +1,4 @@
-"""stablenew.pipeline and stablenew.webui each export their public names once, from private modules.
+"""stablenew.pipeline, stablenew.webui and stablenew.simulator each export their public names once, from private modules.
 
 The modules behind a package are private (``_config.py``, ``_client.py``) and the names inside them plain; a
 public name has one import path, the package. These tests pin that layout so it does not drift back into
@@ -18,11 +18,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "stablenew"
-PACKAGES = ("stablenew.pipeline", "stablenew.webui")
-# The simulator's modules (webui/sim*.py, simulator.py) are outside this layout.
-LAYERED = sorted(
-    [*(SRC / "pipeline").glob("*.py"), *(SRC / "webui").glob("_*.py"), SRC / "webui" / "__init__.py"]
-)
+PACKAGES = ("stablenew.pipeline", "stablenew.webui", "stablenew.simulator")
+LAYERED = sorted(p for package in ("pipeline", "webui", "simulator") for p in (SRC / package).glob("*.py"))
 
 
 def _imports(path: Path) -> list[tuple[str, list[str]]]:

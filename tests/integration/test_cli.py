@@ -16,7 +16,7 @@ from rq import Queue
 
 from stablenew import __version__
 from stablenew.cli.parser import build_parser
-from stablenew.webui.simulator import SimulatedWebUI
+from stablenew.simulator import SimulatedWebUI
 
 pytestmark = pytest.mark.integration
 

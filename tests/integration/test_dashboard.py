@@ -38,7 +38,7 @@ from stablenew.config_files import load_config_file
 from stablenew.jobs.connection import connect
 from stablenew.jobs.producer import JobView, Producer
 from stablenew.settings import Settings
-from stablenew.webui.simulator import Fault, SimulatedWebUI
+from stablenew.simulator import Fault, SimulatedWebUI
 
 pytestmark = pytest.mark.integration
 

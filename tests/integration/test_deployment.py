@@ -25,7 +25,7 @@ import yaml
 from stablenew.cli.parser import build_parser
 from stablenew.jobs.producer import Producer
 from stablenew.settings import Settings
-from stablenew.webui.simulator import SimulatedWebUI
+from stablenew.simulator import SimulatedWebUI
 
 pytestmark = pytest.mark.integration
 

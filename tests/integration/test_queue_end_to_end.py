@@ -15,7 +15,7 @@ from job_checks import stage_running, wait_done, wait_for
 from stablenew.config_files import load_config_file
 from stablenew.jobs.producer import Producer
 from stablenew.jobs.state import StateStore
-from stablenew.webui.simulator import SimulatedWebUI
+from stablenew.simulator import SimulatedWebUI
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,6 @@ Retries use interval 0 so RQ requeues them at once and the same burst picks them
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from stablenew.jobs.producer import Producer
 from stablenew.jobs.state import JobState, StateStore
 from stablenew.jobs.worker import make_worker
 from stablenew.settings import Settings
-from stablenew.webui.simulator import GENERATION_ROUTES, SimulatedWebUI
+from stablenew.simulator import GENERATION_ROUTES, RecordedRequest, SimulatedWebUI
 
 IMG2IMG = "/sdapi/v1/img2img"
 
@@ -33,25 +32,18 @@ class RecordingWebUI(SimulatedWebUI):
     """The simulator, also keeping the body of every successful generation response.
 
     ``sim.requests`` shows what the worker sent; ``responses`` shows the exact base64 the WebUI
-    sent back, so a test can compare the bytes on disk with the bytes received.
-    ``route_latency`` gives one generation route its own latency (others get none). It hooks the
-    simulator's private ``_handle``: the one place that sees both the request and the response.
+    sent back, so a test can compare the bytes on disk with the bytes received. It is the
+    simulator's ``recorder``: the one place that sees both the request and the answer.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, recorder=self._record, **kwargs)
         self.responses: list[tuple[str, dict[str, Any]]] = []
-        self.route_latency: dict[str, float] = {}
 
-    def _handle(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> Any:
-        path = target.split("?", 1)[0]
-        generation = method == "POST" and path in GENERATION_ROUTES
-        if generation and self.route_latency:
-            self.set_latency(self.route_latency.get(path, 0.0))
-        response = super()._handle(method, target, headers, raw)
-        if generation and response.status == 200:
-            self.responses.append((path, json.loads(response.body)))
-        return response
+    def _record(self, request: RecordedRequest) -> None:
+        generation = request.method == "POST" and request.path in GENERATION_ROUTES
+        if generation and request.status == 200:
+            self.responses.append((request.path, request.answer))
 
     def posts(self, route: str) -> list[dict[str, Any]]:
         """Bodies of the POSTs received on ``route``, oldest first."""

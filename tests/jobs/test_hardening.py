@@ -19,7 +19,7 @@ from stablenew.jobs.keys import inventory_key
 from stablenew.jobs.producer import Producer
 from stablenew.jobs.worker import _is_permanent
 from stablenew.settings import Settings, redact_url
-from stablenew.webui.simulator import SimulatedWebUI
+from stablenew.simulator import SimulatedWebUI
 
 CALLS: list[Any] = []
 

@@ -16,7 +16,7 @@ from stablenew.errors import ConfigError, InvalidStagePlanError, JobError, JobNo
 from stablenew.jobs.keys import QUEUES, cancel_key
 from stablenew.jobs.producer import Producer, build_checked_plan, estimate_timeout
 from stablenew.settings import Settings
-from stablenew.webui.simulator import Fault
+from stablenew.simulator import Fault
 
 TXT2IMG = "/sdapi/v1/txt2img"
 IMG2IMG = "/sdapi/v1/img2img"

@@ -336,7 +336,7 @@ def test_under_plain_rq_a_webui_that_is_down_fails_the_job_as_usual_instead_of_h
     """Only StableNewWorker re-enqueues a handed-back job without using a retry. Under RQ's own
     worker class the job must not record itself as queued again: RQ retries it, then fails it."""
     from stablenew.jobs.keys import requeues_key
-    from stablenew.webui.simulator import Fault
+    from stablenew.simulator import Fault
 
     monkeypatch.setenv("STABLENEW_WEBUI_FAILURE_THRESHOLD", "1")
     sim.set_outage(Fault("close"))

@@ -27,7 +27,7 @@ from stablenew.config_files import load_config_file
 from stablenew.jobs.keys import JOB_FUNCTION, cancel_key, state_key
 from stablenew.jobs.worker import StableNewJob, make_worker
 from stablenew.pipeline import StageExecutionPlan
-from stablenew.webui.simulator import Fault
+from stablenew.simulator import Fault
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "producer" / "examples"
 EXAMPLE_CONFIGS = sorted(p.name for p in EXAMPLES.glob("*.json"))
@@ -281,7 +281,7 @@ def test_cancel_of_a_running_job_interrupts_the_webui_and_ends_it_canceled(
     producer, run_worker, sim, output_dir, fetch, conn, configs
 ):
     # Given a three-stage job whose img2img is slow on the WebUI
-    sim.route_latency = {IMG2IMG: 5.0}
+    sim.set_latency(5.0, route=IMG2IMG)
     submission = producer.submit(configs.three_stage())
     answers: list[str] = []
 
@@ -548,7 +548,7 @@ def test_per_stage_state_survives_rq_rewriting_job_meta(producer, run_worker, fe
 
 def test_progress_is_recorded_while_a_stage_runs(producer, run_worker, sim, conn, configs):
     # Given a slow txt2img, and a thread sampling the stored state while it runs
-    sim.route_latency = {TXT2IMG: 1.2}
+    sim.set_latency(1.2, route=TXT2IMG)
     submission = producer.submit(configs.txt2img())
     seen: list[float] = []
     stop = threading.Event()

@@ -12,7 +12,7 @@ import pytest
 
 from stablenew.jobs.producer import Producer
 from stablenew.notify import verify_signature
-from stablenew.webui.simulator import Fault
+from stablenew.simulator import Fault
 
 
 class Receiver:

@@ -26,7 +26,7 @@ from stablenew.jobs.keys import QUEUES
 from stablenew.jobs.producer import Producer, webui_preflight
 from stablenew.pipeline import detect_shape
 from stablenew.settings import Settings
-from stablenew.webui.simulator import SimulatedWebUI
+from stablenew.simulator import SimulatedWebUI
 
 CORPUS = Path(__file__).resolve().parent / "bad_configs"
 CATALOGUE_FILE = CORPUS / "expected.json"

@@ -32,7 +32,7 @@ from stablenew.jobs.producer import Producer
 from stablenew.jobs.state import StateStore
 from stablenew.jobs.worker import make_worker
 from stablenew.settings import Settings
-from stablenew.webui.simulator import RecordedRequest, SimulatedWebUI
+from stablenew.simulator import RecordedRequest, SimulatedWebUI
 from worker_processes import StartWorker, WorkerProcess, descendants
 
 pytestmark = pytest.mark.integration

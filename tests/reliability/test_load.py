@@ -35,7 +35,7 @@ from stablenew.jobs.job import StableNewJob
 from stablenew.jobs.keys import requeues_key
 from stablenew.jobs.producer import Producer
 from stablenew.jobs.state import StateStore
-from stablenew.webui.simulator import SimulatedWebUI
+from stablenew.simulator import SimulatedWebUI
 
 pytestmark = pytest.mark.integration
 

@@ -55,7 +55,7 @@ from stablenew.jobs.keys import JOB_FUNCTION
 from stablenew.jobs.producer import Producer, build_checked_plan
 from stablenew.pipeline import MAX_INIT_IMAGE_B64, MAX_PLAN_JSON_CHARS, StageExecutionPlan
 from stablenew.settings import Settings
-from stablenew.webui.simulator import SimulatedWebUI
+from stablenew.simulator import SimulatedWebUI
 
 pytestmark = pytest.mark.integration
 

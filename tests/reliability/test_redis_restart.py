@@ -25,7 +25,7 @@ from stablenew.jobs.connection import connect
 from stablenew.jobs.producer import Producer
 from stablenew.jobs.state import StateStore
 from stablenew.settings import Settings
-from stablenew.webui.simulator import SimulatedWebUI
+from stablenew.simulator import SimulatedWebUI
 from worker_processes import StartWorker, WorkerProcess, descendants
 
 pytestmark = pytest.mark.integration

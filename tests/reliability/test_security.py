@@ -57,8 +57,8 @@ from stablenew.jobs.worker import make_worker
 from stablenew.notify import verify_signature
 from stablenew.outputs import JobOutputs
 from stablenew.settings import Settings
+from stablenew.simulator import GENERATION_ROUTES, Fault, SimulatedWebUI
 from stablenew.webui import WebUIClient
-from stablenew.webui.simulator import GENERATION_ROUTES, Fault, SimulatedWebUI
 from worker_processes import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -34,7 +34,7 @@ from stablenew.jobs.producer import JobView, Producer
 from stablenew.jobs.resilience import WebUIBreaker, requeue_count
 from stablenew.jobs.state import StateStore
 from stablenew.settings import Settings
-from stablenew.webui.simulator import Fault, RecordedRequest, SimulatedWebUI
+from stablenew.simulator import Fault, RecordedRequest, SimulatedWebUI
 
 pytestmark = pytest.mark.integration
 

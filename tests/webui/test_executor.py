@@ -37,8 +37,8 @@ from stablenew.pipeline import (
     StageType,
     build_stage_payload,
 )
+from stablenew.simulator import Fault, RecordedRequest, SimulatedWebUI
 from stablenew.webui import WebUIClient, WebUIExecutor
-from stablenew.webui.simulator import Fault, RecordedRequest, SimulatedWebUI
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "producer" / "examples"
 TXT2IMG = "/sdapi/v1/txt2img"

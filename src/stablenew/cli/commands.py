@@ -299,9 +299,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:
-    from stablenew.webui.simulator import serve
+    from stablenew.simulator import serve
 
-    serve(args.host, args.port, latency=args.latency)
+    try:
+        serve(
+            args.host,
+            args.port,
+            latency=args.latency,
+            models=args.models,
+            swap_seconds=args.swap_seconds,
+            swap_seconds_by_model=dict(args.swap_seconds_for),
+        )
+    except ValueError as exc:  # a negative time, or a swap time for a checkpoint not offered
+        print(f"stablenew simulator: {exc}", file=sys.stderr)
+        return EXIT_INPUT
     return EXIT_OK
 
 

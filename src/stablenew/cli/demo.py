@@ -22,6 +22,7 @@ from stablenew.settings import redact_url
 
 _EXAMPLE = "full_pipeline.json"
 _SIM_LATENCY_S = 1.2
+_SIM_SWAP_S = 0.2  # a checkpoint swap, short: the demo shows the flow, not the wait
 
 
 def _default_config() -> Path:
@@ -54,9 +55,9 @@ def _webui() -> Iterator[str]:
         print(f"webui:   {redact_url(url)} (from STABLENEW_WEBUI_URL)")
         yield url
         return
-    from stablenew.webui.simulator import SimulatedWebUI
+    from stablenew.simulator import SimulatedWebUI
 
-    with SimulatedWebUI(latency=_SIM_LATENCY_S, image_cache=True) as sim:
+    with SimulatedWebUI(latency=_SIM_LATENCY_S, image_cache=True, swap_seconds=_SIM_SWAP_S) as sim:
         print(f"webui:   A1111 simulator at {sim.url} (a test double: no GPU, no model)")
         yield sim.url
 

@@ -35,6 +35,26 @@ def _command(
     return parser
 
 
+def _names(text: str) -> list[str]:
+    """A comma-separated list of names, e.g. ``--models a.safetensors,b.safetensors``."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one name")
+    return names
+
+
+def _swap_time(text: str) -> tuple[str, float]:
+    """``NAME=SECONDS``, e.g. ``--swap-seconds-for sdxl.safetensors=5``."""
+    name, sep, seconds = text.rpartition("=")
+    try:
+        value = float(seconds)
+    except ValueError:
+        value = -1.0
+    if not sep or not name.strip() or value < 0:
+        raise argparse.ArgumentTypeError(f"expected NAME=SECONDS with SECONDS >= 0, got {text!r}")
+    return name.strip(), value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stablenew",
@@ -181,6 +201,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--latency", type=float, default=0.0, help="seconds per generation")
+    p.add_argument(
+        "--models",
+        type=_names,
+        default=None,
+        help="checkpoints it offers, comma-separated (e.g. sdxl.safetensors,v1-5.ckpt); the first is loaded",
+    )
+    p.add_argument(
+        "--swap-seconds",
+        type=float,
+        default=0.0,
+        help="seconds a generation waits to load another checkpoint",
+    )
+    p.add_argument(
+        "--swap-seconds-for",
+        type=_swap_time,
+        action="append",
+        default=[],
+        metavar="NAME=SECONDS",
+        help="the swap time of one checkpoint (title, file or model name, or hash); repeatable",
+    )
 
     p = _command(
         sub,

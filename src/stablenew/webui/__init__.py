@@ -1,4 +1,4 @@
-"""Talking to an AUTOMATIC1111 WebUI: client, executor and a simulator for demos and tests.
+"""Talking to an AUTOMATIC1111 WebUI: the HTTP client, the payload builders and the stage executor.
 
 Every public name of the WebUI client side is imported from here; the modules behind it are private:
 

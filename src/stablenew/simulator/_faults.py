@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
-from stablenew.webui.sim_api import GENERATION_ROUTES, _a1111_error, _Dropped, _validation_error
+from stablenew.simulator._api import GENERATION_ROUTES, Dropped, a1111_error, validation_error
 
 FaultKind = Literal["status", "hang", "malformed_json", "bad_base64", "close", "no_images"]
 
@@ -74,8 +74,8 @@ class FaultSchedule:
         "no_images", or a "hang" that ran its ``seconds``).
 
         Raises:
-            _HTTPError: kind "status" (422 in FastAPI's validation shape, else A1111's error shape).
-            _Dropped: kind "close", or a "hang" cut short by ``stopping``.
+            HTTPError: kind "status" (422 in FastAPI's validation shape, else A1111's error shape).
+            Dropped: kind "close", or a "hang" cut short by ``stopping``.
         """
         generation = method == "POST" and path in GENERATION_ROUTES
         with self._lock:
@@ -92,8 +92,8 @@ class FaultSchedule:
                 return None
         if fault.kind == "status":
             if fault.status == 422:
-                raise _validation_error(["body"], "simulated validation failure", "value_error")
-            raise _a1111_error(fault.status, "RuntimeError", f"simulated failure (HTTP {fault.status})")
+                raise validation_error(["body"], "simulated validation failure", "value_error")
+            raise a1111_error(fault.status, "RuntimeError", f"simulated failure (HTTP {fault.status})")
         if fault.kind == "close" or (fault.kind == "hang" and stopping.wait(fault.seconds)):
-            raise _Dropped
+            raise Dropped
         return fault

@@ -1,6 +1,6 @@
 """The A1111 v1.10.1 API as the simulator speaks it: names it ships with, response and error shapes, infotext.
 
-Everything here is data and pure functions; :mod:`stablenew.webui.simulator` serves it (see
+Everything here is data and pure functions; :class:`~stablenew.simulator.SimulatedWebUI` serves it (see
 ``docs/A1111_API.md``).
 """
 
@@ -25,14 +25,14 @@ DEFAULT_SAMPLERS = (
     "LCM",
 )  # fmt: skip
 # A1111 v1.10.1's schedulers (modules/sd_schedulers.py), in its order: name -> (label, aliases).
-_SCHEDULERS: dict[str, tuple[str, tuple[str, ...]]] = {
+SCHEDULERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "automatic": ("Automatic", ()), "uniform": ("Uniform", ()), "karras": ("Karras", ()),
     "exponential": ("Exponential", ()), "polyexponential": ("Polyexponential", ()),
     "sgm_uniform": ("SGM Uniform", ("SGMUniform",)), "kl_optimal": ("KL Optimal", ()),
     "align_your_steps": ("Align Your Steps", ()), "simple": ("Simple", ()), "normal": ("Normal", ()),
     "ddim": ("DDIM", ()), "beta": ("Beta", ()),
 }  # fmt: skip
-DEFAULT_SCHEDULERS = tuple(_SCHEDULERS)
+DEFAULT_SCHEDULERS = tuple(SCHEDULERS)
 DEFAULT_VAES = ("sdxl_vae.safetensors", "vae-ft-mse-840000-ema-pruned.safetensors")
 DEFAULT_UPSCALERS = (
     "None", "Lanczos", "Nearest", "R-ESRGAN 4x+", "R-ESRGAN 4x+ Anime6B", "ESRGAN_4x", "4x-UltraSharp", "SwinIR 4x",
@@ -54,7 +54,7 @@ ADETAILER_ARG_KEYS = frozenset((
     "ad_controlnet_model", "ad_controlnet_module", "ad_controlnet_weight", "ad_controlnet_guidance_start",
     "ad_controlnet_guidance_end",
 ))
-_MEMORY = {
+MEMORY = {
     "ram": {"free": 48e9, "used": 16e9, "total": 64e9},
     "cuda": {"system": {"free": 20e9, "used": 4e9, "total": 24e9}, "events": {"retries": 0, "oom": 0}},
 }
@@ -65,7 +65,7 @@ _T = TypeVar("_T", int, float)
 
 
 @dataclass
-class _Response:
+class Response:
     """One answer to write back: status, JSON body bytes, extra headers."""
 
     status: int
@@ -73,37 +73,37 @@ class _Response:
     headers: dict[str, str]
 
 
-class _HTTPError(Exception):
+class HTTPError(Exception):
     """Stop handling a request and answer ``payload`` as JSON with ``status``."""
 
     def __init__(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         super().__init__(status)
-        self.response = _json(status, payload, headers)
+        self.response = json_response(status, payload, headers)
 
 
-class _Dropped(Exception):
+class Dropped(Exception):
     """Close the connection without writing a response."""
 
 
-def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Response:
-    return _Response(status, json.dumps(payload).encode(), headers or {})
+def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, json.dumps(payload).encode(), headers or {})
 
 
-def _a1111_error(status: int, error: str, errors: str, detail: str = "") -> _HTTPError:
+def a1111_error(status: int, error: str, errors: str, detail: str = "") -> HTTPError:
     """The shape of A1111's catch-all exception handler."""
-    return _HTTPError(status, {"error": error, "detail": detail, "body": "", "errors": errors})
+    return HTTPError(status, {"error": error, "detail": detail, "body": "", "errors": errors})
 
 
-def _http_exception(status: int, detail: str) -> _HTTPError:
-    return _a1111_error(status, "HTTPException", f"{status}: {detail}", detail)
+def http_exception(status: int, detail: str) -> HTTPError:
+    return a1111_error(status, "HTTPException", f"{status}: {detail}", detail)
 
 
-def _validation_error(loc: list[Any], msg: str, kind: str) -> _HTTPError:
+def validation_error(loc: list[Any], msg: str, kind: str) -> HTTPError:
     """FastAPI's request validation shape (422)."""
-    return _HTTPError(422, {"detail": [{"loc": loc, "msg": msg, "type": kind}]})
+    return HTTPError(422, {"detail": [{"loc": loc, "msg": msg, "type": kind}]})
 
 
-def _num(body: dict[str, Any], key: str, default: _T, kind: type[_T]) -> _T:
+def num(body: dict[str, Any], key: str, default: _T, kind: type[_T]) -> _T:
     """``body[key]`` coerced as FastAPI would (``default`` when absent or null), else a 422."""
     value = body.get(key)
     if value is None:
@@ -114,14 +114,14 @@ def _num(body: dict[str, Any], key: str, default: _T, kind: type[_T]) -> _T:
     except ValueError:
         pass
     name = kind.__name__
-    raise _validation_error(["body", key], f"value is not a valid {name}", f"type_error.{name}")
+    raise validation_error(["body", key], f"value is not a valid {name}", f"type_error.{name}")
 
 
 def _quote(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, str) and any(c in value for c in ",\n:") else value
 
 
-def _infotext(prompt: str, negative: str, params: dict[str, Any]) -> str:
+def infotext(prompt: str, negative: str, params: dict[str, Any]) -> str:
     """A1111's ``parameters`` text: prompt, negative prompt, then ``Key: value`` pairs (None ones left out)."""
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in params.items() if value is not None)
     return prompt + (f"\nNegative prompt: {negative}" if negative else "") + "\n" + line

@@ -7,8 +7,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from stablenew.webui.sim_api import (
-    _SCHEDULERS,
+from stablenew.simulator._api import (
     ADETAILER_ARG_KEYS,
     DEFAULT_ADETAILER_MODELS,
     DEFAULT_MODELS,
@@ -16,9 +15,10 @@ from stablenew.webui.sim_api import (
     DEFAULT_SCHEDULERS,
     DEFAULT_UPSCALERS,
     DEFAULT_VAES,
+    SCHEDULERS,
 )
 
-_NO_MODEL = (None, "", "None", "none")
+NO_MODEL = (None, "", "None", "none")
 
 
 def _checkpoint(spec: str) -> dict[str, Any]:
@@ -81,7 +81,7 @@ class Catalog:
         """
         named: str | None = None
         for known in self.schedulers:
-            known_label, aliases = _SCHEDULERS.get(known, (known, ()))
+            known_label, aliases = SCHEDULERS.get(known, (known, ()))
             for spelling in (known_label, known, *aliases):
                 if name.endswith(" " + spelling):
                     named, name = known_label, name[: -len(spelling) - 1]
@@ -93,7 +93,7 @@ class Catalog:
     def scheduler_label(self, name: str) -> str:
         """The label A1111 reports for a scheduler given by name or label; unknown ones become Automatic."""
         for known in self.schedulers:
-            label, _ = _SCHEDULERS.get(known, (known, ()))
+            label, _ = SCHEDULERS.get(known, (known, ()))
             if name in (known, label):
                 return label
         return "Automatic"

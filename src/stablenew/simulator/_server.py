@@ -1,5 +1,5 @@
 """The simulator's HTTP plumbing: a threading server that can drop its open connections, and the handler
-that hands each request to :meth:`SimulatedWebUI._handle` and writes back its answer.
+that hands each request to the server's ``answer`` function and writes back its answer.
 """
 
 from __future__ import annotations
@@ -8,26 +8,27 @@ import socket
 import socketserver
 import sys
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from stablenew.webui.sim_api import _a1111_error, _Dropped
+from stablenew.simulator._api import Dropped, Response, a1111_error
 
-if TYPE_CHECKING:
-    from stablenew.webui.simulator import SimulatedWebUI
+# (method, target, headers, raw body) -> the answer to write; raises Dropped to close without one.
+Answer = Callable[[str, str, dict[str, str], bytes], Response]
 
 
-class _Server(ThreadingHTTPServer):
-    """Serves ``sim`` and tracks open connections, so that ``SimulatedWebUI.stop()`` can cut them."""
+class Server(ThreadingHTTPServer):
+    """Serves ``answer`` and tracks open connections, so that ``SimulatedWebUI.stop()`` can cut them."""
 
     daemon_threads = True
     block_on_close = False  # keep-alive handler threads must not block stop()
 
-    def __init__(self, address: tuple[str, int], sim: SimulatedWebUI) -> None:
-        self.sim = sim
+    def __init__(self, address: tuple[str, int], answer: Answer) -> None:
+        self.answer = answer
         self.lock = threading.Lock()
         self.connections: set[socket.socket] = set()
-        super().__init__(address, _Handler)
+        super().__init__(address, Handler)
 
     def server_bind(self) -> None:  # skip HTTPServer's getfqdn(), which can stall on reverse DNS
         socketserver.TCPServer.server_bind(self)
@@ -38,12 +39,12 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class Handler(BaseHTTPRequestHandler):
     """HTTP/1.1 keep-alive handler: reads the body, asks the simulator, writes its answer (or drops)."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out as two writes: don't wait for delayed ACKs
-    server: _Server
+    server: Server
 
     def setup(self) -> None:
         super().setup()
@@ -65,12 +66,12 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
         try:
-            response = self.server.sim._handle(method, self.path, dict(self.headers.items()), raw)
-        except _Dropped:
+            response = self.server.answer(method, self.path, dict(self.headers.items()), raw)
+        except Dropped:
             self.close_connection = True
             return
         except Exception as exc:  # a simulator bug still answers in A1111's error shape
-            response = _a1111_error(500, type(exc).__name__, str(exc)).response
+            response = a1111_error(500, type(exc).__name__, str(exc)).response
         self.send_response(response.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(response.body)))

@@ -15,7 +15,7 @@ import pytest
 import requests
 from PIL import Image
 
-from stablenew.webui.simulator import Fault, SimulatedWebUI
+from stablenew.simulator import Fault, SimulatedWebUI
 
 TXT2IMG = "/sdapi/v1/txt2img"
 IMG2IMG = "/sdapi/v1/img2img"

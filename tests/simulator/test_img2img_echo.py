@@ -15,7 +15,7 @@ import pytest
 import requests
 from PIL import Image
 
-from stablenew.webui.simulator import SimulatedWebUI
+from stablenew.simulator import SimulatedWebUI
 
 
 @pytest.fixture
