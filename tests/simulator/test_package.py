@@ -22,8 +22,8 @@ TXT2IMG, IMG2IMG = "/sdapi/v1/txt2img", "/sdapi/v1/img2img"
 EXPECTED = [
     "A1111_VERSION", "ADETAILER_ARG_KEYS", "ADETAILER_VERSION", "DEFAULT_ADETAILER_MODELS", "DEFAULT_MODELS",
     "DEFAULT_SAMPLERS", "DEFAULT_SCHEDULERS", "DEFAULT_UPSCALERS", "DEFAULT_VAES", "GENERATION_ROUTES",
-    "LATENT_UPSCALE_MODES", "Fault", "FaultKind", "Images", "RecordedRequest", "SimulatedWebUI", "serve",
-    "with_text_chunks",
+    "LATENT_UPSCALE_MODES", "SIGMA_MAX", "SIGMA_MIN", "Fault", "FaultKind", "Images", "RecordedRequest",
+    "SimulatedWebUI", "refiner_switch_step", "serve", "step_sigmas", "timestep_of", "with_text_chunks",
 ]  # fmt: skip
 
 

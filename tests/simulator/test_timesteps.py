@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from stablenew.simulator._timesteps import (
+from stablenew.simulator import (
     SIGMA_MAX,
     SIGMA_MIN,
     refiner_switch_step,

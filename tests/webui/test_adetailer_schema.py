@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stablenew.webui.payloads import ADETAILER_ARGS, validate_adetailer_tab
+from stablenew.webui import ADETAILER_ARGS, validate_adetailer_tab
 
 SCHEMA_PATH = Path(__file__).parents[1] / "data" / "adetailer" / "args_schema.json"
 _JSON_TYPES = {"string": str, "boolean": bool, "integer": int, "number": float}

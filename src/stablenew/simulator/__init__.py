@@ -1,7 +1,7 @@
 """A simulated AUTOMATIC1111 WebUI (v1.10.1 API, with ADetailer 25.3.0) for the demo, tests and benchmarks.
 
 :class:`SimulatedWebUI` serves the routes StableNew uses with the same request and response shapes, error
-shapes and silent behaviours as the real server (see ``docs/A1111_API.md``), renders small real PNGs whose
+shapes and silent behaviours as the real server (see ``docs/webui-api.md``), renders small real PNGs whose
 colour tells the stage apart, and lets tests inject faults (:class:`Fault`), add latency, interrupt, and read
 back every request it received (:class:`RecordedRequest`, or a ``recorder`` function). An :class:`Images`
 strategy decides how images are decoded and encoded. :func:`serve` runs one in the foreground for
@@ -28,6 +28,7 @@ from stablenew.simulator._api import (
 )
 from stablenew.simulator._faults import Fault, FaultKind
 from stablenew.simulator._images import Images, with_text_chunks
+from stablenew.simulator._timesteps import SIGMA_MAX, SIGMA_MIN, refiner_switch_step, step_sigmas, timestep_of
 from stablenew.simulator._webui import RecordedRequest, SimulatedWebUI, serve
 
 __all__ = [
@@ -42,11 +43,16 @@ __all__ = [
     "DEFAULT_VAES",
     "GENERATION_ROUTES",
     "LATENT_UPSCALE_MODES",
+    "SIGMA_MAX",
+    "SIGMA_MIN",
     "Fault",
     "FaultKind",
     "Images",
     "RecordedRequest",
     "SimulatedWebUI",
+    "refiner_switch_step",
     "serve",
+    "step_sigmas",
+    "timestep_of",
     "with_text_chunks",
 ]
