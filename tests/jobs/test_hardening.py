@@ -18,6 +18,7 @@ from stablenew.jobs.job import StableNewJob
 from stablenew.jobs.keys import inventory_key
 from stablenew.jobs.producer import Producer
 from stablenew.jobs.worker import _is_permanent
+from stablenew.run import callback_allowed
 from stablenew.settings import Settings, redact_url
 from stablenew.webui.simulator import SimulatedWebUI
 
@@ -52,10 +53,10 @@ def test_a_callback_url_that_parsers_could_read_differently_is_refused_at_submit
 def test_the_allow_list_checks_the_host_requests_would_contact() -> None:
     settings = Settings(webhook_allowed_hosts="hooks.example.com")
 
-    assert settings.callback_allowed("https://hooks.example.com/x")
-    assert not settings.callback_allowed("http://127.0.0.1:36463\\@hooks.example.com/steal")
-    assert not settings.callback_allowed("http://hooks.example.com.evil.net/x")
-    assert not settings.callback_allowed("http://hooks.example.com:99999/x")  # never raises
+    assert callback_allowed(settings, "https://hooks.example.com/x")
+    assert not callback_allowed(settings, "http://127.0.0.1:36463\\@hooks.example.com/steal")
+    assert not callback_allowed(settings, "http://hooks.example.com.evil.net/x")
+    assert not callback_allowed(settings, "http://hooks.example.com:99999/x")  # never raises
 
 
 def test_a_job_id_reused_after_its_job_expired_runs_the_new_plan(

@@ -23,12 +23,10 @@ from PIL import Image
 from stablenew.errors import WebUIHTTPError, WebUIUnavailable
 from stablenew.jobs.keys import breaker_key
 from stablenew.jobs.resilience import WebUIBreaker, provably_dead, release_dead_scheduler_locks
-from stablenew.jobs.state import JobState
-from stablenew.outputs import JobOutputs
 from stablenew.pipeline.pipeline_runner import PipelineRunner
 from stablenew.pipeline.stage_models import StageExecutionPlan, StageType
 from stablenew.pipeline.stage_sequencer import StageSequencer
-from stablenew.recorder import RunRecorder
+from stablenew.run import JobOutputs, JobState, RunRecorder
 
 HOST = socket.gethostname()
 

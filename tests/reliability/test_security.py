@@ -54,8 +54,7 @@ from stablenew.jobs.connection import connect
 from stablenew.jobs.keys import JOB_FUNCTION, state_key
 from stablenew.jobs.producer import Producer
 from stablenew.jobs.worker import make_worker
-from stablenew.notify import verify_signature
-from stablenew.outputs import JobOutputs
+from stablenew.run import JobOutputs, verify_signature
 from stablenew.settings import Settings
 from stablenew.webui.client import WebUIClient
 from stablenew.webui.simulator import GENERATION_ROUTES, Fault, SimulatedWebUI

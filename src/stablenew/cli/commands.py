@@ -76,39 +76,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stablenew.config_files import load_config_file
     from stablenew.errors import Canceled, StableNewError
     from stablenew.jobs.checks import build_checked_plan
-    from stablenew.outputs import JobOutputs
-    from stablenew.pipeline.pipeline_runner import PipelineRunner
-    from stablenew.recorder import RunRecorder
-    from stablenew.webui.client import WebUIClient
-    from stablenew.webui.executor import WebUIExecutor
+    from stablenew.run import PlanRun
 
     settings = _settings()
     plan = build_checked_plan(load_config_file(args.config), source=args.config)
-    outputs = JobOutputs(settings.output_dir, _local_run_id())
-    recorder = RunRecorder(outputs, plan, webui_url=settings.webui_url, worker=socket.gethostname())
 
     def progress(stage: Any, fraction: float) -> None:
         if not args.json:
             print(f"\r  {stage.value:<9} {fraction:6.1%}", end="", file=sys.stderr, flush=True)
 
-    def on_progress(stage: Any, fraction: float) -> None:
-        recorder.on_progress(stage, fraction)
-        progress(stage, fraction)
-
-    with WebUIClient(
-        settings.webui_url,
-        auth=settings.webui_basic_auth,
-        connect_timeout=settings.webui_connect_timeout,
-        read_timeout=settings.webui_read_timeout,
-    ) as client:
-        executor = WebUIExecutor(
-            client,
-            progress_interval=settings.progress_interval,
-            on_progress=on_progress,
-        )
-        executor.preflight(plan)
+    with PlanRun(settings, plan, _local_run_id(), worker=socket.gethostname(), on_progress=progress) as run:
+        recorder = run.recorder
+        run.executor.preflight(plan)
         try:
-            PipelineRunner(executor, hooks=recorder).run(plan)
+            run.run()
         except Canceled as exc:
             recorder.canceled(exc)
             raise
@@ -268,11 +249,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     while True:
         try:
             connection = connect(redis_url, retry_seconds=settings.redis_retry_seconds)
-            with WebUIClient(
-                settings.webui_url,
-                auth=settings.webui_basic_auth,
-                connect_timeout=settings.webui_connect_timeout,
-            ) as client:
+            with WebUIClient.from_settings(settings) as client:
                 client.ping()
             break
         except (RedisUnavailable, WebUIError) as exc:

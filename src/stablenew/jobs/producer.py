@@ -35,11 +35,11 @@ from stablenew.errors import (
 )
 from stablenew.jobs.checks import ConfigInput, build_checked_plan, estimate_timeout, webui_preflight
 from stablenew.jobs.job import StableNewJob
-from stablenew.jobs.keys import JOB_FUNCTION, QUEUES, cancel_key, is_valid_job_id, state_key
+from stablenew.jobs.keys import JOB_FUNCTION, QUEUES, cancel_key, state_key
 from stablenew.jobs.state import StateStore
 from stablenew.jobs.views import JobView, Submission, job_view, pending_state
-from stablenew.notify import callback_problem
 from stablenew.pipeline.stage_models import StageExecutionPlan
+from stablenew.run import callback_allowed, callback_problem, is_valid_job_id
 from stablenew.settings import Settings
 
 _R = TypeVar("_R", bound=BaseRegistry)
@@ -73,7 +73,7 @@ class Producer:
         url = plan.callback_url
         if url:
             reason = callback_problem(url)
-            if reason is None and not self.settings.callback_allowed(url):
+            if reason is None and not callback_allowed(self.settings, url):
                 reason = "host is not in STABLENEW_WEBHOOK_ALLOWED_HOSTS"
             if reason is not None:
                 raise ConfigError([FieldProblem("callback_url", reason, url)], source=source)

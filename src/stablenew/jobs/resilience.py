@@ -87,12 +87,7 @@ class WebUIBreaker:
 
 def probe_webui(settings: Settings) -> None:
     """Raises :class:`~stablenew.errors.WebUIError` unless the WebUI answers its cheapest GET."""
-    with WebUIClient(
-        settings.webui_url,
-        auth=settings.webui_basic_auth,
-        connect_timeout=settings.webui_connect_timeout,
-        read_timeout=min(settings.webui_read_timeout, 30.0),
-    ) as client:
+    with WebUIClient.from_settings(settings, read_timeout=30.0) as client:
         client.ping()
 
 

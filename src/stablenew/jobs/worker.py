@@ -8,7 +8,7 @@ A GPU host runs one worker per WebUI (:class:`StableNewWorker`, see :mod:`rq_wor
 
 ``run_plan(plan_json)`` never trusts the queue: it re-validates the plan, preflights it against
 its WebUI, then runs it through :class:`PipelineRunner` + :class:`WebUIExecutor`, persisting
-per-stage state (:mod:`state`) and outputs (:mod:`stablenew.outputs`) as it goes. A rerun of the
+per-stage state (:mod:`state`) and outputs (:class:`~stablenew.run.JobOutputs`) as it goes. A rerun of the
 same job (a retry, a worker that died, ``stablenew retry``) resumes after the last finished stage
 whose files are intact.
 
@@ -44,12 +44,9 @@ from stablenew.errors import (
 from stablenew.jobs.job import StableNewJob
 from stablenew.jobs.keys import cancel_key, inventory_key, stop_key
 from stablenew.jobs.resilience import WebUIBreaker, count_requeue, probe_webui, requeue_count
-from stablenew.jobs.state import JobState, StateStore
-from stablenew.notify import notify
-from stablenew.outputs import JobOutputs
-from stablenew.pipeline.pipeline_runner import PipelineRunner
-from stablenew.pipeline.stage_models import StageExecutionPlan, StageType
-from stablenew.recorder import RunRecorder
+from stablenew.jobs.state import StateStore
+from stablenew.pipeline.stage_models import StageExecutionPlan
+from stablenew.run import JobState, PlanRun, RunRecorder, callback_allowed, notify
 from stablenew.settings import Settings
 from stablenew.webui.client import WebUIClient
 from stablenew.webui.executor import Inventory, WebUIExecutor
@@ -73,7 +70,8 @@ def run_plan(plan_json: str) -> dict[str, Any]:
 
 
 class JobRun:
-    """One execution of one job: wires Redis state, cancel and the WebUI to a RunRecorder."""
+    """One execution of one job: a :class:`~stablenew.run.PlanRun` whose state, cancel and
+    hand-back requests live in Redis, with in-run retries, hand-backs and the webhook around it."""
 
     def __init__(self, job: Job, settings: Settings) -> None:
         self.job = job
@@ -93,34 +91,24 @@ class JobRun:
             self._record_unplannable(exc)
             self.job.retries_left = 0
             raise
-        recorder = RunRecorder(
-            JobOutputs(self.settings.output_dir, self.job.id),
+        plan_run = PlanRun(
+            self.settings,
             plan,
+            self.job.id,
             state=self.store.load(self.job.id),
             persist=self._persist,
             should_cancel=self._cancel_requested,
             should_yield=self._stop_requested,
-            webui_url=self.settings.webui_url,
             worker=self.worker_name,
+            on_stage_done=self.breaker.record_success,
         )
-        client = WebUIClient(
-            self.settings.webui_url,
-            auth=self.settings.webui_basic_auth,
-            connect_timeout=self.settings.webui_connect_timeout,
-            read_timeout=self.settings.webui_read_timeout,
-        )
-        executor = WebUIExecutor(
-            client,
-            progress_interval=self.settings.progress_interval,
-            on_progress=recorder.on_progress,
-            should_cancel=self._cancel_requested,
-        )
+        recorder, client = plan_run.recorder, plan_run.client
         try:
-            with client:
+            with plan_run:
                 try:
                     if self._cancel_requested():
                         raise Canceled("canceled before it started", job_id=self.job.id)
-                    self._run_with_retries(executor, client, plan, recorder)
+                    self._run_with_retries(plan_run)
                 except StableNewError:
                     raise
                 except Exception:
@@ -158,17 +146,15 @@ class JobRun:
         self._notify(plan, summary)
         return summary
 
-    def _run_with_retries(
-        self, executor: WebUIExecutor, client: WebUIClient, plan: StageExecutionPlan, recorder: RunRecorder
-    ) -> None:
+    def _run_with_retries(self, plan_run: PlanRun) -> None:
         """Preflight and run the plan; after a transient WebUI error, wait and run it again (up to
         ``stage_retries`` times, backing off), resuming after the stages already finished."""
-        runner = PipelineRunner(_CountingExecutor(executor, self.breaker), hooks=recorder)
+        recorder, client = plan_run.recorder, plan_run.client
         retries = 0
         while True:
             try:
-                self._preflight(executor, client, plan)
-                runner.run(plan)
+                self._preflight(plan_run.executor, client, plan_run.plan)
+                plan_run.run()
                 return
             except WebUIError as exc:
                 if not exc.transient:
@@ -238,7 +224,7 @@ class JobRun:
         """POST the summary to the plan's callback_url, if any. Never fails the job."""
         if not plan.callback_url:
             return
-        if not self.settings.callback_allowed(plan.callback_url):
+        if not callback_allowed(self.settings, plan.callback_url):
             log.warning("job %s: callback URL refused (bad URL or host not allowed); not sent", self.job.id)
             return
         secret = self.settings.webhook_secret
@@ -291,19 +277,6 @@ class JobRun:
             self.store.save(state, pipeline=pipe)
             pipe.hset(self.job.key, "meta", self.job.serializer.dumps(self.job.meta))
             pipe.execute()
-
-
-class _CountingExecutor:
-    """Passes stages to the WebUI executor; each stage it answers closes the breaker again."""
-
-    def __init__(self, inner: WebUIExecutor, breaker: WebUIBreaker) -> None:
-        self.inner = inner
-        self.breaker = breaker
-
-    def run_stage(self, stage_type: StageType, payload: dict[str, Any]) -> dict[str, Any]:
-        result = self.inner.run_stage(stage_type, payload)
-        self.breaker.record_success()
-        return result
 
 
 def _is_permanent(exc: BaseException) -> bool:

@@ -17,12 +17,10 @@ import pytest
 from PIL import Image
 
 from stablenew.errors import Canceled, WebUIHTTPError
-from stablenew.jobs.state import JobState
-from stablenew.outputs import JobOutputs
 from stablenew.pipeline.pipeline_runner import PipelineRunner
 from stablenew.pipeline.stage_models import StageType
 from stablenew.pipeline.stage_sequencer import StageSequencer
-from stablenew.recorder import RunRecorder
+from stablenew.run import JobOutputs, JobState, RunRecorder
 
 
 def png_b64(shade: int) -> str:
@@ -245,7 +243,7 @@ def test_a_failure_is_recorded_on_its_stage_and_named_in_the_message(tmp_path, p
 def test_progress_is_saved_at_most_once_per_interval(tmp_path, plan, monkeypatch):
     # Given a clock we control
     clock = types.SimpleNamespace(now=100.0)
-    monkeypatch.setattr("stablenew.recorder.time", types.SimpleNamespace(monotonic=lambda: clock.now))
+    monkeypatch.setattr("stablenew.run._recorder.time", types.SimpleNamespace(monotonic=lambda: clock.now))
     saved = Saved()
     recorder = RunRecorder(JobOutputs(tmp_path, "job"), plan, persist=saved)
 
