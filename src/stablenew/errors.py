@@ -17,7 +17,8 @@ boundary that meets them, and never leak past it::
     └── JobError                    queue-side problems (.job_id)
         ├── JobNotFound             no such job id
         ├── JobNotAllowed           a job names a function outside the allow-list
-        └── Canceled                the job was canceled by request
+        ├── Canceled                the job was canceled by request
+        └── Requeued                the job went back to its queue unfinished (handed back)
 
 ``is_transient(exc)`` says whether a retry may help.
 """

@@ -15,9 +15,9 @@ from rq.serializers import JSONSerializer
 
 from stablenew.errors import ConfigError
 from stablenew.jobs.job import StableNewJob
+from stablenew.jobs.job_run import _is_permanent
 from stablenew.jobs.keys import inventory_key
 from stablenew.jobs.producer import Producer
-from stablenew.jobs.worker import _is_permanent
 from stablenew.run import callback_allowed
 from stablenew.settings import Settings, redact_url
 from stablenew.webui.simulator import SimulatedWebUI

@@ -30,7 +30,7 @@ from stablenew.jobs.job import StableNewJob
 from stablenew.jobs.keys import stop_key
 from stablenew.jobs.producer import Producer
 from stablenew.jobs.state import StateStore
-from stablenew.jobs.worker import make_worker
+from stablenew.jobs.worker_class import make_worker
 from stablenew.settings import Settings
 from stablenew.webui.simulator import RecordedRequest, SimulatedWebUI
 from worker_processes import StartWorker, WorkerProcess, descendants

@@ -53,7 +53,7 @@ from stablenew.errors import RedisUnavailable, WebUIError, WebUIRejected
 from stablenew.jobs.connection import connect
 from stablenew.jobs.keys import JOB_FUNCTION, state_key
 from stablenew.jobs.producer import Producer
-from stablenew.jobs.worker import make_worker
+from stablenew.jobs.worker_class import make_worker
 from stablenew.run import JobOutputs, verify_signature
 from stablenew.settings import Settings
 from stablenew.webui.client import WebUIClient

@@ -197,7 +197,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
-    from stablenew.jobs.workers import list_workers
+    from stablenew.jobs.worker_views import list_workers
 
     views = list_workers(_producer().connection)
     if args.json:
@@ -231,9 +231,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
     from stablenew.errors import RedisUnavailable, WebUIError
-    from stablenew.jobs import worker as worker_module  # imported before forking: horses start warm
+    from stablenew.jobs import job_run  # noqa: F401  # imported before forking: horses start warm
     from stablenew.jobs.connection import connect
     from stablenew.jobs.keys import QUEUES
+    from stablenew.jobs.worker_class import make_worker
     from stablenew.webui.client import WebUIClient
 
     settings = _settings()
@@ -258,7 +259,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             print(f"waiting: {exc}", file=sys.stderr)
             time.sleep(5)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    worker = worker_module.make_worker(connection, queues, name=name, settings=settings)
+    worker = make_worker(connection, queues, name=name, settings=settings)
     print(
         f"worker {name}: queues {' > '.join(queues)}, WebUI {redact_url(settings.webui_url)}, outputs {settings.output_dir.resolve()}",
         file=sys.stderr,

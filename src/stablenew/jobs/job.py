@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 from rq.defaults import DEFAULT_FAILURE_TTL
@@ -16,7 +16,7 @@ from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import CanceledJobRegistry
 from rq.serializers import JSONSerializer
-from rq.utils import as_text
+from rq.utils import as_text, import_attribute
 
 from stablenew.errors import JobNotAllowed
 from stablenew.jobs.keys import ALLOWED_FUNCTIONS
@@ -103,7 +103,7 @@ class StableNewJob(Job):
         problem = _arguments_problem(self.args, self.kwargs)
         if problem:
             self._refuse(f"job {self.id}: {name} takes one argument, the plan as a JSON string ({problem})")
-        return super().func
+        return import_attribute(ALLOWED_FUNCTIONS[name])
 
     def restore(self, raw_data: Any) -> None:
         """RQ's ``restore``, inflating ``data`` within :data:`MAX_JOB_DATA_BYTES` and dropping a
@@ -159,7 +159,7 @@ class StableNewJob(Job):
         if name:
             self._refuse(f"job {self.id} names {kind} callback {name!r}, which is not allowed")
 
-    def _refuse(self, message: str) -> None:
+    def _refuse(self, message: str) -> NoReturn:
         self.retries_left = 0  # permanent: a retry would be refused the same way
         raise JobNotAllowed(message, job_id=self.id)
 

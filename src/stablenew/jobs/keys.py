@@ -8,9 +8,19 @@ another process writes must not live in ``job.meta``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 QUEUES = ("high", "default", "low")
-JOB_FUNCTION = "stablenew.jobs.worker.run_plan"
-ALLOWED_FUNCTIONS = frozenset({JOB_FUNCTION})
+JOB_FUNCTION = "stablenew.jobs.job_run.run_plan"
+# Every function name a queued job may carry, and the function each one runs. The job function's
+# dotted name is stored in each job: a job queued under an earlier name runs the same function.
+ALLOWED_FUNCTIONS: Mapping[str, str] = MappingProxyType(
+    {
+        JOB_FUNCTION: JOB_FUNCTION,
+        "stablenew.jobs.worker.run_plan": JOB_FUNCTION,
+    }
+)
 
 _PREFIX = "stablenew"
 

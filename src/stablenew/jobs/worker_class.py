@@ -1,9 +1,8 @@
 """The RQ worker class a GPU host runs (:class:`StableNewWorker`) and its start-up (:func:`make_worker`).
 
 ``stablenew worker`` builds it with :func:`make_worker`; plain RQ uses it with
-``rq worker -S json -j stablenew.jobs.worker.StableNewJob -w stablenew.jobs.worker.StableNewWorker``
-(both names are re-exported by :mod:`stablenew.jobs.worker`). The job it runs is
-:func:`stablenew.jobs.worker.run_plan`.
+``rq worker -S json -j stablenew.jobs.job.StableNewJob -w stablenew.jobs.worker_class.StableNewWorker``.
+The job it runs is :func:`stablenew.jobs.job_run.run_plan`.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ class StableNewWorker(Worker):
     - a job handed back (:class:`~stablenew.errors.Requeued`) is enqueued again at the front of its
       queue without using up a retry.
 
-    Use it from plain RQ with ``rq worker -w stablenew.jobs.worker.StableNewWorker``.
+    Use it from plain RQ with ``rq worker -w stablenew.jobs.worker_class.StableNewWorker``.
     """
 
     settings: Settings

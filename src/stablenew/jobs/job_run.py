@@ -1,10 +1,13 @@
-"""The worker side: the one job function and what one run of a job does.
+"""The job function (:func:`run_plan`) and what one run of a job does (:class:`JobRun`).
 
-A GPU host runs one worker per WebUI (:class:`StableNewWorker`, see :mod:`rq_worker`), either as
-``stablenew worker`` or as plain RQ::
+A GPU host runs one worker per WebUI (:class:`~stablenew.jobs.worker_class.StableNewWorker`),
+either as ``stablenew worker`` or as plain RQ::
 
-    rq worker -S json -j stablenew.jobs.worker.StableNewJob -w stablenew.jobs.worker.StableNewWorker \
+    rq worker -S json -j stablenew.jobs.job.StableNewJob -w stablenew.jobs.worker_class.StableNewWorker \
         --with-scheduler high default low
+
+Every job names :data:`~stablenew.jobs.keys.JOB_FUNCTION` (this module's ``run_plan``); a job
+queued under the function's earlier name runs the same function (see ``ALLOWED_FUNCTIONS``).
 
 ``run_plan(plan_json)`` never trusts the queue: it re-validates the plan, preflights it against
 its WebUI, then runs it through :class:`PipelineRunner` + :class:`WebUIExecutor`, persisting
@@ -41,7 +44,6 @@ from stablenew.errors import (
     WebUITimeout,
     is_transient,
 )
-from stablenew.jobs.job import StableNewJob
 from stablenew.jobs.keys import cancel_key, inventory_key, stop_key
 from stablenew.jobs.resilience import WebUIBreaker, count_requeue, probe_webui, requeue_count
 from stablenew.jobs.state import StateStore
@@ -287,8 +289,4 @@ def _is_permanent(exc: BaseException) -> bool:
     return isinstance(exc, ValueError | TypeError | LookupError | AttributeError)
 
 
-# The worker class and its start-up live in rq_worker; these names stay importable from here
-# (``rq worker -w stablenew.jobs.worker.StableNewWorker``).
-from stablenew.jobs.rq_worker import StableNewWorker, make_worker  # noqa: E402
-
-__all__ = ["JobRun", "StableNewJob", "StableNewWorker", "make_worker", "run_plan"]
+__all__ = ["JobRun", "run_plan"]
