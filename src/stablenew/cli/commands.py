@@ -232,7 +232,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from stablenew.errors import RedisUnavailable, WebUIError
     from stablenew.jobs import job_run  # noqa: F401  # imported before forking: horses start warm
-    from stablenew.jobs.connection import connect
+    from stablenew.jobs.connection import connect, map_redis_errors
     from stablenew.jobs.keys import QUEUES
     from stablenew.jobs.worker_class import make_worker
     from stablenew.webui.client import WebUIClient
@@ -265,7 +265,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     try:
-        worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+        with map_redis_errors():  # Redis gone for longer than the worker rides out: exit 4
+            worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
     except ValueError as exc:
         if "active worker named" not in str(exc):
             raise
