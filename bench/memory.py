@@ -59,7 +59,7 @@ def child(argv: list[str]) -> None:
 
         from stablenew.jobs import job_run  # noqa: F401  # loaded before the run, as the CLI does
         from stablenew.jobs.connection import connect
-        from stablenew.jobs.worker_class import make_worker
+        from stablenew.jobs.rq_classes import make_worker
         from stablenew.settings import Settings as WorkerSettings
 
         settings = WorkerSettings()

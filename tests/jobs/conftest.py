@@ -22,8 +22,8 @@ from rq.serializers import JSONSerializer
 from plan_configs import Configs
 from stablenew.jobs.keys import QUEUES
 from stablenew.jobs.producer import Producer
+from stablenew.jobs.rq_classes import make_worker
 from stablenew.jobs.state import StateStore
-from stablenew.jobs.worker_class import make_worker
 from stablenew.run import JobState
 from stablenew.settings import Settings
 from stablenew.webui.simulator import GENERATION_ROUTES, SimulatedWebUI

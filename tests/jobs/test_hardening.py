@@ -13,11 +13,10 @@ from rq import Callback, Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from stablenew.errors import ConfigError
-from stablenew.jobs.job import StableNewJob
-from stablenew.jobs.job_run import _is_permanent
+from stablenew.errors import ConfigError, is_permanent
 from stablenew.jobs.keys import inventory_key
 from stablenew.jobs.producer import Producer
+from stablenew.jobs.rq_classes import StableNewJob
 from stablenew.run import callback_allowed
 from stablenew.settings import Settings, redact_url
 from stablenew.webui.simulator import SimulatedWebUI
@@ -149,7 +148,7 @@ def test_a_job_canceled_while_running_expires_like_a_failed_one(
 def test_errors_from_our_own_code_are_permanent_and_io_errors_are_retried(
     exc: Exception, permanent: bool
 ) -> None:
-    assert _is_permanent(exc) is permanent
+    assert is_permanent(exc) is permanent
 
 
 def test_output_files_are_readable_by_others_as_the_umask_allows(

@@ -357,7 +357,7 @@ def test_under_plain_rq_a_webui_that_is_down_fails_the_job_as_usual_instead_of_h
 
 
 def _worker(conn: fakeredis.FakeRedis, name: str) -> Any:
-    from stablenew.jobs.worker_class import make_worker
+    from stablenew.jobs.rq_classes import make_worker
 
     return make_worker(conn, ["default"], name=name)
 

@@ -24,9 +24,8 @@ from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 from stablenew.config_files import load_config_file
-from stablenew.jobs.job import StableNewJob
 from stablenew.jobs.keys import ALLOWED_FUNCTIONS, JOB_FUNCTION, cancel_key, state_key
-from stablenew.jobs.worker_class import make_worker
+from stablenew.jobs.rq_classes import StableNewJob, make_worker
 from stablenew.pipeline.stage_models import StageExecutionPlan
 from stablenew.pipeline.stage_sequencer import StageSequencer
 from stablenew.webui.simulator import Fault

@@ -234,7 +234,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from stablenew.jobs import job_run  # noqa: F401  # imported before forking: horses start warm
     from stablenew.jobs.connection import connect, map_redis_errors
     from stablenew.jobs.keys import QUEUES
-    from stablenew.jobs.worker_class import make_worker
+    from stablenew.jobs.rq_classes import make_worker
     from stablenew.webui.client import WebUIClient
 
     settings = _settings()

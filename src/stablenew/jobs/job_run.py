@@ -1,9 +1,9 @@
 """The job function (:func:`run_plan`) and what one run of a job does (:class:`JobRun`).
 
-A GPU host runs one worker per WebUI (:class:`~stablenew.jobs.worker_class.StableNewWorker`),
+A GPU host runs one worker per WebUI (:class:`~stablenew.jobs.rq_classes.StableNewWorker`),
 either as ``stablenew worker`` or as plain RQ::
 
-    rq worker -S json -j stablenew.jobs.job.StableNewJob -w stablenew.jobs.worker_class.StableNewWorker \
+    rq worker -S json -j stablenew.jobs.rq_classes.StableNewJob -w stablenew.jobs.rq_classes.StableNewWorker \
         --with-scheduler high default low
 
 Every job names :data:`~stablenew.jobs.keys.JOB_FUNCTION` (this module's ``run_plan``); a job
@@ -42,10 +42,12 @@ from stablenew.errors import (
     StableNewError,
     WebUIError,
     WebUITimeout,
+    is_permanent,
     is_transient,
 )
 from stablenew.jobs.keys import cancel_key, inventory_key, stop_key
 from stablenew.jobs.resilience import WebUIBreaker, count_requeue, probe_webui, requeue_count
+from stablenew.jobs.rq_classes import StableNewJob
 from stablenew.jobs.state import StateStore
 from stablenew.pipeline.stage_models import StageExecutionPlan
 from stablenew.run import JobState, PlanRun, RunRecorder, callback_allowed, notify
@@ -91,8 +93,7 @@ class JobRun:
             plan = StageExecutionPlan.from_json(plan_json)
         except StableNewError as exc:
             self._record_unplannable(exc)
-            self.job.retries_left = 0
-            raise
+            raise  # permanent: StableNewJob.perform spends no retry on it
         plan_run = PlanRun(
             self.settings,
             plan,
@@ -122,10 +123,8 @@ class JobRun:
         except Canceled as exc:
             recorder.canceled(exc)
             self.connection.delete(cancel_key(self.job.id))
-            self.job.retries_left = 0
-            self.job._stablenew_canceled = True  # type: ignore[attr-defined]
             self._notify(plan, recorder.summary())
-            raise
+            raise  # StableNewJob ends the job canceled, without a retry
         except Requeued as exc:
             self._hand_back(recorder, str(exc))
             raise
@@ -137,9 +136,7 @@ class JobRun:
                 self._hand_back(recorder, reason)
                 raise Requeued(reason, job_id=self.job.id) from exc
             message = recorder.failed(exc)
-            if _is_permanent(exc):
-                self.job.retries_left = 0  # retrying cannot help
-            if not self.job.retries_left:  # the last attempt: RQ will not run it again
+            if is_permanent(exc) or not self.job.retries_left:  # the last attempt: no retry follows
                 self._notify(plan, recorder.summary())
             exc.args = (message,)
             raise
@@ -210,16 +207,16 @@ class JobRun:
     def _can_hand_back(self) -> bool:
         """Only :class:`StableNewWorker` puts a job back without using a retry (under plain RQ's
         worker a hand-back would be an ordinary failure), and only ``max_requeues`` times a job."""
-        if not getattr(self.job, "_stablenew_hands_back", False):
+        if not (isinstance(self.job, StableNewJob) and self.job.hands_back):
             return False
         return requeue_count(self.connection, self.job.id) < self.settings.max_requeues
 
     def _hand_back(self, recorder: RunRecorder, reason: str) -> None:
-        """Record the job as queued again; :class:`StableNewWorker` puts it back at the front of its
-        queue without using up a retry (a plain RQ worker retries or fails it as usual)."""
+        """Record the job as queued again; the caller raises :class:`Requeued`, and
+        :class:`StableNewWorker` puts the job back at the front of its queue without using up a
+        retry (a plain RQ worker retries or fails it as usual)."""
         count_requeue(self.connection, self.job.id, ttl=self.ttl)
         recorder.requeued(reason)
-        self.job._stablenew_requeue = reason  # type: ignore[attr-defined]
         log.warning("job %s: %s", self.job.id, reason)
 
     def _notify(self, plan: StageExecutionPlan, summary: dict[str, Any]) -> None:
@@ -279,14 +276,6 @@ class JobRun:
             self.store.save(state, pipeline=pipe)
             pipe.hset(self.job.key, "meta", self.job.serializer.dumps(self.job.meta))
             pipe.execute()
-
-
-def _is_permanent(exc: BaseException) -> bool:
-    """Our own errors say; a ValueError/TypeError/KeyError from our code or data repeats the same
-    way on every try; anything else (Redis or disk trouble, RQ's job timeout) may pass."""
-    if isinstance(exc, StableNewError):
-        return not is_transient(exc)
-    return isinstance(exc, ValueError | TypeError | LookupError | AttributeError)
 
 
 __all__ = ["JobRun", "run_plan"]

@@ -35,8 +35,8 @@ from stablenew.errors import (
 )
 from stablenew.jobs.checks import ConfigInput, build_checked_plan, estimate_timeout, webui_preflight
 from stablenew.jobs.connection import map_redis_errors
-from stablenew.jobs.job import StableNewJob
 from stablenew.jobs.keys import JOB_FUNCTION, QUEUES, cancel_key, state_key
+from stablenew.jobs.rq_classes import StableNewJob
 from stablenew.jobs.state import StateStore
 from stablenew.jobs.views import JobView, Submission, job_view, pending_state
 from stablenew.pipeline.stage_models import StageExecutionPlan

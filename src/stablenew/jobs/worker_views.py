@@ -12,8 +12,8 @@ from rq import Worker
 from rq.serializers import JSONSerializer
 
 from stablenew.jobs.connection import map_redis_errors
-from stablenew.jobs.job import StableNewJob
 from stablenew.jobs.resilience import WebUIBreaker
+from stablenew.jobs.rq_classes import StableNewJob
 
 
 @dataclass(frozen=True)
