@@ -22,7 +22,7 @@ from rq.serializers import JSONSerializer
 from plan_configs import Configs
 from stablenew.jobs.keys import QUEUES
 from stablenew.jobs.producer import Producer
-from stablenew.jobs.rq_classes import make_worker
+from stablenew.jobs.rq_classes import StableNewSimpleWorker, make_worker
 from stablenew.jobs.state import StateStore
 from stablenew.run import JobState
 from stablenew.settings import Settings
@@ -85,6 +85,16 @@ class CountingWorker(rq.SimpleWorker):
         return result
 
 
+class CountingStableNewWorker(StableNewSimpleWorker):
+    """Our in-process worker (our dequeue, breaker and hand-back), remembering what it performed."""
+
+    performed: list[str]
+
+    def perform_job(self, job: Job, queue: rq.Queue) -> bool:
+        self.performed.append(job.id)
+        return super().perform_job(job, queue)
+
+
 RunWorker = Callable[..., list[str]]
 
 
@@ -142,6 +152,19 @@ def run_worker(server: fakeredis.FakeServer, env: None) -> RunWorker:
 
     def run(queues: Sequence[str] = QUEUES) -> list[str]:
         worker = make_worker(fakeredis.FakeRedis(server=server), queues, worker_class=CountingWorker)
+        worker.performed = []
+        worker.work(burst=True)
+        return list(worker.performed)
+
+    return run
+
+
+@pytest.fixture
+def run_our_worker(server: fakeredis.FakeServer, env: None) -> RunWorker:
+    """Like ``run_worker``, with :class:`StableNewSimpleWorker`: hand-backs, breaker and all."""
+
+    def run(queues: Sequence[str] = QUEUES) -> list[str]:
+        worker = make_worker(fakeredis.FakeRedis(server=server), queues, worker_class=CountingStableNewWorker)
         worker.performed = []
         worker.work(burst=True)
         return list(worker.performed)

@@ -13,9 +13,12 @@ import fakeredis
 import pytest
 import rq
 from rq import Queue, Worker
-from rq.job import Job
+from rq.job import Job, JobStatus
 
+from stablenew.jobs.keys import cancel_key, requeues_key
 from stablenew.jobs.rq_classes import StableNewJob, StableNewWorker
+from stablenew.settings import Settings
+from stablenew.webui.simulator import Fault
 
 # (owner, name, parameters we pass or receive, besides self)
 PINNED = [
@@ -71,3 +74,66 @@ def test_the_private_attributes_we_read_are_set_by_rq() -> None:
         assert hasattr(job, name), f"rq Job no longer sets {name}"
     worker = StableNewWorker([Queue("default", connection=connection)], connection=connection)
     assert worker._stop_requested is False, "rq Worker no longer sets _stop_requested"
+
+
+# --------------------------------------------------------------------------------------------
+# StableNewSimpleWorker: our dequeue, breaker and hand-back, in process on fakeredis
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_hand_back_puts_the_job_at_the_front_of_its_queue_without_using_a_retry(
+    producer, run_our_worker, sim, conn, fetch, stored_state, configs, monkeypatch
+):
+    # Given two jobs, and a WebUI whose first generation fails (its breaker opens at once)
+    monkeypatch.setenv("STABLENEW_WEBUI_FAILURE_THRESHOLD", "1")
+    monkeypatch.setenv("STABLENEW_WEBUI_PROBE_INTERVAL", "0.05")
+    first = producer.submit(configs.txt2img())
+    second = producer.submit(configs.txt2img("a blue boat"))
+    sim.inject(Fault("status", route="/sdapi/v1/txt2img", status=503))
+
+    # When our worker runs the queue
+    performed = run_our_worker()
+
+    # Then the first job went back to the front (it ran again before the second), retries untouched
+    assert performed == [first.job_id, first.job_id, second.job_id]
+    job = fetch(first.job_id)
+    assert job.get_status() == JobStatus.FINISHED
+    assert job.retries_left == Settings().retry_max
+    assert conn.get(requeues_key(first.job_id)) == b"1"
+    assert stored_state(first.job_id).runs == 2
+    assert fetch(second.job_id).get_status() == JobStatus.FINISHED
+
+
+def test_a_cancel_ends_the_job_canceled_under_our_worker(
+    producer, run_our_worker, sim, conn, fetch, stored_state, configs
+):
+    # Given a job whose cancel was asked for as a worker took it
+    submission = producer.submit(configs.txt2img())
+    conn.set(cancel_key(submission.job_id), "1")
+
+    # When our worker runs it
+    assert run_our_worker() == [submission.job_id]
+
+    # Then it ended canceled (not failed, not retried: it ran once), with nothing generated
+    job = fetch(submission.job_id)
+    assert job.get_status() == JobStatus.CANCELED
+    assert stored_state(submission.job_id).status == "canceled"
+    assert sim.generation_posts() == []
+
+
+def test_a_permanent_failure_uses_no_retry_under_our_worker(
+    producer, run_our_worker, sim, fetch, stored_state, configs
+):
+    # Given a job the WebUI rejects (a 4xx: the same request fails the same way every time)
+    submission = producer.submit(configs.txt2img())
+    sim.inject(Fault("status", route="/sdapi/v1/txt2img", status=422))
+
+    # When our worker runs the queue
+    performed = run_our_worker()
+
+    # Then it ran once and failed for good
+    assert performed == [submission.job_id]
+    job = fetch(submission.job_id)
+    assert job.get_status() == JobStatus.FAILED
+    assert job.retries_left == 0
+    assert stored_state(submission.job_id).status == "failed"

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import redis
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker, Worker
 from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
@@ -37,6 +37,7 @@ from rq.registry import CanceledJobRegistry
 from rq.serializers import JSONSerializer
 from rq.utils import as_text, import_attribute
 from rq.worker import WorkerStatus
+from rq.worker.base import BaseWorker
 
 from stablenew.errors import Canceled, JobNotAllowed, Requeued, WebUIError, is_permanent
 from stablenew.jobs.keys import ALLOWED_FUNCTIONS, QUEUES, birth_key, stop_key
@@ -282,8 +283,8 @@ class StableNewJob(Job):
         super()._handle_failure(exc_string, pipeline, *args, **kwargs)
 
 
-class StableNewWorker(Worker):
-    """RQ's forking worker, plus what a GPU host needs to lose nothing:
+class StableNewBaseWorker(BaseWorker):
+    """What our workers add to RQ's, whichever way they run a job:
 
     - restarted under the name of a worker that provably died on this host, it starts at once and
       hands that worker's interrupted jobs back to their queues (:func:`reclaim_dead_namesake`);
@@ -294,7 +295,8 @@ class StableNewWorker(Worker):
     - a job handed back (:class:`~stablenew.errors.Requeued`) is enqueued again at the front of its
       queue without using up a retry.
 
-    Use it from plain RQ with ``rq worker -w stablenew.jobs.rq_classes.StableNewWorker``.
+    :class:`StableNewWorker` (forking, what a GPU host runs) and :class:`StableNewSimpleWorker` (in
+    process, for tests and fakeredis) are this class on RQ's ``Worker`` and ``SimpleWorker``.
     """
 
     settings: Settings
@@ -412,6 +414,18 @@ class StableNewWorker(Worker):
             pipe.execute()
 
 
+class StableNewWorker(StableNewBaseWorker, Worker):
+    """RQ's forking worker with our start-up, breaker, stop and hand-back (see
+    :class:`StableNewBaseWorker`): each job runs in a work horse. What a GPU host runs; from plain
+    RQ: ``rq worker -w stablenew.jobs.rq_classes.StableNewWorker``."""
+
+
+class StableNewSimpleWorker(StableNewBaseWorker, SimpleWorker):
+    """RQ's ``SimpleWorker`` with the same start-up, breaker, stop and hand-back as
+    :class:`StableNewWorker`, running each job in its own process: for tests (it works on fakeredis
+    with ``work(burst=True)``) and for hosts where forking is not wanted."""
+
+
 def _handed_back(job: Job) -> bool:
     """Whether ``job`` ended by :class:`Requeued` (it goes back to its queue, not to failed)."""
     return isinstance(job, StableNewJob) and isinstance(job.ended_by, Requeued)
@@ -428,9 +442,9 @@ def make_worker(
     queues: Sequence[str] = QUEUES,
     *,
     name: str | None = None,
-    worker_class: type[Worker] = StableNewWorker,
+    worker_class: type[BaseWorker] = StableNewWorker,
     settings: Settings | None = None,
-) -> Worker:
+) -> BaseWorker:
     """An RQ worker wired for stablenew: JSON serializer, allow-listed Job class, strict priority."""
     rq_queues = [
         Queue(q, connection=connection, serializer=JSONSerializer, job_class=StableNewJob) for q in queues
@@ -443,9 +457,16 @@ def make_worker(
         job_class=StableNewJob,
         maintenance_interval=60,
     )
-    if settings is not None and isinstance(worker, StableNewWorker):
+    if settings is not None and isinstance(worker, StableNewBaseWorker):
         worker.settings = settings
     return worker
 
 
-__all__ = ["MAX_JOB_DATA_BYTES", "StableNewJob", "StableNewWorker", "make_worker"]
+__all__ = [
+    "MAX_JOB_DATA_BYTES",
+    "StableNewBaseWorker",
+    "StableNewJob",
+    "StableNewSimpleWorker",
+    "StableNewWorker",
+    "make_worker",
+]
