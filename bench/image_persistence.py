@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.environment import noisy_png, scratch_dir
 from bench.harness import BenchResult, Target, interleave, median
-from stablenew.outputs import JobOutputs, atomic_write
+from stablenew.run import JobOutputs, atomic_write
 from stablenew.simulator import with_text_chunks
 
 NAME = "image_persistence"

@@ -57,12 +57,13 @@ def child(argv: list[str]) -> None:
     if variant == "ours":
         from rq import SimpleWorker
 
-        from stablenew.jobs import worker as worker_module
+        from stablenew.jobs import job_run  # noqa: F401  # loaded before the run, as the CLI does
         from stablenew.jobs.connection import connect
+        from stablenew.jobs.rq_classes import make_worker
         from stablenew.settings import Settings as WorkerSettings
 
         settings = WorkerSettings()
-        worker = worker_module.make_worker(
+        worker = make_worker(
             connect(settings.redis_url.get_secret_value()), ["default"], worker_class=SimpleWorker
         )
 

@@ -27,8 +27,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import redis
-
 from stablenew import (
     ConfigError,
     InvalidStagePlanError,
@@ -126,9 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INPUT
     except RedisUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_REDIS
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        print(f"error: lost the connection to Redis: {exc}", file=sys.stderr)
         return EXIT_REDIS
     except KeyboardInterrupt:
         if job_id is not None:

@@ -211,7 +211,7 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
         ("stablenew/pipeline/plan.py", "from stablenew.jobs.queue import enqueue"),
         ("stablenew/pipeline/plan.py", "def f():\n    import stablenew.webui.client\n"),
         ("stablenew/webui/client.py", "from stablenew.jobs import queue"),
-        ("stablenew/simulator/server.py", "from stablenew.webui.client import WebUIClient"),
+        ("stablenew/simulator/server.py", "from stablenew.webui import WebUIClient"),
         ("stablenew/jobs/queue.py", "from stablenew.cli import main"),
         ("stablenew/settings.py", "from stablenew.run.webhooks import allowed"),
     ],

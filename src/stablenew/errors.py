@@ -17,9 +17,10 @@ boundary that meets them, and never leak past it::
     └── JobError                    queue-side problems (.job_id)
         ├── JobNotFound             no such job id
         ├── JobNotAllowed           a job names a function outside the allow-list
-        └── Canceled                the job was canceled by request
+        ├── Canceled                the job was canceled by request
+        └── Requeued                the job went back to its queue unfinished (handed back)
 
-``is_transient(exc)`` says whether a retry may help.
+``is_transient(exc)`` says whether a retry may help; ``is_permanent(exc)`` whether it cannot.
 """
 
 from __future__ import annotations
@@ -184,6 +185,14 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, WebUIError) and bool(exc.transient)
 
 
+def is_permanent(exc: BaseException) -> bool:
+    """Our own errors say; a ValueError/TypeError/KeyError from our code or data repeats the same
+    way on every try; anything else (Redis or disk trouble, RQ's job timeout) may pass."""
+    if isinstance(exc, StableNewError):
+        return not is_transient(exc)
+    return isinstance(exc, ValueError | TypeError | LookupError | AttributeError)
+
+
 __all__ = [
     "Canceled",
     "ConfigError",
@@ -201,5 +210,6 @@ __all__ = [
     "WebUIRejected",
     "WebUITimeout",
     "WebUIUnavailable",
+    "is_permanent",
     "is_transient",
 ]

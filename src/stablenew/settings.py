@@ -59,21 +59,6 @@ class Settings(BaseSettings):
     # Set it on shared deployments: a submitter could otherwise make GPU hosts POST anywhere.
     webhook_allowed_hosts: str = ""
 
-    def callback_allowed(self, url: str) -> bool:
-        """Whether ``url`` is an acceptable callback whose host ``webhook_allowed_hosts`` allows.
-
-        Never raises: a URL that cannot be read safely is simply not allowed.
-        """
-        from stablenew.notify import callback_host, callback_problem
-
-        if callback_problem(url) is not None:
-            return False
-        allowed = {h.strip().lower() for h in self.webhook_allowed_hosts.split(",") if h.strip()}
-        if not allowed:
-            return True
-        host, port = callback_host(url)
-        return host in allowed or (port is not None and f"{host}:{port}" in allowed)
-
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         """Fields as repr and str show them: SecretStr hides itself; a password in the WebUI URL is hidden."""
         for name, value in super().__repr_args__():

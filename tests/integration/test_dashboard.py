@@ -259,7 +259,7 @@ def test_workers_page_and_api_answer_while_the_worker_is_busy_with_a_json_job(
     assert ours["state"] == "busy"
     assert ours["queues"] == ["default"]
     assert ours["current_job"]["job_id"] == scenario.running_id
-    assert ours["current_job"]["call_string"].startswith("stablenew.jobs.worker.run_plan(")
+    assert ours["current_job"]["call_string"].startswith("stablenew.jobs.job_run.run_plan(")
     assert_still_running(scenario)
 
 

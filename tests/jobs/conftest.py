@@ -18,10 +18,12 @@ import rq
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from plan_configs import Configs
 from stablenew.jobs.keys import QUEUES
 from stablenew.jobs.producer import Producer
-from stablenew.jobs.state import JobState, StateStore
-from stablenew.jobs.worker import make_worker
+from stablenew.jobs.rq_classes import StableNewSimpleWorker, make_worker
+from stablenew.jobs.state import StateStore
+from stablenew.run import JobState
 from stablenew.settings import Settings
 from stablenew.simulator import GENERATION_ROUTES, RecordedRequest, SimulatedWebUI
 
@@ -64,39 +66,6 @@ class RecordingWebUI(SimulatedWebUI):
         return [body["images"] if "images" in body else [body["image"]] for _, body in self.responses]
 
 
-class Configs:
-    """Small configs (256x256, few steps) so the suite stays fast."""
-
-    @staticmethod
-    def txt2img(prompt: str = "a red bicycle", **overrides: Any) -> dict[str, Any]:
-        section = {"prompt": prompt, "width": 256, "height": 256, "steps": 4, "seed": 7, **overrides}
-        return {"txt2img_enabled": True, "txt2img_config": section}
-
-    @staticmethod
-    def two_stage(prompt: str = "a red bicycle") -> dict[str, Any]:
-        return {
-            **Configs.txt2img(prompt),
-            "img2img_enabled": True,
-            "img2img_config": {"denoising_strength": 0.4, "steps": 4},
-        }
-
-    @staticmethod
-    def three_stage(prompt: str = "a red bicycle") -> dict[str, Any]:
-        return {
-            **Configs.two_stage(prompt),
-            "upscale_enabled": True,
-            "upscale_config": {"upscaler": "R-ESRGAN 4x+", "upscaling_resize": 1.5},
-        }
-
-    @staticmethod
-    def four_stage(prompt: str = "a red bicycle") -> dict[str, Any]:
-        return {
-            **Configs.three_stage(prompt),
-            "adetailer_enabled": True,
-            "adetailer_config": {"adetailer_model": "face_yolov8n.pt", "adetailer_steps": 4},
-        }
-
-
 class CountingWorker(rq.SimpleWorker):
     """SimpleWorker that remembers the id of every job it performed, in order (retries included)."""
 
@@ -106,6 +75,16 @@ class CountingWorker(rq.SimpleWorker):
         self.performed.append(job.id)
         result: bool = super().perform_job(job, queue)
         return result
+
+
+class CountingStableNewWorker(StableNewSimpleWorker):
+    """Our in-process worker (our dequeue, breaker and hand-back), remembering what it performed."""
+
+    performed: list[str]
+
+    def perform_job(self, job: Job, queue: rq.Queue) -> bool:
+        self.performed.append(job.id)
+        return super().perform_job(job, queue)
 
 
 RunWorker = Callable[..., list[str]]
@@ -165,6 +144,19 @@ def run_worker(server: fakeredis.FakeServer, env: None) -> RunWorker:
 
     def run(queues: Sequence[str] = QUEUES) -> list[str]:
         worker = make_worker(fakeredis.FakeRedis(server=server), queues, worker_class=CountingWorker)
+        worker.performed = []
+        worker.work(burst=True)
+        return list(worker.performed)
+
+    return run
+
+
+@pytest.fixture
+def run_our_worker(server: fakeredis.FakeServer, env: None) -> RunWorker:
+    """Like ``run_worker``, with :class:`StableNewSimpleWorker`: hand-backs, breaker and all."""
+
+    def run(queues: Sequence[str] = QUEUES) -> list[str]:
+        worker = make_worker(fakeredis.FakeRedis(server=server), queues, worker_class=CountingStableNewWorker)
         worker.performed = []
         worker.work(burst=True)
         return list(worker.performed)

@@ -13,11 +13,11 @@ from rq import Callback, Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from stablenew.errors import ConfigError
-from stablenew.jobs.job import StableNewJob
+from stablenew.errors import ConfigError, is_permanent
 from stablenew.jobs.keys import inventory_key
 from stablenew.jobs.producer import Producer
-from stablenew.jobs.worker import _is_permanent
+from stablenew.jobs.rq_classes import StableNewJob
+from stablenew.run import callback_allowed
 from stablenew.settings import Settings, redact_url
 from stablenew.simulator import SimulatedWebUI
 
@@ -52,10 +52,10 @@ def test_a_callback_url_that_parsers_could_read_differently_is_refused_at_submit
 def test_the_allow_list_checks_the_host_requests_would_contact() -> None:
     settings = Settings(webhook_allowed_hosts="hooks.example.com")
 
-    assert settings.callback_allowed("https://hooks.example.com/x")
-    assert not settings.callback_allowed("http://127.0.0.1:36463\\@hooks.example.com/steal")
-    assert not settings.callback_allowed("http://hooks.example.com.evil.net/x")
-    assert not settings.callback_allowed("http://hooks.example.com:99999/x")  # never raises
+    assert callback_allowed(settings, "https://hooks.example.com/x")
+    assert not callback_allowed(settings, "http://127.0.0.1:36463\\@hooks.example.com/steal")
+    assert not callback_allowed(settings, "http://hooks.example.com.evil.net/x")
+    assert not callback_allowed(settings, "http://hooks.example.com:99999/x")  # never raises
 
 
 def test_a_job_id_reused_after_its_job_expired_runs_the_new_plan(
@@ -148,7 +148,7 @@ def test_a_job_canceled_while_running_expires_like_a_failed_one(
 def test_errors_from_our_own_code_are_permanent_and_io_errors_are_retried(
     exc: Exception, permanent: bool
 ) -> None:
-    assert _is_permanent(exc) is permanent
+    assert is_permanent(exc) is permanent
 
 
 def test_output_files_are_readable_by_others_as_the_umask_allows(

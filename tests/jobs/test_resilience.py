@@ -23,10 +23,8 @@ from PIL import Image
 from stablenew.errors import WebUIHTTPError, WebUIUnavailable
 from stablenew.jobs.keys import breaker_key
 from stablenew.jobs.resilience import WebUIBreaker, provably_dead, release_dead_scheduler_locks
-from stablenew.jobs.state import JobState
-from stablenew.outputs import JobOutputs
 from stablenew.pipeline import PipelineRunner, StageExecutionPlan, StageSequencer, StageType
-from stablenew.recorder import RunRecorder
+from stablenew.run import JobOutputs, JobState, RunRecorder
 
 HOST = socket.gethostname()
 
@@ -357,7 +355,7 @@ def test_under_plain_rq_a_webui_that_is_down_fails_the_job_as_usual_instead_of_h
 
 
 def _worker(conn: fakeredis.FakeRedis, name: str) -> Any:
-    from stablenew.jobs.worker import make_worker
+    from stablenew.jobs.rq_classes import make_worker
 
     return make_worker(conn, ["default"], name=name)
 

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from stablenew.jobs.keys import state_key
-from stablenew.jobs.state import JobState, OutputRecord, StateStore
+from stablenew.jobs.state import StateStore
 from stablenew.pipeline import StageSequencer
+from stablenew.run import JobState, OutputRecord
 
 
 @pytest.fixture

@@ -24,9 +24,9 @@ from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 from stablenew.config_files import load_config_file
-from stablenew.jobs.keys import JOB_FUNCTION, cancel_key, state_key
-from stablenew.jobs.worker import StableNewJob, make_worker
-from stablenew.pipeline import StageExecutionPlan
+from stablenew.jobs.keys import ALLOWED_FUNCTIONS, JOB_FUNCTION, cancel_key, state_key
+from stablenew.jobs.rq_classes import StableNewJob, make_worker
+from stablenew.pipeline import StageExecutionPlan, StageSequencer
 from stablenew.simulator import Fault
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "producer" / "examples"
@@ -510,6 +510,24 @@ def test_a_job_hash_with_garbage_data_does_not_kill_the_worker(queues, producer,
 # --------------------------------------------------------------------------------------------
 # State storage survives RQ
 # --------------------------------------------------------------------------------------------
+
+
+def test_a_job_queued_under_the_job_functions_earlier_name_still_runs(
+    run_worker, conn, fetch, stored_state, configs
+):
+    # Given a job queued before the job function moved, naming it by its earlier dotted name
+    plan = StageSequencer().build_plan(configs.txt2img())
+    earlier = "stablenew.jobs.worker.run_plan"
+    assert earlier != JOB_FUNCTION
+    job = enqueue_raw(conn, earlier, plan.to_json())
+
+    # When a worker runs the queue
+    assert run_worker() == [job.id]
+
+    # Then it ran the one job function to the end
+    assert fetch(job.id).get_status() == JobStatus.FINISHED
+    assert stored_state(job.id).status == "finished"
+    assert ALLOWED_FUNCTIONS[earlier] == JOB_FUNCTION
 
 
 def test_job_meta_and_data_in_redis_are_json_never_pickle(producer, run_worker, conn, configs):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from stablenew.jobs.producer import Producer
-from stablenew.notify import verify_signature
+from stablenew.run import verify_signature
 from stablenew.simulator import Fault
 
 

@@ -26,11 +26,10 @@ from rq.worker import Worker
 
 from job_checks import stage_running, verify_outputs, wait_done, wait_for
 from stablenew.config_files import load_config_file
-from stablenew.jobs.job import StableNewJob
 from stablenew.jobs.keys import stop_key
 from stablenew.jobs.producer import Producer
+from stablenew.jobs.rq_classes import StableNewJob, make_worker
 from stablenew.jobs.state import StateStore
-from stablenew.jobs.worker import make_worker
 from stablenew.settings import Settings
 from stablenew.simulator import RecordedRequest, SimulatedWebUI
 from worker_processes import StartWorker, WorkerProcess, descendants

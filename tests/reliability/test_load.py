@@ -31,9 +31,9 @@ from rq.job import JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from stablenew.jobs.job import StableNewJob
 from stablenew.jobs.keys import requeues_key
 from stablenew.jobs.producer import Producer
+from stablenew.jobs.rq_classes import StableNewJob
 from stablenew.jobs.state import StateStore
 from stablenew.simulator import SimulatedWebUI
 

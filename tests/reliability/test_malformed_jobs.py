@@ -50,9 +50,9 @@ from rq.serializers import JSONSerializer
 
 from stablenew.errors import ConfigError, StableNewError
 from stablenew.jobs.connection import connect
-from stablenew.jobs.job import MAX_JOB_DATA_BYTES, StableNewJob
 from stablenew.jobs.keys import JOB_FUNCTION
 from stablenew.jobs.producer import Producer, build_checked_plan
+from stablenew.jobs.rq_classes import MAX_JOB_DATA_BYTES, StableNewJob
 from stablenew.pipeline import MAX_INIT_IMAGE_B64, MAX_PLAN_JSON_CHARS, StageExecutionPlan
 from stablenew.settings import Settings
 from stablenew.simulator import SimulatedWebUI

@@ -53,9 +53,8 @@ from stablenew.errors import RedisUnavailable, WebUIError, WebUIRejected
 from stablenew.jobs.connection import connect
 from stablenew.jobs.keys import JOB_FUNCTION, state_key
 from stablenew.jobs.producer import Producer
-from stablenew.jobs.worker import make_worker
-from stablenew.notify import verify_signature
-from stablenew.outputs import JobOutputs
+from stablenew.jobs.rq_classes import make_worker
+from stablenew.run import JobOutputs, verify_signature
 from stablenew.settings import Settings
 from stablenew.simulator import GENERATION_ROUTES, Fault, SimulatedWebUI
 from stablenew.webui import WebUIClient
@@ -442,7 +441,7 @@ def test_our_job_class_reads_json_even_when_a_caller_forgets_the_serializer(
 ) -> None:
     """``rq worker -j ...StableNewJob`` without ``-S json``, or a fetch without ``serializer=``,
     would otherwise unpickle the job's meta: the class itself insists on JSON."""
-    from stablenew.jobs.job import StableNewJob
+    from stablenew.jobs.rq_classes import StableNewJob
 
     conn = fakeredis.FakeRedis(server=fake_server)
     job_id = Producer(conn, Settings()).submit(small_config()).job_id

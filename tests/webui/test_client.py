@@ -19,6 +19,7 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from stablenew.errors import WebUIError, WebUIHTTPError, WebUIRejected, WebUITimeout, WebUIUnavailable
+from stablenew.settings import Settings
 from stablenew.webui import GenerationResult, WebUIClient
 
 PNG_1X1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -131,6 +132,31 @@ def test_basic_auth_and_accept_json_headers_are_sent(webui: FakeWebUI) -> None:
     headers = webui.seen[0].headers
     assert headers["Authorization"] == "Basic " + base64.b64encode(b"alice:s3cret").decode()
     assert headers["Accept"] == "application/json"
+
+
+def test_from_settings_uses_the_url_auth_and_read_timeout_of_the_settings(webui: FakeWebUI) -> None:
+    webui.reply("GET /sdapi/v1/memory", body={})
+    webui.reply("POST /sdapi/v1/txt2img", body=a1111_generation([PNG_1X1]), delay=0.6)
+    settings = Settings(webui_url=webui.url, webui_auth="alice:s3cret", webui_read_timeout=0.2)
+    with WebUIClient.from_settings(settings) as c:
+        c.ping()
+        with pytest.raises(WebUITimeout):
+            c.txt2img({"prompt": "a cat"})
+    assert webui.seen[0].headers["Authorization"] == "Basic " + base64.b64encode(b"alice:s3cret").decode()
+
+
+def test_from_settings_read_timeout_caps_the_configured_one(webui: FakeWebUI) -> None:
+    webui.reply("POST /sdapi/v1/txt2img", body=a1111_generation([PNG_1X1]), delay=0.6)
+    settings = Settings(webui_url=webui.url, webui_read_timeout=1800.0)
+    with WebUIClient.from_settings(settings, read_timeout=0.2) as c, pytest.raises(WebUITimeout):
+        c.txt2img({"prompt": "a cat"})
+    with (
+        WebUIClient.from_settings(
+            settings.model_copy(update={"webui_read_timeout": 0.2}), read_timeout=60
+        ) as c,
+        pytest.raises(WebUITimeout),
+    ):
+        c.txt2img({"prompt": "a cat"})
 
 
 def test_credentials_in_the_url_become_auth_and_never_show(webui: FakeWebUI) -> None:

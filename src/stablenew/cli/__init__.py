@@ -90,19 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, StableNewError):
             print_error(exc)
             return exit_code_for(exc)
-        _maybe_redis_error(exc)
         print(
             f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)", file=sys.stderr
         )
         return EXIT_BUG
-
-
-def _maybe_redis_error(exc: Exception) -> None:
-    import redis
-
-    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-        print(f"error: Redis connection lost: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_REDIS) from None
 
 
 __all__ = ["main"]

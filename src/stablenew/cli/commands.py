@@ -76,38 +76,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stablenew.config_files import load_config_file
     from stablenew.errors import Canceled, StableNewError
     from stablenew.jobs.checks import build_checked_plan
-    from stablenew.outputs import JobOutputs
-    from stablenew.pipeline import PipelineRunner
-    from stablenew.recorder import RunRecorder
-    from stablenew.webui import WebUIClient, WebUIExecutor
+    from stablenew.run import PlanRun
 
     settings = _settings()
     plan = build_checked_plan(load_config_file(args.config), source=args.config)
-    outputs = JobOutputs(settings.output_dir, _local_run_id())
-    recorder = RunRecorder(outputs, plan, webui_url=settings.webui_url, worker=socket.gethostname())
 
     def progress(stage: Any, fraction: float) -> None:
         if not args.json:
             print(f"\r  {stage.value:<9} {fraction:6.1%}", end="", file=sys.stderr, flush=True)
 
-    def on_progress(stage: Any, fraction: float) -> None:
-        recorder.on_progress(stage, fraction)
-        progress(stage, fraction)
-
-    with WebUIClient(
-        settings.webui_url,
-        auth=settings.webui_basic_auth,
-        connect_timeout=settings.webui_connect_timeout,
-        read_timeout=settings.webui_read_timeout,
-    ) as client:
-        executor = WebUIExecutor(
-            client,
-            progress_interval=settings.progress_interval,
-            on_progress=on_progress,
-        )
-        executor.preflight(plan)
+    with PlanRun(settings, plan, _local_run_id(), worker=socket.gethostname(), on_progress=progress) as run:
+        recorder = run.recorder
+        run.executor.preflight(plan)
         try:
-            PipelineRunner(executor, hooks=recorder).run(plan)
+            run.run()
         except Canceled as exc:
             recorder.canceled(exc)
             raise
@@ -215,7 +197,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
-    from stablenew.jobs.workers import list_workers
+    from stablenew.jobs.worker_views import list_workers
 
     views = list_workers(_producer().connection)
     if args.json:
@@ -249,9 +231,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
     from stablenew.errors import RedisUnavailable, WebUIError
-    from stablenew.jobs import worker as worker_module  # imported before forking: horses start warm
-    from stablenew.jobs.connection import connect
+    from stablenew.jobs import job_run  # noqa: F401  # imported before forking: horses start warm
+    from stablenew.jobs.connection import connect, map_redis_errors
     from stablenew.jobs.keys import QUEUES
+    from stablenew.jobs.rq_classes import make_worker
     from stablenew.webui import WebUIClient
 
     settings = _settings()
@@ -267,11 +250,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     while True:
         try:
             connection = connect(redis_url, retry_seconds=settings.redis_retry_seconds)
-            with WebUIClient(
-                settings.webui_url,
-                auth=settings.webui_basic_auth,
-                connect_timeout=settings.webui_connect_timeout,
-            ) as client:
+            with WebUIClient.from_settings(settings) as client:
                 client.ping()
             break
         except (RedisUnavailable, WebUIError) as exc:
@@ -280,13 +259,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
             print(f"waiting: {exc}", file=sys.stderr)
             time.sleep(5)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    worker = worker_module.make_worker(connection, queues, name=name, settings=settings)
+    worker = make_worker(connection, queues, name=name, settings=settings)
     print(
         f"worker {name}: queues {' > '.join(queues)}, WebUI {redact_url(settings.webui_url)}, outputs {settings.output_dir.resolve()}",
         file=sys.stderr,
     )
     try:
-        worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+        with map_redis_errors():  # Redis gone for longer than the worker rides out: exit 4
+            worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
     except ValueError as exc:
         if "active worker named" not in str(exc):
             raise

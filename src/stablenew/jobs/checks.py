@@ -94,13 +94,7 @@ def webui_preflight(settings: Settings) -> Callable[[StageExecutionPlan], None]:
     :class:`~stablenew.errors.WebUIUnavailable`."""
     from stablenew.webui import WebUIClient, WebUIExecutor
 
-    client = WebUIClient(
-        settings.webui_url,
-        auth=settings.webui_basic_auth,
-        connect_timeout=settings.webui_connect_timeout,
-        read_timeout=min(settings.webui_read_timeout, 60.0),
-    )
-    return WebUIExecutor(client).preflight
+    return WebUIExecutor(WebUIClient.from_settings(settings, read_timeout=60.0)).preflight
 
 
 __all__ = ["ConfigInput", "build_checked_plan", "estimate_timeout", "webui_preflight"]

@@ -1,7 +1,15 @@
-"""Connecting to Redis, with errors that say what to do (and never show a password)."""
+"""The Redis boundary: connecting, and the one place Redis errors become :class:`RedisUnavailable`.
+
+Every public method of :class:`~stablenew.jobs.producer.Producer` and the workers' view runs under
+:func:`map_redis_errors`, so no ``redis.exceptions`` error leaves the Python API: callers (the CLI,
+a GUI) catch :class:`~stablenew.errors.RedisUnavailable` only. Messages say what to do and never
+show a password.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -45,16 +53,47 @@ def connect(url: str, *, check: bool = True, retry_seconds: float = 0.0, **kwarg
 
 def ping(client: redis.Redis, url: str) -> None:
     """Raises :class:`RedisUnavailable` unless the server answers PING."""
+    with map_redis_errors(url):
+        try:
+            client.ping()
+        except OSError as exc:  # a socket error redis-py did not wrap
+            raise redis.exceptions.ConnectionError(str(exc)) from None
+
+
+@contextmanager
+def map_redis_errors(url: str | None = None) -> Iterator[None]:
+    """Turn any ``redis.exceptions`` error raised inside into :class:`RedisUnavailable`.
+
+    Use it as ``with map_redis_errors():`` or as a decorator (``@map_redis_errors()``). ``url``,
+    when known, is named in the message (its password hidden). An ``OOM`` answer (Redis at its
+    ``maxmemory``, refusing writes) says so: the fix is room in Redis, not a restart.
+
+    Raises:
+        RedisUnavailable: what was raised inside was a Redis error; the original is its cause.
+    """
+    where = f" at {redact_url(url)}" if url else ""
     try:
-        client.ping()
-    except redis.exceptions.AuthenticationError:
+        yield
+    except redis.exceptions.AuthenticationError as exc:
         raise RedisUnavailable(
-            f"Redis at {redact_url(url)} refused the credentials (check the password in STABLENEW_REDIS_URL)"
-        ) from None
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-        raise RedisUnavailable(
-            f"cannot reach Redis at {redact_url(url)}: {exc} (is it running? set STABLENEW_REDIS_URL)"
-        ) from None
+            f"Redis{where} refused the credentials (check the password in STABLENEW_REDIS_URL)"
+        ) from exc
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        if url:
+            message = f"cannot reach Redis{where}: {exc} (is it running? set STABLENEW_REDIS_URL)"
+        else:
+            message = f"Redis connection lost: {exc}"
+        raise RedisUnavailable(message) from exc
+    except redis.exceptions.ResponseError as exc:
+        # redis-py strips the "OOM" code from the text of the OutOfMemoryError it makes of it.
+        if isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM"):
+            raise RedisUnavailable(
+                f"Redis{where} is full (maxmemory reached) and refuses writes: {exc} "
+                "(free memory, raise maxmemory, or lower result_ttl/failure_ttl)"
+            ) from exc
+        raise RedisUnavailable(f"Redis{where} answered with an error: {exc}") from exc
+    except redis.exceptions.RedisError as exc:
+        raise RedisUnavailable(f"Redis{where} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _url_problem(url: str, exc: ValueError) -> str:

@@ -34,19 +34,24 @@ from stablenew.errors import (
     WebUIRejected,
 )
 from stablenew.jobs.checks import ConfigInput, build_checked_plan, estimate_timeout, webui_preflight
-from stablenew.jobs.job import StableNewJob
-from stablenew.jobs.keys import JOB_FUNCTION, QUEUES, cancel_key, is_valid_job_id, state_key
+from stablenew.jobs.connection import map_redis_errors
+from stablenew.jobs.keys import JOB_FUNCTION, QUEUES, cancel_key, state_key
+from stablenew.jobs.rq_classes import StableNewJob
 from stablenew.jobs.state import StateStore
 from stablenew.jobs.views import JobView, Submission, job_view, pending_state
-from stablenew.notify import callback_problem
 from stablenew.pipeline import StageExecutionPlan
+from stablenew.run import callback_allowed, callback_problem, is_valid_job_id
 from stablenew.settings import Settings
 
 _R = TypeVar("_R", bound=BaseRegistry)
 
 
 class Producer:
-    """Submits and inspects jobs on one Redis. Stateless apart from its connection."""
+    """Submits and inspects jobs on one Redis. Stateless apart from its connection.
+
+    Every public method raises :class:`~stablenew.errors.RedisUnavailable` for any Redis error
+    (down, timed out, refused credentials, full at maxmemory): nothing from ``redis`` leaks.
+    """
 
     def __init__(
         self,
@@ -62,6 +67,7 @@ class Producer:
         self.store = StateStore(connection)
         self.preflight = preflight
 
+    @map_redis_errors()
     def queue(self, name: str) -> Queue:
         if name not in QUEUES:
             raise ConfigError([FieldProblem("queue", f"must be one of {list(QUEUES)}", name)])
@@ -73,7 +79,7 @@ class Producer:
         url = plan.callback_url
         if url:
             reason = callback_problem(url)
-            if reason is None and not self.settings.callback_allowed(url):
+            if reason is None and not callback_allowed(self.settings, url):
                 reason = "host is not in STABLENEW_WEBHOOK_ALLOWED_HOSTS"
             if reason is not None:
                 raise ConfigError([FieldProblem("callback_url", reason, url)], source=source)
@@ -101,6 +107,7 @@ class Producer:
             "description": "stablenew plan: " + " -> ".join(t.value for t in plan.get_stage_types()),
         }
 
+    @map_redis_errors()
     def submit(
         self,
         config: ConfigInput,
@@ -138,6 +145,7 @@ class Producer:
             return found
         return Submission(job_id=job.id, queue=queue, plan=plan)
 
+    @map_redis_errors()
     def submit_many(
         self, configs: Sequence[ConfigInput], *, queue: str = "default", sources: Sequence[str] | None = None
     ) -> list[Submission]:
@@ -185,6 +193,7 @@ class Producer:
                 f"no job {job_id!r} (unknown id, or its result has expired)", job_id=job_id
             ) from None
 
+    @map_redis_errors()
     def status(self, job_id: str) -> JobView:
         """RQ status + per-stage state of one job.
 
@@ -194,6 +203,7 @@ class Producer:
         job = self._fetch(job_id)
         return job_view(job, self.store.load(job_id), self.queue)
 
+    @map_redis_errors()
     def list_jobs(
         self, *, queue: str | None = None, status: str | None = None, limit: int = 50
     ) -> list[JobView]:
@@ -221,6 +231,7 @@ class Producer:
         return [job_view(job, states.get(job.id), self.queue) for job in jobs if job is not None]
 
     # ------------------------------------------------------------------ control
+    @map_redis_errors()
     def cancel(self, job_id: str) -> str:
         """Cancel a job: a queued one at once, a running one cooperatively (the worker interrupts
         the WebUI and ends the job canceled). Returns what happened, in words."""
@@ -247,6 +258,7 @@ class Producer:
             return "cancel requested: the worker will interrupt the WebUI and stop the job"
         return f"nothing to cancel: the job is {status.value if status else 'gone'}"
 
+    @map_redis_errors()
     def retry(self, job_id: str) -> Submission:
         """Requeue a failed or canceled job; it resumes after its last finished stage."""
         job = self._fetch(job_id)
@@ -285,8 +297,8 @@ def _fetch_job(connection: redis.Redis, job_id: str) -> Job:
         job = StableNewJob(job_id, connection=connection, serializer=JSONSerializer)
         job.refresh()  # type: ignore[no-untyped-call]
         return job
-    except NoSuchJobError:
-        raise
+    except (NoSuchJobError, redis.RedisError):
+        raise  # absent, or Redis failing (some Redis errors are ValueErrors too: not the hash's fault)
     except (ValueError, TypeError, KeyError) as exc:
         raise JobError(
             f"job {job_id} exists but cannot be read ({type(exc).__name__}); it was not written by stablenew",

@@ -35,8 +35,8 @@ from stablenew.settings import Settings
 from stablenew.webui import WebUIClient
 
 if TYPE_CHECKING:
-    from rq import Worker
     from rq.job import Job
+    from rq.worker.base import BaseWorker
 
 log = logging.getLogger("stablenew.worker")
 
@@ -87,12 +87,7 @@ class WebUIBreaker:
 
 def probe_webui(settings: Settings) -> None:
     """Raises :class:`~stablenew.errors.WebUIError` unless the WebUI answers its cheapest GET."""
-    with WebUIClient(
-        settings.webui_url,
-        auth=settings.webui_basic_auth,
-        connect_timeout=settings.webui_connect_timeout,
-        read_timeout=min(settings.webui_read_timeout, 30.0),
-    ) as client:
+    with WebUIClient.from_settings(settings, read_timeout=30.0) as client:
         client.ping()
 
 
@@ -143,7 +138,7 @@ def provably_dead(hostname: str | None, pid: int | None) -> bool:
     return b"rq" not in cmdline and b"stablenew" not in cmdline
 
 
-def reclaim_dead_namesake(worker: Worker, *, max_requeues: int, ttl: int) -> list[str]:
+def reclaim_dead_namesake(worker: BaseWorker, *, max_requeues: int, ttl: int) -> list[str]:
     """Before ``worker`` registers: if no live worker holds its name, hand the jobs a previous worker
     of that name left started back to the front of their queues (they resume after their last
     finished stage). Returns the ids of the jobs handed back.
@@ -187,7 +182,7 @@ def reclaim_dead_namesake(worker: Worker, *, max_requeues: int, ttl: int) -> lis
 
 
 def _hand_back_started_jobs(
-    worker: Worker, queue_names: list[str], *, max_requeues: int, ttl: int
+    worker: BaseWorker, queue_names: list[str], *, max_requeues: int, ttl: int
 ) -> list[str]:
     """Hand back every started job of ``queue_names`` that a worker named like ``worker`` ran."""
     connection = worker.connection

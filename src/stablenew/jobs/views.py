@@ -13,8 +13,8 @@ from rq.job import Job, JobStatus
 
 from stablenew.errors import StableNewError
 from stablenew.jobs.keys import QUEUES
-from stablenew.jobs.state import JobState
 from stablenew.pipeline import StageExecutionPlan
+from stablenew.run import JobState
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import unquote
 
 import requests
@@ -32,6 +32,9 @@ from stablenew.webui._responses import (
     text_of,
     translate_request_error,
 )
+
+if TYPE_CHECKING:
+    from stablenew.settings import Settings
 
 _Timeout = tuple[float, float]
 _LOOKUP_READ_TIMEOUT = 60.0
@@ -90,6 +93,21 @@ class WebUIClient:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self._session = session
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, read_timeout: float | None = None) -> Self:
+        """The client of ``settings.webui_url`` with its auth and timeouts.
+
+        ``read_timeout`` caps the configured ``webui_read_timeout`` (the shorter one is used), for
+        callers that only look things up and must not wait as long as a generation may take.
+        """
+        configured = settings.webui_read_timeout
+        return cls(
+            settings.webui_url,
+            auth=settings.webui_basic_auth,
+            connect_timeout=settings.webui_connect_timeout,
+            read_timeout=configured if read_timeout is None else min(configured, read_timeout),
+        )
 
     def __repr__(self) -> str:
         return f"WebUIClient({self.base_url!r})"

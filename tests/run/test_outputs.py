@@ -10,8 +10,7 @@ import json
 import pytest
 from PIL import Image
 
-from stablenew.jobs.keys import is_valid_job_id
-from stablenew.outputs import JobOutputs, OutputFile, atomic_write
+from stablenew.run import JobOutputs, OutputFile, atomic_write, is_valid_job_id
 
 
 def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (64, 48), colour=(200, 30, 30)) -> bytes:

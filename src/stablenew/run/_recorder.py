@@ -1,7 +1,7 @@
 """RunRecorder: the runner hooks that record a run as it goes.
 
-It keeps the per-stage state (:class:`~stablenew.jobs.state.JobState`), writes each finished
-stage's images (:mod:`stablenew.outputs`), resumes after stages whose files are intact, honours a
+It keeps the per-stage state (:class:`~stablenew.run.JobState`), writes each finished
+stage's images (:class:`~stablenew.run.JobOutputs`), resumes after stages whose files are intact, honours a
 cancel request between stages, and writes the manifest. Where the state is stored is injected:
 Redis for a queued job (the worker), nowhere for ``stablenew run``.
 """
@@ -15,9 +15,9 @@ from typing import Any
 
 from stablenew import __version__
 from stablenew.errors import Canceled, Requeued
-from stablenew.jobs.state import JobState, OutputRecord, utcnow
-from stablenew.outputs import JobOutputs, OutputFile
 from stablenew.pipeline import StageExecution, StageExecutionPlan, StageResult, StageType
+from stablenew.run._outputs import JobOutputs, OutputFile
+from stablenew.run._state import JobState, OutputRecord, utcnow
 from stablenew.settings import redact_url
 
 log = logging.getLogger("stablenew.recorder")
@@ -28,11 +28,11 @@ _KEPT_META = ("endpoint", "width", "height", "duration_s", "requests", "info")
 Persist = Callable[[JobState, bool], None]  # (state, is_progress_only)
 
 
-def _no_persist(state: JobState, progress_only: bool) -> None:
+def no_persist(state: JobState, progress_only: bool) -> None:
     return None
 
 
-def _never() -> bool:
+def never() -> bool:
     return False
 
 
@@ -45,9 +45,9 @@ class RunRecorder:
         plan: StageExecutionPlan,
         *,
         state: JobState | None = None,
-        persist: Persist = _no_persist,
-        should_cancel: Callable[[], bool] = _never,
-        should_yield: Callable[[], bool] = _never,
+        persist: Persist = no_persist,
+        should_cancel: Callable[[], bool] = never,
+        should_yield: Callable[[], bool] = never,
         webui_url: str = "",
         worker: str | None = None,
     ) -> None:

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from stablenew.jobs.keys import is_valid_job_id
+from stablenew.run._job_id import is_valid_job_id
 from stablenew.webui import decode, image_format, image_size
 
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "bin": "bin"}

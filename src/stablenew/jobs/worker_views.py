@@ -11,8 +11,9 @@ import redis
 from rq import Worker
 from rq.serializers import JSONSerializer
 
-from stablenew.jobs.job import StableNewJob
+from stablenew.jobs.connection import map_redis_errors
 from stablenew.jobs.resilience import WebUIBreaker
+from stablenew.jobs.rq_classes import StableNewJob
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,13 @@ class WorkerView:
         return asdict(self)
 
 
+@map_redis_errors()
 def list_workers(connection: redis.Redis) -> list[WorkerView]:
-    """Every worker registered on this Redis, by name."""
+    """Every worker registered on this Redis, by name.
+
+    Raises:
+        RedisUnavailable: Redis failed.
+    """
     now = datetime.now(UTC)
     views = []
     workers = Worker.all(connection=connection, serializer=JSONSerializer, job_class=StableNewJob)

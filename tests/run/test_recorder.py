@@ -17,10 +17,8 @@ import pytest
 from PIL import Image
 
 from stablenew.errors import Canceled, WebUIHTTPError
-from stablenew.jobs.state import JobState
-from stablenew.outputs import JobOutputs
 from stablenew.pipeline import PipelineRunner, StageSequencer, StageType
-from stablenew.recorder import RunRecorder
+from stablenew.run import JobOutputs, JobState, RunRecorder
 
 
 def png_b64(shade: int) -> str:
@@ -243,7 +241,7 @@ def test_a_failure_is_recorded_on_its_stage_and_named_in_the_message(tmp_path, p
 def test_progress_is_saved_at_most_once_per_interval(tmp_path, plan, monkeypatch):
     # Given a clock we control
     clock = types.SimpleNamespace(now=100.0)
-    monkeypatch.setattr("stablenew.recorder.time", types.SimpleNamespace(monotonic=lambda: clock.now))
+    monkeypatch.setattr("stablenew.run._recorder.time", types.SimpleNamespace(monotonic=lambda: clock.now))
     saved = Saved()
     recorder = RunRecorder(JobOutputs(tmp_path, "job"), plan, persist=saved)
 

@@ -1,14 +1,17 @@
-"""The worker side: the one job function and what one run of a job does.
+"""The job function (:func:`run_plan`) and what one run of a job does (:class:`JobRun`).
 
-A GPU host runs one worker per WebUI (:class:`StableNewWorker`, see :mod:`rq_worker`), either as
-``stablenew worker`` or as plain RQ::
+A GPU host runs one worker per WebUI (:class:`~stablenew.jobs.rq_classes.StableNewWorker`),
+either as ``stablenew worker`` or as plain RQ::
 
-    rq worker -S json -j stablenew.jobs.worker.StableNewJob -w stablenew.jobs.worker.StableNewWorker \
+    rq worker -S json -j stablenew.jobs.rq_classes.StableNewJob -w stablenew.jobs.rq_classes.StableNewWorker \
         --with-scheduler high default low
+
+Every job names :data:`~stablenew.jobs.keys.JOB_FUNCTION` (this module's ``run_plan``); a job
+queued under the function's earlier name runs the same function (see ``ALLOWED_FUNCTIONS``).
 
 ``run_plan(plan_json)`` never trusts the queue: it re-validates the plan, preflights it against
 its WebUI, then runs it through :class:`PipelineRunner` + :class:`WebUIExecutor`, persisting
-per-stage state (:mod:`state`) and outputs (:mod:`stablenew.outputs`) as it goes. A rerun of the
+per-stage state (:mod:`state`) and outputs (:class:`~stablenew.run.JobOutputs`) as it goes. A rerun of the
 same job (a retry, a worker that died, ``stablenew retry``) resumes after the last finished stage
 whose files are intact.
 
@@ -39,16 +42,15 @@ from stablenew.errors import (
     StableNewError,
     WebUIError,
     WebUITimeout,
+    is_permanent,
     is_transient,
 )
-from stablenew.jobs.job import StableNewJob
 from stablenew.jobs.keys import cancel_key, inventory_key, stop_key
 from stablenew.jobs.resilience import WebUIBreaker, count_requeue, probe_webui, requeue_count
-from stablenew.jobs.state import JobState, StateStore
-from stablenew.notify import notify
-from stablenew.outputs import JobOutputs
-from stablenew.pipeline import PipelineRunner, StageExecutionPlan, StageType
-from stablenew.recorder import RunRecorder
+from stablenew.jobs.rq_classes import StableNewJob
+from stablenew.jobs.state import StateStore
+from stablenew.pipeline import StageExecutionPlan
+from stablenew.run import JobState, PlanRun, RunRecorder, callback_allowed, notify
 from stablenew.settings import Settings
 from stablenew.webui import Inventory, WebUIClient, WebUIExecutor
 
@@ -71,7 +73,8 @@ def run_plan(plan_json: str) -> dict[str, Any]:
 
 
 class JobRun:
-    """One execution of one job: wires Redis state, cancel and the WebUI to a RunRecorder."""
+    """One execution of one job: a :class:`~stablenew.run.PlanRun` whose state, cancel and
+    hand-back requests live in Redis, with in-run retries, hand-backs and the webhook around it."""
 
     def __init__(self, job: Job, settings: Settings) -> None:
         self.job = job
@@ -89,36 +92,25 @@ class JobRun:
             plan = StageExecutionPlan.from_json(plan_json)
         except StableNewError as exc:
             self._record_unplannable(exc)
-            self.job.retries_left = 0
-            raise
-        recorder = RunRecorder(
-            JobOutputs(self.settings.output_dir, self.job.id),
+            raise  # permanent: StableNewJob.perform spends no retry on it
+        plan_run = PlanRun(
+            self.settings,
             plan,
+            self.job.id,
             state=self.store.load(self.job.id),
             persist=self._persist,
             should_cancel=self._cancel_requested,
             should_yield=self._stop_requested,
-            webui_url=self.settings.webui_url,
             worker=self.worker_name,
+            on_stage_done=self.breaker.record_success,
         )
-        client = WebUIClient(
-            self.settings.webui_url,
-            auth=self.settings.webui_basic_auth,
-            connect_timeout=self.settings.webui_connect_timeout,
-            read_timeout=self.settings.webui_read_timeout,
-        )
-        executor = WebUIExecutor(
-            client,
-            progress_interval=self.settings.progress_interval,
-            on_progress=recorder.on_progress,
-            should_cancel=self._cancel_requested,
-        )
+        recorder, client = plan_run.recorder, plan_run.client
         try:
-            with client:
+            with plan_run:
                 try:
                     if self._cancel_requested():
                         raise Canceled("canceled before it started", job_id=self.job.id)
-                    self._run_with_retries(executor, client, plan, recorder)
+                    self._run_with_retries(plan_run)
                 except StableNewError:
                     raise
                 except Exception:
@@ -130,10 +122,8 @@ class JobRun:
         except Canceled as exc:
             recorder.canceled(exc)
             self.connection.delete(cancel_key(self.job.id))
-            self.job.retries_left = 0
-            self.job._stablenew_canceled = True  # type: ignore[attr-defined]
             self._notify(plan, recorder.summary())
-            raise
+            raise  # StableNewJob ends the job canceled, without a retry
         except Requeued as exc:
             self._hand_back(recorder, str(exc))
             raise
@@ -145,9 +135,7 @@ class JobRun:
                 self._hand_back(recorder, reason)
                 raise Requeued(reason, job_id=self.job.id) from exc
             message = recorder.failed(exc)
-            if _is_permanent(exc):
-                self.job.retries_left = 0  # retrying cannot help
-            if not self.job.retries_left:  # the last attempt: RQ will not run it again
+            if is_permanent(exc) or not self.job.retries_left:  # the last attempt: no retry follows
                 self._notify(plan, recorder.summary())
             exc.args = (message,)
             raise
@@ -156,17 +144,15 @@ class JobRun:
         self._notify(plan, summary)
         return summary
 
-    def _run_with_retries(
-        self, executor: WebUIExecutor, client: WebUIClient, plan: StageExecutionPlan, recorder: RunRecorder
-    ) -> None:
+    def _run_with_retries(self, plan_run: PlanRun) -> None:
         """Preflight and run the plan; after a transient WebUI error, wait and run it again (up to
         ``stage_retries`` times, backing off), resuming after the stages already finished."""
-        runner = PipelineRunner(_CountingExecutor(executor, self.breaker), hooks=recorder)
+        recorder, client = plan_run.recorder, plan_run.client
         retries = 0
         while True:
             try:
-                self._preflight(executor, client, plan)
-                runner.run(plan)
+                self._preflight(plan_run.executor, client, plan_run.plan)
+                plan_run.run()
                 return
             except WebUIError as exc:
                 if not exc.transient:
@@ -220,23 +206,23 @@ class JobRun:
     def _can_hand_back(self) -> bool:
         """Only :class:`StableNewWorker` puts a job back without using a retry (under plain RQ's
         worker a hand-back would be an ordinary failure), and only ``max_requeues`` times a job."""
-        if not getattr(self.job, "_stablenew_hands_back", False):
+        if not (isinstance(self.job, StableNewJob) and self.job.hands_back):
             return False
         return requeue_count(self.connection, self.job.id) < self.settings.max_requeues
 
     def _hand_back(self, recorder: RunRecorder, reason: str) -> None:
-        """Record the job as queued again; :class:`StableNewWorker` puts it back at the front of its
-        queue without using up a retry (a plain RQ worker retries or fails it as usual)."""
+        """Record the job as queued again; the caller raises :class:`Requeued`, and
+        :class:`StableNewWorker` puts the job back at the front of its queue without using up a
+        retry (a plain RQ worker retries or fails it as usual)."""
         count_requeue(self.connection, self.job.id, ttl=self.ttl)
         recorder.requeued(reason)
-        self.job._stablenew_requeue = reason  # type: ignore[attr-defined]
         log.warning("job %s: %s", self.job.id, reason)
 
     def _notify(self, plan: StageExecutionPlan, summary: dict[str, Any]) -> None:
         """POST the summary to the plan's callback_url, if any. Never fails the job."""
         if not plan.callback_url:
             return
-        if not self.settings.callback_allowed(plan.callback_url):
+        if not callback_allowed(self.settings, plan.callback_url):
             log.warning("job %s: callback URL refused (bad URL or host not allowed); not sent", self.job.id)
             return
         secret = self.settings.webhook_secret
@@ -291,29 +277,4 @@ class JobRun:
             pipe.execute()
 
 
-class _CountingExecutor:
-    """Passes stages to the WebUI executor; each stage it answers closes the breaker again."""
-
-    def __init__(self, inner: WebUIExecutor, breaker: WebUIBreaker) -> None:
-        self.inner = inner
-        self.breaker = breaker
-
-    def run_stage(self, stage_type: StageType, payload: dict[str, Any]) -> dict[str, Any]:
-        result = self.inner.run_stage(stage_type, payload)
-        self.breaker.record_success()
-        return result
-
-
-def _is_permanent(exc: BaseException) -> bool:
-    """Our own errors say; a ValueError/TypeError/KeyError from our code or data repeats the same
-    way on every try; anything else (Redis or disk trouble, RQ's job timeout) may pass."""
-    if isinstance(exc, StableNewError):
-        return not is_transient(exc)
-    return isinstance(exc, ValueError | TypeError | LookupError | AttributeError)
-
-
-# The worker class and its start-up live in rq_worker; these names stay importable from here
-# (``rq worker -w stablenew.jobs.worker.StableNewWorker``).
-from stablenew.jobs.rq_worker import StableNewWorker, make_worker  # noqa: E402
-
-__all__ = ["JobRun", "StableNewJob", "StableNewWorker", "make_worker", "run_plan"]
+__all__ = ["JobRun", "run_plan"]

@@ -31,12 +31,15 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 
 from stablenew import __version__
+
+if TYPE_CHECKING:
+    from stablenew.settings import Settings
 
 log = logging.getLogger("stablenew.notify")
 
@@ -83,6 +86,20 @@ def callback_host(url: str) -> tuple[str, int | None]:
 
     parsed = parse_url(url)
     return (parsed.host or "").lower().strip("[]"), parsed.port
+
+
+def callback_allowed(settings: Settings, url: str) -> bool:
+    """Whether ``url`` is an acceptable callback whose host ``settings.webhook_allowed_hosts`` allows.
+
+    Never raises: a URL that cannot be read safely is simply not allowed.
+    """
+    if callback_problem(url) is not None:
+        return False
+    allowed = {h.strip().lower() for h in settings.webhook_allowed_hosts.split(",") if h.strip()}
+    if not allowed:
+        return True
+    host, port = callback_host(url)
+    return host in allowed or (port is not None and f"{host}:{port}" in allowed)
 
 
 def signature(body: bytes, secret: str, timestamp: str) -> str:

@@ -1,4 +1,4 @@
-"""Webhooks (stablenew.notify) against a real HTTP receiver: a stdlib server on a loopback port."""
+"""Webhooks (stablenew.run.notify) against a real HTTP receiver: a stdlib server on a loopback port."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from stablenew import notify as notify_module
-from stablenew.notify import notify, signature, verify_signature
+from stablenew.run import _notify as notify_module
+from stablenew.run import notify, signature, verify_signature
 
 SECRET = "s3cret-webhook-key"
 FAST = {"timeout": 2.0, "backoff": (0.01, 0.02)}

@@ -1,0 +1,472 @@
+"""Our RQ classes: :class:`StableNewJob` and :class:`StableNewWorker`, every RQ method we override.
+
+Both worker commands use them: ``stablenew worker`` builds the worker with :func:`make_worker`;
+plain RQ runs::
+
+    rq worker -S json -j stablenew.jobs.rq_classes.StableNewJob \
+        -w stablenew.jobs.rq_classes.StableNewWorker --with-scheduler high default low
+
+Producers use :class:`StableNewJob` too (for queues and registries) so that nothing on either side
+ever imports or runs a function or callback named by a job. The job they run is
+:func:`stablenew.jobs.job_run.run_plan`.
+
+How a run ends travels as an exception, read where RQ hands it over: :meth:`StableNewJob.perform`
+sees :class:`~stablenew.errors.Canceled` (the job ends *canceled*, no retry),
+:class:`~stablenew.errors.Requeued` (:class:`StableNewWorker` puts it back at the front of its
+queue, no retry used) and any permanent error (no retry). The RQ names we rely on, private ones
+included, are pinned against the installed rq by ``tests/jobs/test_rq_classes.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+import zlib
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import redis
+from rq import Queue, SimpleWorker, Worker
+from rq.defaults import DEFAULT_FAILURE_TTL
+from rq.exceptions import DeserializationError, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import CanceledJobRegistry
+from rq.serializers import JSONSerializer
+from rq.utils import as_text, import_attribute
+from rq.worker import WorkerStatus
+from rq.worker.base import BaseWorker
+
+from stablenew.errors import Canceled, JobNotAllowed, Requeued, WebUIError, is_permanent
+from stablenew.jobs.keys import ALLOWED_FUNCTIONS, QUEUES, birth_key, stop_key
+from stablenew.jobs.resilience import (
+    WebUIBreaker,
+    hand_back,
+    probe_webui,
+    provably_dead,
+    reclaim_dead_namesake,
+)
+from stablenew.jobs.state import StateStore
+from stablenew.pipeline import MAX_PLAN_JSON_CHARS
+from stablenew.settings import Settings, redact_url
+
+log = logging.getLogger("stablenew.worker")
+
+# A job's ``data`` (RQ's JSON tuple holding the plan) is inflated to at most this many bytes: a
+# plan at its own limit plus JSON's escaping of it (base64 image data, the bulk of any large plan,
+# is not escaped at all). RQ itself would inflate any zlib stream in full, at fetch, in the
+# worker's main process.
+MAX_JOB_DATA_BYTES = 2 * MAX_PLAN_JSON_CHARS
+
+_EMPTY_ZLIB = zlib.compress(b"")
+
+
+def _inflate(raw: bytes, limit: int) -> bytes | None:
+    """What RQ's ``restore`` makes of ``data`` (zlib-inflated, else as stored), or None when that is
+    over ``limit`` bytes; never holds more than ``limit + 1`` bytes of output."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(raw, limit + 1)
+    except zlib.error:
+        out = raw
+    else:
+        if len(out) <= limit and not inflater.eof:
+            out = raw  # a truncated stream: RQ's zlib.decompress fails and keeps the bytes as stored
+    return out if len(out) <= limit else None
+
+
+def _arguments_problem(args: Any, kwargs: Any) -> str | None:
+    """What is wrong with a job's arguments for the one job function, if anything."""
+    if not isinstance(args, list | tuple):
+        return f"got args of type {type(args).__name__}"
+    if len(args) != 1:
+        return f"got {len(args):,} positional arguments"
+    if not isinstance(args[0], str):
+        return f"got a {type(args[0]).__name__}"
+    if not isinstance(kwargs, dict) or kwargs:
+        return "got keyword arguments"
+    return None
+
+
+class StableNewJob(Job):
+    """An RQ Job that runs only allow-listed functions and callbacks.
+
+    JSON alone does not make a queue safe: a JSON job naming ``os.system`` would still run. This
+    class refuses any function, bound instance or callback outside :data:`ALLOWED_FUNCTIONS`; such a
+    job fails with a clear error and the worker goes on. RQ's own job webhooks are disabled (a job
+    injected into Redis could otherwise make the GPU host post to any address).
+
+    A hash written straight into Redis is read defensively too: ``data`` that is not a JSON job
+    tuple (a pickle, say: it is never unpickled), over :data:`MAX_JOB_DATA_BYTES` once inflated, or
+    a ``meta`` that is not JSON make the job fail at once (no retry) saying so, and the job function
+    is called only with its one argument, the plan as a JSON string.
+    """
+
+    def __init__(
+        self, id: str | None = None, connection: redis.Redis | None = None, serializer: Any = None
+    ) -> None:
+        # Always JSON, whatever a caller passes or forgets to pass: RQ's default (pickle) would run
+        # code from Redis on Job.fetch, even when reading only meta (``rq worker -j`` without ``-S json``).
+        super().__init__(id, connection=connection, serializer=JSONSerializer)
+
+    # Set by ``restore``: the hash's data was over the limit (and dropped unread), its meta not JSON.
+    _data_too_big = False
+    _meta_not_json = False
+
+    hands_back: bool = False
+    """Set by :class:`StableNewWorker` before the job runs: a job handed back (:class:`Requeued`)
+    goes back to the front of its queue without using a retry. Under plain RQ's worker it stays
+    False, and the job fails or retries as RQ does."""
+
+    ended_by: Canceled | Requeued | None = None
+    """The signal that ended this run of the job, as :meth:`perform` caught it: canceled by
+    request, or handed back to its queue. None for a job that finished or failed."""
+
+    def perform(self) -> Any:
+        """RQ's ``perform``, reading the exception that ends the job: a :class:`Canceled` or any
+        permanent error (:func:`is_permanent`) uses no retry; a cancel or a hand-back is kept in
+        :attr:`ended_by` for the failure handling that follows (here and in the worker)."""
+        try:
+            return super().perform()
+        except (Canceled, Requeued) as exc:
+            self.ended_by = exc
+            if isinstance(exc, Canceled):
+                self.retries_left = 0
+            raise
+        except Exception as exc:
+            if is_permanent(exc):
+                self.retries_left = 0  # the same plan fails the same way: retrying cannot help
+            raise
+
+    @property
+    def func(self) -> Any:
+        name = self.func_name
+        if not isinstance(name, str) or name not in ALLOWED_FUNCTIONS or self.instance is not None:
+            self._refuse(
+                f"job {self.id} names function {name!r}, which is not allowed on this worker "
+                f"(allowed: {', '.join(sorted(ALLOWED_FUNCTIONS))})"
+            )
+        # Callbacks are refused before the job runs, not after it has done its GPU work.
+        self._checked_callback("success", self._success_callback_name)
+        self._checked_callback("failure", self._failure_callback_name)
+        self._checked_callback("stopped", self._stopped_callback_name)
+        if self._meta_not_json:
+            self._refuse(f"job {self.id}: its meta is not JSON (a pickle?); jobs here are JSON only")
+        problem = _arguments_problem(self.args, self.kwargs)
+        if problem:
+            self._refuse(f"job {self.id}: {name} takes one argument, the plan as a JSON string ({problem})")
+        return import_attribute(ALLOWED_FUNCTIONS[name])
+
+    def restore(self, raw_data: Any) -> None:
+        """RQ's ``restore``, inflating ``data`` within :data:`MAX_JOB_DATA_BYTES` and dropping a
+        ``meta`` that is not JSON (RQ would keep its raw bytes, which no JSON save can write back).
+
+        Raises:
+            NoSuchJobError: the hash has no ``data`` (RQ's own answer).
+            ValueError / TypeError / KeyError: a field RQ cannot parse (any other error RQ raises
+                for one, e.g. the AssertionError of a garbage ``timeout``, becomes a ValueError).
+        """
+        key = next((k for k in raw_data if as_text(k) == "data"), None)
+        if key is None:
+            super().restore(raw_data)  # RQ raises NoSuchJobError: not a job
+            return
+        data = _inflate(raw_data[key], MAX_JOB_DATA_BYTES)
+        try:
+            super().restore({**raw_data, key: _EMPTY_ZLIB})
+        except (NoSuchJobError, ValueError, TypeError, KeyError):
+            raise
+        except Exception as exc:  # e.g. RQ's parse_timeout asserts on a garbage ``timeout``
+            raise ValueError(f"job {self.id}: {type(exc).__name__}: {exc}") from None
+        self._data_too_big = data is None
+        self.data = data or b""
+        unserialized = self.meta.get("unserialized") if isinstance(self.meta, dict) else None
+        self._meta_not_json = isinstance(unserialized, bytes)  # JSON never decodes to bytes
+        if self._meta_not_json:
+            self.meta = {}
+
+    def _deserialize_data(self) -> None:
+        """RQ's, with the reason in the error, and no retry (the same bytes fail the same way).
+
+        Raises:
+            DeserializationError: what RQ's worker expects (it catches it by that name).
+        """
+        if self._data_too_big:
+            self.retries_left = 0
+            raise DeserializationError(
+                f"job {self.id}: its data is over {MAX_JOB_DATA_BYTES:,} bytes "
+                f"({MAX_JOB_DATA_BYTES // 2**20} MiB) once inflated, more than any plan may be"
+            )
+        try:
+            super()._deserialize_data()  # type: ignore[no-untyped-call]
+        except DeserializationError as exc:
+            self.retries_left = 0
+            cause = exc.__cause__
+            reason = f"{type(cause).__name__}: {cause}" if cause is not None else "unreadable"
+            raise DeserializationError(
+                f"job {self.id}: its data is not JSON of [function, instance, args, kwargs] "
+                f"({reason[:200]}); jobs here are JSON only"
+            ) from None
+
+    def _checked_callback(self, kind: str, name: str | None) -> None:
+        if name:
+            self._refuse(f"job {self.id} names {kind} callback {name!r}, which is not allowed")
+
+    def _refuse(self, message: str) -> NoReturn:
+        self.retries_left = 0  # permanent: a retry would be refused the same way
+        raise JobNotAllowed(message, job_id=self.id)
+
+    @classmethod
+    def fetch(cls, id: str, connection: redis.Redis | None = None, serializer: Any = None) -> Job:
+        """Fetch a job; one RQ cannot even read is treated as absent, so the worker skips it.
+
+        RQ's dequeue passes over ``NoSuchJobError`` but lets any other error out of ``fetch`` stop
+        the whole worker: an id outside ``[A-Za-z0-9_-]`` pushed onto a queue list, or a hash with
+        a garbage ``created_at``, ``status`` or ``timeout`` written straight into Redis.
+        """
+        try:
+            job: Job = super().fetch(id, connection=connection, serializer=serializer)
+        except (NoSuchJobError, redis.RedisError):
+            raise  # absent, or Redis itself failing: RQ handles both (skipping would lose the job)
+        except Exception as exc:
+            log.warning("job %r: unreadable job skipped (%s: %s)", id, type(exc).__name__, exc)
+            raise NoSuchJobError(f"job {id!r} cannot be read: {type(exc).__name__}") from None
+        return job
+
+    # RQ also runs callbacks outside any job, e.g. the failure callback of an abandoned job during
+    # a worker's maintenance, where an exception would stop the worker. So these never import or
+    # run anything, and never raise; ``func`` above refuses a job that names one.
+    @property
+    def success_callback(self) -> Any:
+        return self._no_callback("success", self._success_callback_name)
+
+    @property
+    def failure_callback(self) -> Any:
+        return self._no_callback("failure", self._failure_callback_name)
+
+    @property
+    def stopped_callback(self) -> Any:
+        return self._no_callback("stopped", self._stopped_callback_name)
+
+    def _no_callback(self, kind: str, name: str | None) -> None:
+        if name:
+            log.warning("job %s: %s callback %r ignored (not allowed)", self.id, kind, name)
+        return None
+
+    def send_webhooks(self, status: Any, *, exc_string: str | None = None) -> None:
+        return None
+
+    def _handle_failure(self, exc_string: str, pipeline: Any, *args: Any, **kwargs: Any) -> None:
+        """A cancel ends the job *canceled* (RQ would otherwise call it failed); a job that died
+        without recording its end (its work horse was killed) gets its running stage marked failed.
+
+        RQ calls this once the job will not be retried, in the work horse or, when the horse died,
+        in the worker's parent process."""
+        if isinstance(self.ended_by, Canceled):
+            ttl = self.failure_ttl or DEFAULT_FAILURE_TTL
+            self.set_status(JobStatus.CANCELED, pipeline=pipeline)
+            CanceledJobRegistry(
+                self.origin, self.connection, job_class=type(self), serializer=self.serializer
+            ).add(self, ttl=ttl, pipeline=pipeline)
+            pipeline.expire(self.key, ttl)
+            return
+        try:
+            store = StateStore(self.connection)
+            state = store.load(self.id)
+            if state is not None and state.status in ("running", "queued"):
+                lines = [line for line in exc_string.strip().splitlines() if line.strip()]
+                state.mark_failed(lines[-1] if lines else "the job died")
+                store.save(state)
+        except redis.RedisError:
+            log.warning("job %s: could not record its failure in the stage state", self.id)
+        super()._handle_failure(exc_string, pipeline, *args, **kwargs)
+
+
+class StableNewBaseWorker(BaseWorker):
+    """What our workers add to RQ's, whichever way they run a job:
+
+    - restarted under the name of a worker that provably died on this host, it starts at once and
+      hands that worker's interrupted jobs back to their queues (:func:`reclaim_dead_namesake`);
+    - while its WebUI keeps failing (:class:`WebUIBreaker` open) it takes no job, probes the WebUI
+      with backoff and resumes when it answers; the job in hand went back to its queue unfailed;
+    - told to stop (SIGTERM/SIGINT), it lets the running stage finish, saves it, hands the job back
+      to the front of its queue (it resumes after that stage) and exits;
+    - a job handed back (:class:`~stablenew.errors.Requeued`) is enqueued again at the front of its
+      queue without using up a retry.
+
+    :class:`StableNewWorker` (forking, what a GPU host runs) and :class:`StableNewSimpleWorker` (in
+    process, for tests and fakeredis) are this class on RQ's ``Worker`` and ``SimpleWorker``.
+    """
+
+    settings: Settings
+    _probe_delay: float | None = None  # the probe backoff reached, kept until a stage succeeds
+
+    def _settings(self) -> Settings:
+        if not hasattr(self, "settings"):
+            self.settings = Settings()
+        return self.settings
+
+    # ------------------------------------------------------------------ start-up
+    def register_birth(self) -> None:
+        s = self._settings()
+        # Two workers started at once under one name (a mistake) must not both take back the dead
+        # namesake's jobs: whoever holds this lock reclaims and registers; the other is refused.
+        lock, me = birth_key(self.name), f"{socket.gethostname()}:{os.getpid()}"
+        if not self.connection.set(lock, me, nx=True, ex=60):
+            holder: bytes = self.connection.get(lock) or b""  # type: ignore[assignment]
+            host, _, pid = holder.decode(errors="replace").rpartition(":")
+            if not provably_dead(host, int(pid) if pid.isdigit() else None):
+                raise ValueError(f"There exists an active worker named {self.name!r} already (starting up)")
+            self.connection.set(lock, me, ex=60)  # left by a start-up that died half-way
+        try:
+            reclaim_dead_namesake(self, max_requeues=s.max_requeues, ttl=max(s.failure_ttl, s.result_ttl))
+            super().register_birth()  # type: ignore[no-untyped-call]  # refuses a live namesake
+        finally:
+            self.connection.delete(lock)
+        self.connection.delete(stop_key(self.name))  # a stop left by an earlier, dead life of this name
+
+    # ------------------------------------------------------------------ circuit breaker
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        self._wait_for_webui()
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def _wait_for_webui(self) -> None:
+        """While the breaker is open: no jobs; probe the WebUI with backoff until it answers.
+
+        The backoff carries over from one pause to the next until a stage succeeds: a WebUI out of
+        memory still answers the probe but fails every generation, and each failed trial must wait
+        longer than the last (not hammer it, nor hand the same job back every few milliseconds)."""
+        s = self._settings()
+        breaker = WebUIBreaker(self.connection, self.name, threshold=s.webui_failure_threshold)
+        if not breaker.seen_since_success():
+            self._probe_delay = None  # a stage succeeded: the WebUI works again
+        if not breaker.is_open():
+            return
+        self.log.warning(
+            "Worker %s: %d WebUI failures in a row; taking no jobs until %s answers",
+            self.name,
+            breaker.failures(),
+            redact_url(s.webui_url),
+        )
+        self.set_state(WorkerStatus.SUSPENDED)
+        self.procline("WebUI down: probing " + redact_url(s.webui_url))  # type: ignore[no-untyped-call]
+        previous = self._probe_delay
+        delay = previous or s.webui_probe_interval
+        wait_first = previous is not None  # the last trial after an answered probe failed again
+        while not self._stop_requested:
+            if wait_first:
+                self.heartbeat()
+                _sleep_unless(lambda: self._stop_requested, delay)
+                delay = min(delay * 2, s.webui_probe_max)
+                if self._stop_requested:
+                    break
+            wait_first = True
+            self.heartbeat()
+            try:
+                probe_webui(s)
+            except WebUIError as exc:
+                self.log.info(
+                    "Worker %s: WebUI still failing (%s); next probe in %.1f s", self.name, exc, delay
+                )
+                continue
+            breaker.half_open()
+            self._probe_delay = delay
+            self.log.warning("Worker %s: the WebUI answers again; trying one job", self.name)
+            return
+
+    # ------------------------------------------------------------------ stopping
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        if self.get_state() == WorkerStatus.BUSY:
+            # The running job hands itself back after its current stage instead of running to its end.
+            with contextlib.suppress(redis.RedisError):
+                self.connection.set(stop_key(self.name), "1", ex=24 * 3600)
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def teardown(self) -> None:
+        with contextlib.suppress(redis.RedisError):
+            self.connection.delete(stop_key(self.name))
+        super().teardown()  # type: ignore[no-untyped-call]
+
+    # ------------------------------------------------------------------ hand-backs
+    def perform_job(self, job: Job, queue: Queue) -> bool:
+        if isinstance(job, StableNewJob):
+            job.hands_back = True  # JobRun may hand it back (raise Requeued) instead of failing it
+        return bool(super().perform_job(job, queue))
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        if _handed_back(job):
+            self.log.info("Worker %s: job %s handed back: %s", self.name, job.id, exc_info[1])
+            return
+        super().handle_exception(job, *exc_info)
+
+    def handle_job_failure(
+        self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
+    ) -> None:
+        if not _handed_back(job):
+            super().handle_job_failure(job, queue, started_job_registry, exc_string)
+            return
+        with self.connection.pipeline() as pipe:
+            self.cleanup_execution(job, pipeline=pipe)
+            hand_back(queue, job, pipe)
+            pipe.execute()
+
+
+class StableNewWorker(StableNewBaseWorker, Worker):
+    """RQ's forking worker with our start-up, breaker, stop and hand-back (see
+    :class:`StableNewBaseWorker`): each job runs in a work horse. What a GPU host runs; from plain
+    RQ: ``rq worker -w stablenew.jobs.rq_classes.StableNewWorker``."""
+
+
+class StableNewSimpleWorker(StableNewBaseWorker, SimpleWorker):
+    """RQ's ``SimpleWorker`` with the same start-up, breaker, stop and hand-back as
+    :class:`StableNewWorker`, running each job in its own process: for tests (it works on fakeredis
+    with ``work(burst=True)``) and for hosts where forking is not wanted."""
+
+
+def _handed_back(job: Job) -> bool:
+    """Whether ``job`` ended by :class:`Requeued` (it goes back to its queue, not to failed)."""
+    return isinstance(job, StableNewJob) and isinstance(job.ended_by, Requeued)
+
+
+def _sleep_unless(stop: Any, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not stop() and time.monotonic() < deadline:
+        time.sleep(min(0.25, max(deadline - time.monotonic(), 0)))
+
+
+def make_worker(
+    connection: redis.Redis,
+    queues: Sequence[str] = QUEUES,
+    *,
+    name: str | None = None,
+    worker_class: type[BaseWorker] = StableNewWorker,
+    settings: Settings | None = None,
+) -> BaseWorker:
+    """An RQ worker wired for stablenew: JSON serializer, allow-listed Job class, strict priority."""
+    rq_queues = [
+        Queue(q, connection=connection, serializer=JSONSerializer, job_class=StableNewJob) for q in queues
+    ]
+    worker = worker_class(
+        rq_queues,
+        connection=connection,
+        name=name,
+        serializer=JSONSerializer,
+        job_class=StableNewJob,
+        maintenance_interval=60,
+    )
+    if settings is not None and isinstance(worker, StableNewBaseWorker):
+        worker.settings = settings
+    return worker
+
+
+__all__ = [
+    "MAX_JOB_DATA_BYTES",
+    "StableNewBaseWorker",
+    "StableNewJob",
+    "StableNewSimpleWorker",
+    "StableNewWorker",
+    "make_worker",
+]

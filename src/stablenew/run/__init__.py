@@ -1,0 +1,70 @@
+"""The run layer: one run of a plan on a WebUI, recorded as it goes, with or without a queue.
+
+``stablenew run`` and the queue worker both run plans through :class:`PlanRun` (client, executor,
+runner and :class:`RunRecorder` wired from settings once). Here too: the per-stage state model
+(:class:`JobState`), the job's files on disk (:class:`JobOutputs`), which job ids are safe, and
+the webhook that tells a plan's ``callback_url`` how its job ended (:func:`notify`). Nothing here
+knows of Redis or RQ: where a queued job's state is stored is :mod:`stablenew.jobs`' business.
+"""
+
+from __future__ import annotations
+
+from stablenew.run._job_id import JOB_ID_PATTERN, is_valid_job_id
+from stablenew.run._notify import (
+    DEFAULT_TOLERANCE_S,
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    EVENTS,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    callback_allowed,
+    callback_host,
+    callback_problem,
+    notify,
+    signature,
+    verify_signature,
+)
+from stablenew.run._outputs import JobOutputs, OutputFile, atomic_write
+from stablenew.run._plan_run import PlanRun, ProgressListener
+from stablenew.run._recorder import PROGRESS_SAVE_INTERVAL_S, Persist, RunRecorder
+from stablenew.run._state import (
+    JobRunStatus,
+    JobState,
+    OutputRecord,
+    StageState,
+    StageStatus,
+    plan_digest,
+    utcnow,
+)
+
+__all__ = [
+    "DEFAULT_TOLERANCE_S",
+    "DELIVERY_HEADER",
+    "EVENTS",
+    "EVENT_HEADER",
+    "JOB_ID_PATTERN",
+    "PROGRESS_SAVE_INTERVAL_S",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "JobOutputs",
+    "JobRunStatus",
+    "JobState",
+    "OutputFile",
+    "OutputRecord",
+    "Persist",
+    "PlanRun",
+    "ProgressListener",
+    "RunRecorder",
+    "StageState",
+    "StageStatus",
+    "atomic_write",
+    "callback_allowed",
+    "callback_host",
+    "callback_problem",
+    "is_valid_job_id",
+    "notify",
+    "plan_digest",
+    "signature",
+    "utcnow",
+    "verify_signature",
+]

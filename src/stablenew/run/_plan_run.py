@@ -1,0 +1,99 @@
+"""PlanRun: one run of a plan on the WebUI that settings name, wired once for every caller.
+
+``stablenew run`` (no Redis) and the queue worker run a plan the same way: a
+:class:`~stablenew.webui.client.WebUIClient` built from settings, a
+:class:`~stablenew.webui.executor.WebUIExecutor` reporting progress to a :class:`RunRecorder`, and a
+:class:`~stablenew.pipeline.pipeline_runner.PipelineRunner` with the recorder as its hooks. What
+differs between them is injected: where state is kept, what asks for a cancel or a hand-back, who
+else hears of progress or of a stage the WebUI answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Self
+
+from stablenew.pipeline import PipelineRunner, StageExecutionPlan, StageResult, StageType
+from stablenew.run._outputs import JobOutputs
+from stablenew.run._recorder import Persist, RunRecorder, never, no_persist
+from stablenew.run._state import JobState
+from stablenew.settings import Settings
+from stablenew.webui import WebUIClient, WebUIExecutor
+
+ProgressListener = Callable[[StageType, float], None]
+
+
+class PlanRun:
+    """Client, executor, runner and recorder for one run of ``plan`` under the id ``run_id``.
+
+    Use it as a context manager: leaving it closes the WebUI client. ``on_progress`` hears each
+    progress fraction after the recorder; ``on_stage_done`` is called each time the WebUI answered
+    a stage (not for a stage resumed from disk).
+
+    Raises:
+        ValueError: ``run_id`` is not a safe job id.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        plan: StageExecutionPlan,
+        run_id: str,
+        *,
+        state: JobState | None = None,
+        persist: Persist = no_persist,
+        should_cancel: Callable[[], bool] = never,
+        should_yield: Callable[[], bool] = never,
+        worker: str | None = None,
+        on_progress: ProgressListener | None = None,
+        on_stage_done: Callable[[], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.recorder = RunRecorder(
+            JobOutputs(settings.output_dir, run_id),
+            plan,
+            state=state,
+            persist=persist,
+            should_cancel=should_cancel,
+            should_yield=should_yield,
+            webui_url=settings.webui_url,
+            worker=worker,
+        )
+        self._on_progress = on_progress
+        self.client = WebUIClient.from_settings(settings)
+        self.executor = WebUIExecutor(
+            self.client,
+            progress_interval=settings.progress_interval,
+            on_progress=self._progress,
+            should_cancel=should_cancel,
+        )
+        stages = self.executor if on_stage_done is None else _ReportingExecutor(self.executor, on_stage_done)
+        self.runner = PipelineRunner(stages, hooks=self.recorder)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.client.close()
+
+    def run(self) -> StageResult:
+        """Run every stage of the plan not already done (see :class:`RunRecorder` for resume)."""
+        return self.runner.run(self.plan)
+
+    def _progress(self, stage_type: StageType, fraction: float) -> None:
+        self.recorder.on_progress(stage_type, fraction)
+        if self._on_progress is not None:
+            self._on_progress(stage_type, fraction)
+
+
+class _ReportingExecutor:
+    """Passes stages to the WebUI executor and reports each one it answered."""
+
+    def __init__(self, inner: WebUIExecutor, on_stage_done: Callable[[], None]) -> None:
+        self.inner = inner
+        self.on_stage_done = on_stage_done
+
+    def run_stage(self, stage_type: StageType, payload: dict[str, Any]) -> StageResult:
+        result = self.inner.run_stage(stage_type, payload)
+        self.on_stage_done()
+        return result

@@ -1,0 +1,139 @@
+"""The RQ names our classes rely on, pinned against the installed rq.
+
+StableNewJob and StableNewWorker override or call some of RQ's methods, a few of them private. An rq
+release that renames one, or changes the parameters we pass or receive, fails here, by name,
+instead of somewhere deep in a worker.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import fakeredis
+import pytest
+import rq
+from rq import Queue, Worker
+from rq.job import Job, JobStatus
+
+from stablenew.jobs.keys import cancel_key, requeues_key
+from stablenew.jobs.rq_classes import StableNewJob, StableNewWorker
+from stablenew.settings import Settings
+from stablenew.simulator import Fault
+
+# (owner, name, parameters we pass or receive, besides self)
+PINNED = [
+    # private: overridden by StableNewJob
+    (Job, "_deserialize_data", []),
+    (Job, "_handle_failure", ["exc_string", "pipeline"]),
+    # private: called by the hand-back (jobs/resilience.py)
+    (Queue, "_enqueue_job", ["job", "pipeline", "at_front"]),
+    # public hooks we override
+    (Job, "restore", ["raw_data"]),
+    (Job, "fetch", ["id", "connection", "serializer"]),
+    (Job, "perform", []),
+    (Job, "send_webhooks", ["status", "exc_string"]),
+    (Worker, "register_birth", []),
+    (Worker, "dequeue_job_and_maintain_ttl", ["timeout", "max_idle_time"]),
+    (Worker, "request_stop", ["signum", "frame"]),
+    (Worker, "teardown", []),
+    (Worker, "perform_job", ["job", "queue"]),
+    (Worker, "handle_exception", ["job"]),
+    (Worker, "handle_job_failure", ["job", "queue", "started_job_registry", "exc_string"]),
+    # public methods we call from our overrides
+    (Worker, "cleanup_execution", ["job", "pipeline"]),
+    (Worker, "set_state", ["state"]),
+    (Worker, "procline", ["message"]),
+    (Worker, "heartbeat", []),
+]
+
+
+def test_the_installed_rq_is_the_one_these_names_are_pinned_against() -> None:
+    assert rq.__version__.split(".")[:2] == ["2", "12"], rq.__version__
+
+
+@pytest.mark.parametrize(("owner", "name", "params"), PINNED, ids=[f"{o.__name__}.{n}" for o, n, _ in PINNED])
+def test_each_rq_method_we_rely_on_exists_with_the_parameters_we_use(
+    owner: type, name: str, params: list[str]
+) -> None:
+    method = getattr(owner, name, None)
+    assert callable(method), f"rq {rq.__version__} has no {owner.__name__}.{name}"
+    found = inspect.signature(method).parameters
+    missing = [p for p in params if p not in found]
+    assert not missing, f"{owner.__name__}.{name} lost parameters {missing} (has {list(found)})"
+
+
+@pytest.mark.parametrize("name", ["func", "success_callback", "failure_callback", "stopped_callback"])
+def test_the_job_properties_we_override_are_still_properties(name: str) -> None:
+    assert isinstance(inspect.getattr_static(Job, name), property)
+
+
+def test_the_private_attributes_we_read_are_set_by_rq() -> None:
+    connection = fakeredis.FakeRedis()
+    job = StableNewJob.create("os.getcwd", connection=connection)
+    for name in ("_success_callback_name", "_failure_callback_name", "_stopped_callback_name"):
+        assert hasattr(job, name), f"rq Job no longer sets {name}"
+    worker = StableNewWorker([Queue("default", connection=connection)], connection=connection)
+    assert worker._stop_requested is False, "rq Worker no longer sets _stop_requested"
+
+
+# --------------------------------------------------------------------------------------------
+# StableNewSimpleWorker: our dequeue, breaker and hand-back, in process on fakeredis
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_hand_back_puts_the_job_at_the_front_of_its_queue_without_using_a_retry(
+    producer, run_our_worker, sim, conn, fetch, stored_state, configs, monkeypatch
+):
+    # Given two jobs, and a WebUI whose first generation fails (its breaker opens at once)
+    monkeypatch.setenv("STABLENEW_WEBUI_FAILURE_THRESHOLD", "1")
+    monkeypatch.setenv("STABLENEW_WEBUI_PROBE_INTERVAL", "0.05")
+    first = producer.submit(configs.txt2img())
+    second = producer.submit(configs.txt2img("a blue boat"))
+    sim.inject(Fault("status", route="/sdapi/v1/txt2img", status=503))
+
+    # When our worker runs the queue
+    performed = run_our_worker()
+
+    # Then the first job went back to the front (it ran again before the second), retries untouched
+    assert performed == [first.job_id, first.job_id, second.job_id]
+    job = fetch(first.job_id)
+    assert job.get_status() == JobStatus.FINISHED
+    assert job.retries_left == Settings().retry_max
+    assert conn.get(requeues_key(first.job_id)) == b"1"
+    assert stored_state(first.job_id).runs == 2
+    assert fetch(second.job_id).get_status() == JobStatus.FINISHED
+
+
+def test_a_cancel_ends_the_job_canceled_under_our_worker(
+    producer, run_our_worker, sim, conn, fetch, stored_state, configs
+):
+    # Given a job whose cancel was asked for as a worker took it
+    submission = producer.submit(configs.txt2img())
+    conn.set(cancel_key(submission.job_id), "1")
+
+    # When our worker runs it
+    assert run_our_worker() == [submission.job_id]
+
+    # Then it ended canceled (not failed, not retried: it ran once), with nothing generated
+    job = fetch(submission.job_id)
+    assert job.get_status() == JobStatus.CANCELED
+    assert stored_state(submission.job_id).status == "canceled"
+    assert sim.generation_posts() == []
+
+
+def test_a_permanent_failure_uses_no_retry_under_our_worker(
+    producer, run_our_worker, sim, fetch, stored_state, configs
+):
+    # Given a job the WebUI rejects (a 4xx: the same request fails the same way every time)
+    submission = producer.submit(configs.txt2img())
+    sim.inject(Fault("status", route="/sdapi/v1/txt2img", status=422))
+
+    # When our worker runs the queue
+    performed = run_our_worker()
+
+    # Then it ran once and failed for good
+    assert performed == [submission.job_id]
+    job = fetch(submission.job_id)
+    assert job.get_status() == JobStatus.FAILED
+    assert job.retries_left == 0
+    assert stored_state(submission.job_id).status == "failed"
