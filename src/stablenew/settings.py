@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_QUEUES = ("high", "default", "low")
+from stablenew.queues import QUEUES
 
 
 class Settings(BaseSettings):
@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     webui_url: str = "http://127.0.0.1:7860"
     webui_auth: SecretStr | None = None
     output_dir: Path = Path("outputs")
-    queues: str = ",".join(DEFAULT_QUEUES)
+    queues: str = ",".join(QUEUES)
 
     webui_connect_timeout: float = Field(5.0, gt=0)
     webui_read_timeout: float = Field(1800.0, gt=0)

@@ -6,8 +6,7 @@ import argparse
 from typing import Any
 
 from stablenew import __version__
-
-QUEUE_CHOICES = ("high", "default", "low")
+from stablenew.queues import DEFAULT_QUEUE, QUEUES
 
 
 def _lazy(module: str, name: str) -> Any:
@@ -79,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         (cmds, "cmd_submit"),
     )
     p.add_argument("configs", nargs="+", help="config files or directories of *.json")
-    p.add_argument("--queue", default="default", choices=QUEUE_CHOICES)
+    p.add_argument("--queue", default=DEFAULT_QUEUE, choices=QUEUES)
     p.add_argument(
         "--id", dest="job_id", help="your own job id ([A-Za-z0-9_-]+); submitting it again is a no-op"
     )
@@ -121,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stablenew list --queue default --status failed",
         (cmds, "cmd_list"),
     )
-    p.add_argument("--queue", choices=QUEUE_CHOICES)
+    p.add_argument("--queue", choices=QUEUES)
     p.add_argument("--status", choices=("queued", "started", "finished", "failed", "canceled"))
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")

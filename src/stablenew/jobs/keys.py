@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 
-QUEUES = ("high", "default", "low")
+from stablenew.queues import QUEUES
+
 JOB_FUNCTION = "stablenew.jobs.worker.run_plan"
 ALLOWED_FUNCTIONS = frozenset({JOB_FUNCTION})
 
@@ -56,6 +57,22 @@ def birth_key(worker: str) -> str:
 def requeues_key(job_id: str) -> str:
     """How many times a job was handed back to its queue without using up a retry."""
     return f"{_PREFIX}:requeues:{job_id}"
+
+
+__all__ = [
+    "ALLOWED_FUNCTIONS",
+    "JOB_FUNCTION",
+    "JOB_ID_PATTERN",
+    "QUEUES",
+    "birth_key",
+    "breaker_key",
+    "cancel_key",
+    "inventory_key",
+    "is_valid_job_id",
+    "requeues_key",
+    "state_key",
+    "stop_key",
+]
 
 
 def is_valid_job_id(job_id: str) -> bool:

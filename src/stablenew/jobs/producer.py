@@ -35,11 +35,12 @@ from stablenew.errors import (
 )
 from stablenew.jobs.checks import ConfigInput, build_checked_plan, estimate_timeout, webui_preflight
 from stablenew.jobs.job import StableNewJob
-from stablenew.jobs.keys import JOB_FUNCTION, QUEUES, cancel_key, is_valid_job_id, state_key
+from stablenew.jobs.keys import JOB_FUNCTION, cancel_key, is_valid_job_id, state_key
 from stablenew.jobs.state import StateStore
 from stablenew.jobs.views import JobView, Submission, job_view, pending_state
 from stablenew.notify import callback_problem
 from stablenew.pipeline.stage_models import StageExecutionPlan
+from stablenew.queues import DEFAULT_QUEUE, QUEUES
 from stablenew.settings import Settings
 
 _R = TypeVar("_R", bound=BaseRegistry)
@@ -105,7 +106,7 @@ class Producer:
         self,
         config: ConfigInput,
         *,
-        queue: str = "default",
+        queue: str = DEFAULT_QUEUE,
         job_id: str | None = None,
         source: str | None = None,
     ) -> Submission:
@@ -139,7 +140,11 @@ class Producer:
         return Submission(job_id=job.id, queue=queue, plan=plan)
 
     def submit_many(
-        self, configs: Sequence[ConfigInput], *, queue: str = "default", sources: Sequence[str] | None = None
+        self,
+        configs: Sequence[ConfigInput],
+        *,
+        queue: str = DEFAULT_QUEUE,
+        sources: Sequence[str] | None = None,
     ) -> list[Submission]:
         """Validate every config first (all-or-nothing), then enqueue them in one pipeline.
 
