@@ -24,7 +24,7 @@ def test_the_cli_jobs_and_settings_use_the_one_list_of_queue_names() -> None:
     assert _choices("submit", "--queue") == QUEUES
     assert _choices("list", "--queue") == QUEUES
     assert DEFAULT_QUEUE in QUEUES
-    assert list(Settings().queue_names) == list(QUEUES)
+    assert Settings().queues == list(QUEUES)
 
 
 def test_the_queue_names_module_and_the_parser_load_neither_pydantic_nor_rq() -> None:

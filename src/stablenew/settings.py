@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from stablenew.queues import QUEUES
 
@@ -26,7 +26,8 @@ class Settings(BaseSettings):
     webui_url: str = "http://127.0.0.1:7860"
     webui_auth: SecretStr | None = None
     output_dir: Path = Path("outputs")
-    queues: str = ",".join(QUEUES)
+    # Lists are written comma-separated in the environment ("high,default"), not as JSON.
+    queues: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(QUEUES), min_length=1)
 
     webui_connect_timeout: float = Field(5.0, gt=0)
     webui_read_timeout: float = Field(1800.0, gt=0)
@@ -36,7 +37,9 @@ class Settings(BaseSettings):
     result_ttl: int = Field(7 * 24 * 3600, gt=0)
     failure_ttl: int = Field(14 * 24 * 3600, gt=0)
     retry_max: int = Field(3, ge=0)
-    retry_intervals: str = "10,30,90"
+    retry_intervals: Annotated[list[Annotated[int, Field(ge=0)]], NoDecode] = Field(
+        default_factory=lambda: [10, 30, 90]
+    )
 
     # Inside one run of a job: a stage that fails with a transient WebUI error (down, timeout, 5xx,
     # a truncated answer) is tried again this many times, waiting stage_retry_backoff s, doubling.
@@ -57,7 +60,30 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     # Hosts (host or host:port, comma-separated) a plan's callback_url may name; empty = any.
     # Set it on shared deployments: a submitter could otherwise make GPU hosts POST anywhere.
-    webhook_allowed_hosts: str = ""
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("queues", "retry_intervals", "webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("queues")
+    @classmethod
+    def _known_queues(cls, names: list[str]) -> list[str]:
+        unknown = [name for name in names if name not in QUEUES]
+        if unknown:
+            raise ValueError(f"unknown queue {unknown[0]!r}: each must be one of {','.join(QUEUES)}")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"queue {repeated[0]!r} is named twice")
+        return names
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _lower_hosts(cls, hosts: list[str]) -> list[str]:
+        return [host.lower() for host in hosts]
 
     def callback_allowed(self, url: str) -> bool:
         """Whether ``url`` is an acceptable callback whose host ``webhook_allowed_hosts`` allows.
@@ -68,7 +94,7 @@ class Settings(BaseSettings):
 
         if callback_problem(url) is not None:
             return False
-        allowed = {h.strip().lower() for h in self.webhook_allowed_hosts.split(",") if h.strip()}
+        allowed = set(self.webhook_allowed_hosts)
         if not allowed:
             return True
         host, port = callback_host(url)
@@ -78,14 +104,6 @@ class Settings(BaseSettings):
         """Fields as repr and str show them: SecretStr hides itself; a password in the WebUI URL is hidden."""
         for name, value in super().__repr_args__():
             yield name, redact_url(value) if name == "webui_url" and isinstance(value, str) else value
-
-    @property
-    def queue_names(self) -> list[str]:
-        return [q.strip() for q in self.queues.split(",") if q.strip()]
-
-    @property
-    def retry_interval_list(self) -> list[int]:
-        return [int(x) for x in self.retry_intervals.split(",") if x.strip()]
 
     @property
     def webui_basic_auth(self) -> tuple[str, str] | None:

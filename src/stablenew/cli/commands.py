@@ -256,7 +256,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from stablenew.webui.client import WebUIClient
 
     settings = _settings()
-    queues = args.queues or settings.queue_names
+    queues = args.queues or settings.queues
     unknown = [q for q in queues if q not in QUEUES]
     if unknown:
         from stablenew.errors import ConfigError, FieldProblem

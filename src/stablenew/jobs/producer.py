@@ -91,7 +91,7 @@ class Producer:
 
     def _enqueue_args(self, plan: StageExecutionPlan, job_id: str | None) -> dict[str, Any]:
         s = self.settings
-        intervals = s.retry_interval_list or [0]
+        intervals = list(s.retry_intervals) or [0]
         return {
             "args": (plan.to_json(),),
             "job_id": job_id,
@@ -267,7 +267,7 @@ class Producer:
         # ones used it up, and the rerun deserves the same policy as a new job.
         if self.settings.retry_max > 0:
             job.retries_left = self.settings.retry_max
-            job.retry_intervals = self.settings.retry_interval_list or [0]
+            job.retry_intervals = list(self.settings.retry_intervals) or [0]
         if status in (JobStatus.FAILED, JobStatus.STOPPED):  # RQ files stopped jobs as failed too
             _registry(FailedJobRegistry, self.queue(job.origin)).requeue(job)
         else:

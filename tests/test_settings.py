@@ -1,0 +1,67 @@
+"""Settings are read and checked when they load: a bad value never waits for the first job."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from stablenew.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _no_shell_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("QUEUES", "RETRY_INTERVALS", "WEBHOOK_ALLOWED_HOSTS", "RETRY_MAX", "REDIS_URL"):
+        monkeypatch.delenv(f"STABLENEW_{name}", raising=False)
+
+
+# ---------------------------------------------------------------------------------- list settings
+def test_comma_separated_lists_from_the_environment_load_as_typed_lists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STABLENEW_QUEUES", "low, high")
+    monkeypatch.setenv("STABLENEW_RETRY_INTERVALS", "5, 0,7")
+    monkeypatch.setenv("STABLENEW_WEBHOOK_ALLOWED_HOSTS", "Hooks.Example.com, 10.0.0.2:8080,")
+
+    settings = Settings()
+
+    assert settings.queues == ["low", "high"]
+    assert settings.retry_intervals == [5, 0, 7]
+    assert settings.webhook_allowed_hosts == ["hooks.example.com", "10.0.0.2:8080"]
+
+
+def test_list_defaults_are_every_queue_and_three_growing_intervals() -> None:
+    settings = Settings()
+
+    assert settings.queues == ["high", "default", "low"]
+    assert settings.retry_intervals == [10, 30, 90]
+    assert settings.webhook_allowed_hosts == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("STABLENEW_RETRY_INTERVALS", "10,abc"),
+        ("STABLENEW_RETRY_INTERVALS", "10,-1"),
+        ("STABLENEW_QUEUES", " , "),
+        ("STABLENEW_QUEUES", "high,urgent"),
+        ("STABLENEW_QUEUES", "high,low,high"),
+    ],
+)
+def test_a_bad_list_setting_is_refused_when_settings_load(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_callback_hosts_are_checked_against_the_allowed_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STABLENEW_WEBHOOK_ALLOWED_HOSTS", "HOOKS.example.com,10.0.0.2:8080")
+
+    settings = Settings()
+
+    assert settings.callback_allowed("https://hooks.example.com/x")
+    assert settings.callback_allowed("http://10.0.0.2:8080/x")
+    assert not settings.callback_allowed("http://10.0.0.2:9090/x")
+    assert not settings.callback_allowed("https://elsewhere.example.com/x")
