@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from stablenew.settings import Settings
+from stablenew.settings import Settings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -65,3 +67,17 @@ def test_callback_hosts_are_checked_against_the_allowed_list(monkeypatch: pytest
     assert settings.callback_allowed("http://10.0.0.2:8080/x")
     assert not settings.callback_allowed("http://10.0.0.2:9090/x")
     assert not settings.callback_allowed("https://elsewhere.example.com/x")
+
+
+# ---------------------------------------------------------------------------------- precedence
+def test_flags_win_over_variables_which_win_over_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STABLENEW_WEBUI_URL", "http://env-host:7860")
+    monkeypatch.setenv("STABLENEW_OUTPUT_DIR", "/srv/env-outputs")
+    monkeypatch.delenv("STABLENEW_REDIS_URL", raising=False)
+
+    settings = load_settings({"webui_url": "http://flag-host:7860", "output_dir": None, "queues": []})
+
+    assert settings.webui_url == "http://flag-host:7860"  # flag
+    assert settings.output_dir == Path("/srv/env-outputs")  # variable: the flag was not given
+    assert settings.redis_url.get_secret_value() == "redis://127.0.0.1:6379/0"  # default
+    assert settings.queues == ["high", "default", "low"]  # an empty list of queue arguments = not given

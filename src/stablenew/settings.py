@@ -7,7 +7,7 @@ up in a repr, a log line or job meta; a password written into the WebUI URL is h
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -111,6 +111,16 @@ class Settings(BaseSettings):
             return None
         user, _, password = self.webui_auth.get_secret_value().partition(":")
         return (user, password)
+
+
+def load_settings(flags: Mapping[str, Any] | None = None) -> Settings:
+    """Settings from the ``STABLENEW_*`` variables, with ``flags`` on top.
+
+    ``flags`` maps field names to values given on the command line; ``None`` or an empty list
+    means "not given". Flags win over variables, which win over the defaults.
+    """
+    given = {name: value for name, value in (flags or {}).items() if value not in (None, [])}
+    return Settings(**given)
 
 
 def redact_url(url: str) -> str:

@@ -21,7 +21,13 @@ def _lazy(module: str, name: str) -> Any:
 
 
 def _command(
-    sub: Any, name: str, help_text: str, example: str, handler: tuple[str, str]
+    sub: Any,
+    name: str,
+    help_text: str,
+    example: str,
+    handler: tuple[str, str],
+    *,
+    uses_settings: bool = True,
 ) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
         name,
@@ -30,7 +36,8 @@ def _command(
         epilog=f"example:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.set_defaults(handler=_lazy(*handler))
+    # uses_settings: main builds args.settings (environment + flags) before the command runs.
+    parser.set_defaults(handler=_lazy(*handler), uses_settings=uses_settings)
     return parser
 
 
@@ -44,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stablenew {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--redis-url", help="Redis URL (env STABLENEW_REDIS_URL)")
-    parser.set_defaults(handler=None, debug=False)
+    parser.set_defaults(handler=None, debug=False, uses_settings=False)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     cmds = "stablenew.cli.commands"
 
@@ -54,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "validate a config and print its plan (no Redis, no WebUI)",
         "stablenew plan producer/examples/full_pipeline.json --json",
         (cmds, "cmd_plan"),
+        uses_settings=False,
     )
     p.add_argument("config", help="a pipeline config file (JSON, any accepted shape)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON (the wire format)")
@@ -176,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve an A1111-compatible test double (no GPU; for demos and tests)",
         "stablenew simulator --port 7860 --latency 2",
         (cmds, "cmd_simulator"),
+        uses_settings=False,
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)

@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import redis
@@ -32,6 +33,15 @@ from stablenew.jobs.resilience import (
     reclaim_dead_namesake,
 )
 from stablenew.settings import Settings, redact_url
+
+# The settings of the StableNewWorker running the current job (its flags included), for the job
+# function in the work horse; None under another worker class, which reads the environment.
+_running_settings: ContextVar[Settings | None] = ContextVar("stablenew_worker_settings", default=None)
+
+
+def running_worker_settings() -> Settings | None:
+    """The settings of the :class:`StableNewWorker` performing the current job, if any."""
+    return _running_settings.get()
 
 
 class StableNewWorker(Worker):
@@ -143,7 +153,11 @@ class StableNewWorker(Worker):
     # ------------------------------------------------------------------ hand-backs
     def perform_job(self, job: Job, queue: Queue) -> bool:
         job._stablenew_hands_back = True  # type: ignore[attr-defined]  # JobRun may hand it back
-        return bool(super().perform_job(job, queue))
+        token = _running_settings.set(self._settings())
+        try:
+            return bool(super().perform_job(job, queue))
+        finally:
+            _running_settings.reset(token)
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         reason = getattr(job, "_stablenew_requeue", None)
@@ -195,4 +209,4 @@ def make_worker(
     return worker
 
 
-__all__ = ["StableNewWorker", "make_worker"]
+__all__ = ["StableNewWorker", "make_worker", "running_worker_settings"]

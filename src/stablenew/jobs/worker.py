@@ -69,7 +69,9 @@ def run_plan(plan_json: str) -> dict[str, Any]:
     job = get_current_job()
     if job is None:
         raise RuntimeError("run_plan must run inside an RQ job")
-    return JobRun(job, Settings()).run(plan_json)
+    from stablenew.jobs.rq_worker import running_worker_settings
+
+    return JobRun(job, running_worker_settings() or Settings()).run(plan_json)
 
 
 class JobRun:

@@ -1,0 +1,79 @@
+"""The CLI builds one Settings from the environment and the flags given: flags > env > defaults."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from job_checks import wait_done
+from stablenew.cli import main
+from stablenew.config_files import load_config_file
+from stablenew.jobs.producer import Producer
+from stablenew.webui.simulator import SimulatedWebUI
+from worker_processes import StartWorker
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "producer" / "examples"
+TXT2IMG_ONLY = EXAMPLES / "txt2img_only.json"
+
+
+def test_flags_are_not_written_into_the_environment(
+    monkeypatch: pytest.MonkeyPatch, closed_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("STABLENEW_REDIS_URL", raising=False)
+
+    code = main(["--redis-url", f"redis://127.0.0.1:{closed_port}/0", "list"])
+
+    assert code == 4, capsys.readouterr().err
+    assert "STABLENEW_REDIS_URL" not in os.environ
+
+
+def test_the_redis_url_flag_wins_over_the_variable(run_cli: Any, redis_url: str, closed_port: int) -> None:
+    result = run_cli(
+        "--redis-url", redis_url, "list", env={"STABLENEW_REDIS_URL": f"redis://127.0.0.1:{closed_port}/0"}
+    )
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_variable_is_used_when_no_flag_is_given(run_cli: Any, closed_port: int) -> None:
+    result = run_cli("list", env={"STABLENEW_REDIS_URL": f"redis://127.0.0.1:{closed_port}/0"})
+
+    assert result.returncode == 4, result.stderr
+
+
+def test_a_worker_runs_its_jobs_with_the_webui_and_output_dir_of_its_flags(
+    worker_process: StartWorker,
+    producer: Producer,
+    simulator: SimulatedWebUI,
+    closed_port: int,
+    tmp_path: Path,
+) -> None:
+    # Given a queued job and a shell whose STABLENEW_WEBUI_URL names a closed port
+    sub = producer.submit(load_config_file(TXT2IMG_ONLY))
+    out = tmp_path / "flag-outputs"
+
+    # When a worker is started with --webui-url and --output-dir
+    worker_process(
+        webui_url=f"http://127.0.0.1:{closed_port}",
+        command=[
+            sys.executable,
+            "-m",
+            "stablenew",
+            "worker",
+            "--webui-url",
+            simulator.url,
+            "--output-dir",
+            str(out),
+        ],
+    )
+
+    # Then the job ran against the simulator and wrote under the flag's output root
+    view = wait_done(producer, sub.job_id)
+    assert view.status == "finished", view
+    assert list(out.glob("*/manifest.json"))
