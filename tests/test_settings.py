@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from stablenew.errors import ConfigError, SettingsError
 from stablenew.settings import Settings, load_settings
 
 
@@ -81,3 +82,36 @@ def test_flags_win_over_variables_which_win_over_defaults(monkeypatch: pytest.Mo
     assert settings.output_dir == Path("/srv/env-outputs")  # variable: the flag was not given
     assert settings.redis_url.get_secret_value() == "redis://127.0.0.1:6379/0"  # default
     assert settings.queues == ["high", "default", "low"]  # an empty list of queue arguments = not given
+
+
+# ---------------------------------------------------------------------------------- errors
+def test_loading_bad_settings_raises_one_problem_per_setting_naming_the_variable_or_flag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STABLENEW_RETRY_MAX", "three")
+    monkeypatch.setenv("STABLENEW_WEBHOOK_SECRET", "")
+
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"redis_url": "redis://:hunter2@host/x"}, flag_names={"redis_url": "--redis-url"})
+
+    assert isinstance(raised.value, ConfigError)
+    assert sorted(raised.value.lines()) == [
+        "--redis-url='redis://:***@host/x': the database after the host must be a number, "
+        "0..15 unless your server sets databases",
+        "STABLENEW_RETRY_MAX='three': must be an integer >= 0",
+    ]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379",
+        "redis://127.0.0.1:6379/",
+        "rediss://:p%2Fw@host:6380/15",
+        "unix:///run/redis.sock",
+    ],
+)
+def test_redis_urls_with_a_database_in_range_or_none_load(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("STABLENEW_REDIS_URL", url)
+
+    assert Settings().redis_url.get_secret_value() == url

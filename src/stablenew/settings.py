@@ -7,13 +7,16 @@ up in a repr, a log line or job meta; a password written into the WebUI URL is h
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+import annotated_types
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from stablenew.errors import FieldProblem, SettingsError
 from stablenew.queues import QUEUES
 
 
@@ -80,6 +83,29 @@ class Settings(BaseSettings):
             raise ValueError(f"queue {repeated[0]!r} is named twice")
         return names
 
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_url_usable(cls, value: Any) -> Any:
+        url = value.get_secret_value() if isinstance(value, SecretStr) else value
+        problem = redis_url_problem(url) if isinstance(url, str) else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("webui_url")
+    @classmethod
+    def _webui_url_is_http(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return url
+
+    @field_validator("webui_auth")
+    @classmethod
+    def _webui_auth_is_a_pair(cls, auth: SecretStr | None) -> SecretStr | None:
+        if auth is not None and ":" not in auth.get_secret_value():
+            raise ValueError("must be user:password")
+        return auth
+
     @field_validator("webhook_allowed_hosts")
     @classmethod
     def _lower_hosts(cls, hosts: list[str]) -> list[str]:
@@ -113,14 +139,100 @@ class Settings(BaseSettings):
         return (user, password)
 
 
-def load_settings(flags: Mapping[str, Any] | None = None) -> Settings:
+# Shown as "not shown" whatever their value; URLs are shown with their password hidden.
+_SECRET_FIELDS = frozenset({"webui_auth", "webhook_secret"})
+_URL_FIELDS = frozenset({"redis_url", "webui_url"})
+_REDIS_DATABASES = "0..15 unless your server sets databases"
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None, *, flag_names: Mapping[str, str] | None = None
+) -> Settings:
     """Settings from the ``STABLENEW_*`` variables, with ``flags`` on top.
 
     ``flags`` maps field names to values given on the command line; ``None`` or an empty list
-    means "not given". Flags win over variables, which win over the defaults.
+    means "not given". Flags win over variables, which win over the defaults. ``flag_names`` says
+    how each flag is spelled (``{"redis_url": "--redis-url"}``) for the error message.
+
+    Raises:
+        SettingsError: a value cannot work; one problem per setting, naming the variable or flag.
     """
     given = {name: value for name, value in (flags or {}).items() if value not in (None, [])}
-    return Settings(**given)
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise settings_error(exc, given, flag_names or {}) from None
+
+
+def settings_error(
+    exc: ValidationError, given: Mapping[str, Any], flag_names: Mapping[str, str]
+) -> SettingsError:
+    """Translate pydantic's answer into a :class:`SettingsError` a user can act on."""
+    problems: dict[str, FieldProblem] = {}
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        if field in problems:
+            continue
+        if field in given:
+            name, raw = flag_names.get(field, field), given[field]
+        else:
+            name = f"STABLENEW_{field.upper()}"
+            raw = os.environ.get(name, error.get("input"))
+        if isinstance(raw, list | tuple):
+            raw = ",".join(str(item) for item in raw)
+        message = _allowed(field, error)
+        if field in _SECRET_FIELDS:
+            problems[field] = FieldProblem(name, message, has_value=False)
+        else:
+            shown = redact_url(str(raw)) if field in _URL_FIELDS else str(raw)
+            problems[field] = FieldProblem(name, message, shown)
+    return SettingsError(list(problems.values()))
+
+
+def _allowed(field: str, error: Any) -> str:
+    """What ``field`` accepts, in words."""
+    if error["type"] == "value_error":
+        return str(error["ctx"]["error"])
+    if field == "queues":
+        return f"must name at least one queue of {','.join(QUEUES)}"
+    if field == "retry_intervals":
+        return "must be comma-separated whole seconds >= 0"
+    info = Settings.model_fields.get(field)
+    if info is None:
+        return str(error["msg"])
+    kinds: dict[object, str] = {int: "an integer", float: "a number"}
+    kind = kinds.get(info.annotation)
+    if kind is None:
+        return str(error["msg"])
+    for bound in info.metadata:
+        if isinstance(bound, annotated_types.Ge):
+            return f"must be {kind} >= {bound.ge}"
+        if isinstance(bound, annotated_types.Gt):
+            return f"must be {kind} > {bound.gt}"
+    return f"must be {kind}"
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as a Redis URL (never quoting its password), or None.
+
+    The database is the path after the host: ``redis://host:6379/2``. Redis has 16 unless the
+    server's ``databases`` setting says otherwise; a URL naming another one is refused here rather
+    than at the first command.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("redis", "rediss", "unix"):
+        return "must be a redis://, rediss:// or unix:// URL"
+    if scheme == "unix":
+        return None
+    hostpart = rest.rpartition("@")[2]
+    path = hostpart.partition("/")[2].split("?")[0].split("#")[0]
+    if not path:
+        return None
+    if not path.isdigit():
+        return f"the database after the host must be a number, {_REDIS_DATABASES}"
+    if int(path) > 15:
+        return f"database {int(path)} is out of range: {_REDIS_DATABASES}"
+    return None
 
 
 def redact_url(url: str) -> str:

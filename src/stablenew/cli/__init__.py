@@ -36,7 +36,7 @@ SETTING_FLAGS = (
     ("redis_url", "--redis-url"),
     ("webui_url", "--webui-url"),
     ("output_dir", "--output-dir"),
-    ("queues", "queues"),
+    ("queues", "worker queues"),
 )
 
 
@@ -44,7 +44,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """The one Settings of this command: the environment plus the flags given."""
     from stablenew.settings import load_settings
 
-    return load_settings({field: getattr(args, field, None) for field, _ in SETTING_FLAGS})
+    return load_settings(
+        {field: getattr(args, field, None) for field, _ in SETTING_FLAGS}, flag_names=dict(SETTING_FLAGS)
+    )
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -67,8 +69,12 @@ def exit_code_for(exc: BaseException) -> int:
 
 
 def print_error(exc: BaseException) -> None:
-    from stablenew.errors import ConfigError
+    from stablenew.errors import ConfigError, SettingsError
 
+    if isinstance(exc, SettingsError):
+        for line in exc.lines():
+            print(f"error: {line}", file=sys.stderr)
+        return
     if isinstance(exc, ConfigError):
         where = f" in {exc.source}" if exc.source else ""
         for problem in exc.problems:

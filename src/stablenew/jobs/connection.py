@@ -51,6 +51,13 @@ def ping(client: redis.Redis, url: str) -> None:
         raise RedisUnavailable(
             f"Redis at {redact_url(url)} refused the credentials (check the password in STABLENEW_REDIS_URL)"
         ) from None
+    except redis.exceptions.ResponseError as exc:
+        if "DB index" not in str(exc):
+            raise
+        raise RedisUnavailable(
+            f"Redis at {redact_url(url)} has no such database: {exc} "
+            "(the number after the host in STABLENEW_REDIS_URL: 0..15 unless your server sets databases)"
+        ) from None
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
         raise RedisUnavailable(
             f"cannot reach Redis at {redact_url(url)}: {exc} (is it running? set STABLENEW_REDIS_URL)"
