@@ -23,7 +23,8 @@ from stablenew.queues import QUEUES
 class Settings(BaseSettings):
     """Everything a producer, worker or CLI needs to know about its surroundings."""
 
-    model_config = SettingsConfigDict(env_prefix="STABLENEW_", extra="ignore")
+    # hide_input_in_errors: a ValidationError must not quote a password it was given.
+    model_config = SettingsConfigDict(env_prefix="STABLENEW_", extra="ignore", hide_input_in_errors=True)
 
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     webui_url: str = "http://127.0.0.1:7860"
