@@ -13,7 +13,6 @@ from job_checks import wait_done
 from stablenew.cli import main
 from stablenew.config_files import load_config_file
 from stablenew.jobs.producer import Producer
-from stablenew.webui.simulator import SimulatedWebUI
 from worker_processes import StartWorker
 
 pytestmark = pytest.mark.integration
@@ -50,7 +49,7 @@ def test_the_variable_is_used_when_no_flag_is_given(run_cli: Any, closed_port: i
 def test_a_worker_runs_its_jobs_with_the_webui_and_output_dir_of_its_flags(
     worker_process: StartWorker,
     producer: Producer,
-    simulator: SimulatedWebUI,
+    simulator: Any,
     closed_port: int,
     tmp_path: Path,
 ) -> None:
