@@ -6,6 +6,7 @@ boundary that meets them, and never leak past it::
 
     StableNewError
     ├── ConfigError                 a pipeline config failed validation (.problems)
+    │   └── SettingsError           a STABLENEW_* variable or a flag has a bad value
     ├── InvalidStagePlanError       a config asks for an impossible plan (also ValueError)
     ├── PlanVersionError            a serialized plan has an unknown schema_version
     ├── WebUIError                  anything that went wrong talking to the WebUI
@@ -64,6 +65,23 @@ class ConfigError(StableNewError):
         head = f"invalid pipeline config{f' {source}' if source else ''}"
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{head}: {len(self.problems)} problem(s)\n{lines}")
+
+
+class SettingsError(ConfigError):
+    """A setting cannot work. Each problem's ``path`` is the variable or flag as the user wrote it
+    (``STABLENEW_RETRY_MAX``, ``--redis-url``) and its value is already masked: a secret has none."""
+
+    def __init__(self, problems: Sequence[FieldProblem]) -> None:
+        self.problems = list(problems)
+        self.source = None
+        StableNewError.__init__(self, "; ".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        """One line per bad setting: ``NAME='value': what is allowed``."""
+        return [
+            f"{p.path}={p.value!r}: {p.message}" if p.has_value else f"{p.path}: {p.message}"
+            for p in self.problems
+        ]
 
 
 class InvalidStagePlanError(StableNewError, ValueError):
@@ -204,6 +222,7 @@ __all__ = [
     "PlanVersionError",
     "RedisUnavailable",
     "Requeued",
+    "SettingsError",
     "StableNewError",
     "WebUIError",
     "WebUIHTTPError",

@@ -19,10 +19,10 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from plan_configs import Configs
-from stablenew.jobs.keys import QUEUES
 from stablenew.jobs.producer import Producer
 from stablenew.jobs.rq_classes import StableNewSimpleWorker, make_worker
 from stablenew.jobs.state import StateStore
+from stablenew.queues import QUEUES
 from stablenew.run import JobState
 from stablenew.settings import Settings
 from stablenew.simulator import GENERATION_ROUTES, RecordedRequest, SimulatedWebUI

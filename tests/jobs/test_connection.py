@@ -13,7 +13,7 @@ from redis.retry import Retry
 
 from plan_configs import Configs
 from stablenew.errors import RedisUnavailable
-from stablenew.jobs.connection import map_redis_errors
+from stablenew.jobs.connection import connect, map_redis_errors
 from stablenew.jobs.producer import Producer
 from stablenew.jobs.worker_views import list_workers
 from stablenew.settings import Settings
@@ -118,3 +118,13 @@ def test_a_named_url_shows_without_its_password() -> None:
         raise redis.exceptions.ConnectionError("Connection refused")
     assert "db.example" in str(caught.value)
     assert "s3cret" not in str(caught.value)
+
+
+def test_a_database_the_server_lacks_is_redis_unavailable_naming_the_setting(redis_url: str) -> None:
+    url = redis_url.rpartition("/")[0] + "/99"
+
+    with pytest.raises(RedisUnavailable) as raised:
+        connect(url)
+
+    assert "no such database" in str(raised.value)
+    assert "STABLENEW_REDIS_URL" in str(raised.value)

@@ -13,8 +13,9 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from stablenew.errors import ConfigError, InvalidStagePlanError, JobError, JobNotFound
-from stablenew.jobs.keys import QUEUES, cancel_key
+from stablenew.jobs.keys import cancel_key
 from stablenew.jobs.producer import Producer, build_checked_plan, estimate_timeout
+from stablenew.queues import QUEUES
 from stablenew.settings import Settings
 from stablenew.simulator import Fault
 

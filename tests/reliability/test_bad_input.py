@@ -22,9 +22,9 @@ from rq import Queue
 from stablenew.cli import main
 from stablenew.config_files import MAX_CONFIG_FILE_BYTES, load_config_file
 from stablenew.errors import ConfigError, InvalidStagePlanError, StableNewError
-from stablenew.jobs.keys import QUEUES
 from stablenew.jobs.producer import Producer, webui_preflight
 from stablenew.pipeline import detect_shape
+from stablenew.queues import QUEUES
 from stablenew.settings import Settings
 from stablenew.simulator import SimulatedWebUI
 

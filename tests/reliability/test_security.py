@@ -45,17 +45,18 @@ import pytest
 import redis
 import rq
 import rq.serializers
+from pydantic import ValidationError
 from rq import Queue, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from stablenew.errors import RedisUnavailable, WebUIError, WebUIRejected
+from stablenew.errors import RedisUnavailable, SettingsError, WebUIError, WebUIRejected
 from stablenew.jobs.connection import connect
 from stablenew.jobs.keys import JOB_FUNCTION, state_key
 from stablenew.jobs.producer import Producer
 from stablenew.jobs.rq_classes import make_worker
 from stablenew.run import JobOutputs, verify_signature
-from stablenew.settings import Settings
+from stablenew.settings import Settings, load_settings
 from stablenew.simulator import GENERATION_ROUTES, Fault, SimulatedWebUI
 from stablenew.webui import WebUIClient
 from worker_processes import subprocess_env
@@ -985,17 +986,31 @@ def test_a_webui_password_in_the_url_shows_in_no_url_repr_or_error_of_the_client
     assert leaks(texts, [URL_WEBUI_PASSWORD]) == []
 
 
-def test_webui_auth_set_to_a_bare_password_is_not_shown_as_a_user_name_on_401(sim_with_auth: str) -> None:
-    # Given STABLENEW_WEBUI_AUTH holding only a password (no "user:")
-    auth = Settings(webui_auth=WRONG_PASSWORD).webui_basic_auth
+def test_webui_auth_set_to_a_bare_password_is_refused_when_settings_load_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given STABLENEW_WEBUI_AUTH holding only a password (no "user:"): no WebUI would accept it
+    monkeypatch.setenv("STABLENEW_WEBUI_AUTH", WRONG_PASSWORD)
 
-    # When the WebUI refuses it
-    with WebUIClient(sim_with_auth, auth=auth) as client, pytest.raises(WebUIRejected) as caught:
+    # When settings load
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    with pytest.raises(ValidationError) as raw:
+        Settings(webui_auth=WRONG_PASSWORD)
+
+    # Then the error says how to set it, without repeating it, nor does pydantic's own
+    assert caught.value.lines() == ["STABLENEW_WEBUI_AUTH: must be user:password"]
+    assert WRONG_PASSWORD not in str(caught.value) + str(raw.value)
+
+
+def test_a_wrong_password_is_not_repeated_on_401(sim_with_auth: str) -> None:
+    with (
+        WebUIClient(sim_with_auth, auth=(WEBUI_USER, WRONG_PASSWORD)) as client,
+        pytest.raises(WebUIRejected) as caught,
+    ):
         client.ping()
 
-    # Then the error says how to set it, without repeating it
     assert caught.value.status == 401
-    assert "STABLENEW_WEBUI_AUTH=user:password" in str(caught.value)
     assert WRONG_PASSWORD not in str(caught.value)
 
 

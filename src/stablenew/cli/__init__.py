@@ -18,25 +18,35 @@ them, so ``stablenew --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from stablenew.cli.parser import build_parser
+
+if TYPE_CHECKING:
+    from stablenew.settings import Settings
 
 EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_WEBUI, EXIT_REDIS, EXIT_JOB = 0, 1, 2, 3, 4, 5
 
 
-def _apply_global_flags(args: argparse.Namespace) -> None:
-    """Flags override STABLENEW_* variables, which override defaults: flags go into the env."""
-    for flag, env in (
-        ("redis_url", "STABLENEW_REDIS_URL"),
-        ("webui_url", "STABLENEW_WEBUI_URL"),
-        ("output_dir", "STABLENEW_OUTPUT_DIR"),
-    ):
-        value = getattr(args, flag, None)
-        if value:
-            os.environ[env] = str(value)
+# Arguments that stand for a setting: the attribute on args (= the Settings field) and how the
+# user wrote it. Flags override STABLENEW_* variables, which override the defaults.
+SETTING_FLAGS = (
+    ("redis_url", "--redis-url"),
+    ("webui_url", "--webui-url"),
+    ("output_dir", "--output-dir"),
+    ("queues", "worker queues"),
+)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The one Settings of this command: the environment plus the flags given."""
+    from stablenew.settings import load_settings
+
+    return load_settings(
+        {field: getattr(args, field, None) for field, _ in SETTING_FLAGS}, flag_names=dict(SETTING_FLAGS)
+    )
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -59,8 +69,12 @@ def exit_code_for(exc: BaseException) -> int:
 
 
 def print_error(exc: BaseException) -> None:
-    from stablenew.errors import ConfigError
+    from stablenew.errors import ConfigError, SettingsError
 
+    if isinstance(exc, SettingsError):
+        for line in exc.lines():
+            print(f"error: {line}", file=sys.stderr)
+        return
     if isinstance(exc, ConfigError):
         where = f" in {exc.source}" if exc.source else ""
         for problem in exc.problems:
@@ -75,8 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_INPUT
-    _apply_global_flags(args)
     try:
+        if args.uses_settings:
+            args.settings = settings_from_args(args)
         code: int = args.handler(args)
         return code
     except KeyboardInterrupt:

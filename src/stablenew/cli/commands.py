@@ -17,16 +17,12 @@ from stablenew.cli import EXIT_INPUT, EXIT_JOB, EXIT_OK
 from stablenew.settings import Settings, redact_url
 
 
-def _settings() -> Settings:
-    return Settings()
-
-
-def _producer(*, preflight: bool = False) -> Any:
+def _producer(args: argparse.Namespace, *, preflight: bool = False) -> Any:
     from stablenew.jobs.checks import webui_preflight
     from stablenew.jobs.connection import connect
     from stablenew.jobs.producer import Producer
 
-    settings = _settings()
+    settings: Settings = args.settings
     check = webui_preflight(settings) if preflight else None
     return Producer(connect(settings.redis_url.get_secret_value()), settings, preflight=check)
 
@@ -78,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stablenew.jobs.checks import build_checked_plan
     from stablenew.run import PlanRun
 
-    settings = _settings()
+    settings: Settings = args.settings
     plan = build_checked_plan(load_config_file(args.config), source=args.config)
 
     def progress(stage: Any, fraction: float) -> None:
@@ -140,7 +136,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.job_id and len(files) > 1:
         raise ConfigError([FieldProblem("--id", "can only name a single config, not a batch", args.job_id)])
     configs = [load_config_file(f) for f in files]  # all read and checked before anything is enqueued
-    producer = _producer(preflight=args.preflight)
+    producer = _producer(args, preflight=args.preflight)
     if len(files) == 1 and not Path(args.configs[0]).is_dir():
         subs = [producer.submit(configs[0], queue=args.queue, job_id=args.job_id, source=str(files[0]))]
     else:
@@ -161,7 +157,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    view = _producer().status(args.job_id)
+    view = _producer(args).status(args.job_id)
     if args.json:
         _print_json(view.to_dict())
         return EXIT_OK
@@ -174,11 +170,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     from stablenew.cli.watch import watch_jobs
 
-    return watch_jobs(_producer(), [args.job_id], interval=args.interval)
+    return watch_jobs(_producer(args), [args.job_id], interval=args.interval)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    views = _producer().list_jobs(queue=args.queue, status=args.status, limit=args.limit)
+    views = _producer(args).list_jobs(queue=args.queue, status=args.status, limit=args.limit)
     if args.json:
         _print_json([v.to_dict() for v in views])
         return EXIT_OK
@@ -199,7 +195,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_workers(args: argparse.Namespace) -> int:
     from stablenew.jobs.worker_views import list_workers
 
-    views = list_workers(_producer().connection)
+    views = list_workers(_producer(args).connection)
     if args.json:
         _print_json([v.to_dict() for v in views])
         return EXIT_OK
@@ -216,12 +212,12 @@ def cmd_workers(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    print(f"{args.job_id}: {_producer().cancel(args.job_id)}")
+    print(f"{args.job_id}: {_producer(args).cancel(args.job_id)}")
     return EXIT_OK
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    sub = _producer().retry(args.job_id)
+    sub = _producer(args).retry(args.job_id)
     print(f"{sub.job_id}: requeued on {sub.queue}; it resumes after its last finished stage")
     return EXIT_OK
 
@@ -233,17 +229,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from stablenew.errors import RedisUnavailable, WebUIError
     from stablenew.jobs import job_run  # noqa: F401  # imported before forking: horses start warm
     from stablenew.jobs.connection import connect, map_redis_errors
-    from stablenew.jobs.keys import QUEUES
     from stablenew.jobs.rq_classes import make_worker
     from stablenew.webui import WebUIClient
 
-    settings = _settings()
-    queues = args.queues or settings.queue_names
-    unknown = [q for q in queues if q not in QUEUES]
-    if unknown:
-        from stablenew.errors import ConfigError, FieldProblem
-
-        raise ConfigError([FieldProblem("queues", f"must be among {list(QUEUES)}", unknown)])
+    settings: Settings = args.settings
+    queues = settings.queues  # the worker's queue arguments, when given, are in settings already
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
     os.environ["STABLENEW_WORKER_NAME"] = name
     redis_url = settings.redis_url.get_secret_value()

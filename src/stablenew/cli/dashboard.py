@@ -192,9 +192,9 @@ def create_app(redis_url: str) -> Flask:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from stablenew.jobs.connection import connect
-    from stablenew.settings import Settings, redact_url
+    from stablenew.settings import redact_url
 
-    url = Settings().redis_url.get_secret_value()
+    url = args.settings.redis_url.get_secret_value()
     connect(url).close()  # an unreachable Redis is exit code 4 now, not an error page later
     app = create_app(url)
     print(f"rq-dashboard (read-only) for {redact_url(url)} at http://{args.host}:{args.port}/", flush=True)

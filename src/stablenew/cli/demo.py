@@ -1,6 +1,6 @@
 """``stablenew demo`` (``make demo``): the whole system on one machine, nothing to install.
 
-Starts an embedded Redis-compatible server (unless ``STABLENEW_REDIS_URL`` is set), the A1111
+Starts an embedded Redis-compatible server (unless ``--redis-url`` or ``STABLENEW_REDIS_URL`` is given), the A1111
 simulator (unless ``STABLENEW_WEBUI_URL`` is set), one real ``stablenew worker`` process, submits
 the full four-stage example, shows per-stage progress until it ends, prints where the images and
 manifest are, and shuts everything down.
@@ -35,10 +35,9 @@ def _default_config() -> Path:
 
 
 @contextlib.contextmanager
-def _redis() -> Iterator[str]:
-    url = os.environ.get("STABLENEW_REDIS_URL")
+def _redis(url: str | None, given_as: str) -> Iterator[str]:
     if url:
-        print(f"redis:   {redact_url(url)} (from STABLENEW_REDIS_URL)")
+        print(f"redis:   {redact_url(url)} (from {given_as})")
         yield url
         return
     from stablenew.embedded import embedded_redis
@@ -90,18 +89,25 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from pydantic import SecretStr
+
     from stablenew.cli.watch import watch_jobs
     from stablenew.config_files import load_config_file
     from stablenew.jobs.connection import connect
     from stablenew.jobs.producer import Producer
-    from stablenew.settings import Settings
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _exit_on_signal)
     config_path = Path(args.config) if args.config else _default_config()
-    output_dir = Path(args.output_dir or os.environ.get("STABLENEW_OUTPUT_DIR") or "outputs").resolve()
+    settings = args.settings  # checked before anything starts
+    output_dir = settings.output_dir.resolve()
     config = load_config_file(config_path)
-    with _redis() as redis_url, _webui() as webui_url:
+    given_redis = args.redis_url or os.environ.get("STABLENEW_REDIS_URL")
+    given_as = "--redis-url" if args.redis_url else "STABLENEW_REDIS_URL"
+    with (
+        _redis(given_redis and settings.redis_url.get_secret_value(), given_as) as redis_url,
+        _webui() as webui_url,
+    ):
         env = dict(os.environ)
         env |= {
             "STABLENEW_REDIS_URL": redis_url,
@@ -109,11 +115,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "STABLENEW_OUTPUT_DIR": str(output_dir),
             "STABLENEW_PROGRESS_INTERVAL": "0.25",
         }
-        os.environ.update(
-            {k: env[k] for k in ("STABLENEW_REDIS_URL", "STABLENEW_WEBUI_URL", "STABLENEW_OUTPUT_DIR")}
+        settings = settings.model_copy(
+            update={"redis_url": SecretStr(redis_url), "webui_url": webui_url, "output_dir": output_dir}
         )
         with _worker(env, output_dir / "demo-worker.log"):
-            producer = Producer(connect(redis_url), Settings())
+            producer = Producer(connect(redis_url), settings)
             sub = producer.submit(config, source=str(config_path))
             stages = " -> ".join(sub.to_dict()["stages"])
             print(f"submit:  {config_path.name} as job {sub.job_id} ({stages})\n")

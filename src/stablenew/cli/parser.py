@@ -6,8 +6,7 @@ import argparse
 from typing import Any
 
 from stablenew import __version__
-
-QUEUE_CHOICES = ("high", "default", "low")
+from stablenew.queues import DEFAULT_QUEUE, QUEUES
 
 
 def _lazy(module: str, name: str) -> Any:
@@ -22,7 +21,13 @@ def _lazy(module: str, name: str) -> Any:
 
 
 def _command(
-    sub: Any, name: str, help_text: str, example: str, handler: tuple[str, str]
+    sub: Any,
+    name: str,
+    help_text: str,
+    example: str,
+    handler: tuple[str, str],
+    *,
+    uses_settings: bool = True,
 ) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
         name,
@@ -31,7 +36,8 @@ def _command(
         epilog=f"example:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.set_defaults(handler=_lazy(*handler))
+    # uses_settings: main builds args.settings (environment + flags) before the command runs.
+    parser.set_defaults(handler=_lazy(*handler), uses_settings=uses_settings)
     return parser
 
 
@@ -65,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stablenew {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--redis-url", help="Redis URL (env STABLENEW_REDIS_URL)")
-    parser.set_defaults(handler=None, debug=False)
+    parser.set_defaults(handler=None, debug=False, uses_settings=False)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     cmds = "stablenew.cli.commands"
 
@@ -75,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         "validate a config and print its plan (no Redis, no WebUI)",
         "stablenew plan producer/examples/full_pipeline.json --json",
         (cmds, "cmd_plan"),
+        uses_settings=False,
     )
     p.add_argument("config", help="a pipeline config file (JSON, any accepted shape)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON (the wire format)")
@@ -99,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         (cmds, "cmd_submit"),
     )
     p.add_argument("configs", nargs="+", help="config files or directories of *.json")
-    p.add_argument("--queue", default="default", choices=QUEUE_CHOICES)
+    p.add_argument("--queue", default=DEFAULT_QUEUE, choices=QUEUES)
     p.add_argument(
         "--id", dest="job_id", help="your own job id ([A-Za-z0-9_-]+); submitting it again is a no-op"
     )
@@ -141,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stablenew list --queue default --status failed",
         (cmds, "cmd_list"),
     )
-    p.add_argument("--queue", choices=QUEUE_CHOICES)
+    p.add_argument("--queue", choices=QUEUES)
     p.add_argument("--status", choices=("queued", "started", "finished", "failed", "canceled"))
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
@@ -197,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve an A1111-compatible test double (no GPU; for demos and tests)",
         "stablenew simulator --port 7860 --latency 2",
         (cmds, "cmd_simulator"),
+        uses_settings=False,
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)

@@ -85,6 +85,11 @@ def map_redis_errors(url: str | None = None) -> Iterator[None]:
             message = f"Redis connection lost: {exc}"
         raise RedisUnavailable(message) from exc
     except redis.exceptions.ResponseError as exc:
+        if "DB index" in str(exc):
+            raise RedisUnavailable(
+                f"Redis{where} has no such database: {exc} (the number after the host in "
+                "STABLENEW_REDIS_URL: 0..15 unless your server sets databases)"
+            ) from exc
         # redis-py strips the "OOM" code from the text of the OutOfMemoryError it makes of it.
         if isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM"):
             raise RedisUnavailable(

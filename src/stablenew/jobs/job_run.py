@@ -47,7 +47,7 @@ from stablenew.errors import (
 )
 from stablenew.jobs.keys import cancel_key, inventory_key, stop_key
 from stablenew.jobs.resilience import WebUIBreaker, count_requeue, probe_webui, requeue_count
-from stablenew.jobs.rq_classes import StableNewJob
+from stablenew.jobs.rq_classes import StableNewJob, running_worker_settings
 from stablenew.jobs.state import StateStore
 from stablenew.pipeline import StageExecutionPlan
 from stablenew.run import JobState, PlanRun, RunRecorder, callback_allowed, notify
@@ -69,7 +69,7 @@ def run_plan(plan_json: str) -> dict[str, Any]:
     job = get_current_job()
     if job is None:
         raise RuntimeError("run_plan must run inside an RQ job")
-    return JobRun(job, Settings()).run(plan_json)
+    return JobRun(job, running_worker_settings() or Settings()).run(plan_json)
 
 
 class JobRun:

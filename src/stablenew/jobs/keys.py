@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-QUEUES = ("high", "default", "low")
 JOB_FUNCTION = "stablenew.jobs.job_run.run_plan"
 # Every function name a queued job may carry, and the function each one runs. The job function's
 # dotted name is stored in each job: a job queued under an earlier name runs the same function.

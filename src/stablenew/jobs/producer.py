@@ -35,11 +35,12 @@ from stablenew.errors import (
 )
 from stablenew.jobs.checks import ConfigInput, build_checked_plan, estimate_timeout, webui_preflight
 from stablenew.jobs.connection import map_redis_errors
-from stablenew.jobs.keys import JOB_FUNCTION, QUEUES, cancel_key, state_key
+from stablenew.jobs.keys import JOB_FUNCTION, cancel_key, state_key
 from stablenew.jobs.rq_classes import StableNewJob
 from stablenew.jobs.state import StateStore
 from stablenew.jobs.views import JobView, Submission, job_view, pending_state
 from stablenew.pipeline import StageExecutionPlan
+from stablenew.queues import DEFAULT_QUEUE, QUEUES
 from stablenew.run import callback_allowed, callback_problem, is_valid_job_id
 from stablenew.settings import Settings
 
@@ -96,7 +97,7 @@ class Producer:
 
     def _enqueue_args(self, plan: StageExecutionPlan, job_id: str | None) -> dict[str, Any]:
         s = self.settings
-        intervals = s.retry_interval_list or [0]
+        intervals = list(s.retry_intervals) or [0]
         return {
             "args": (plan.to_json(),),
             "job_id": job_id,
@@ -112,7 +113,7 @@ class Producer:
         self,
         config: ConfigInput,
         *,
-        queue: str = "default",
+        queue: str = DEFAULT_QUEUE,
         job_id: str | None = None,
         source: str | None = None,
     ) -> Submission:
@@ -147,7 +148,11 @@ class Producer:
 
     @map_redis_errors()
     def submit_many(
-        self, configs: Sequence[ConfigInput], *, queue: str = "default", sources: Sequence[str] | None = None
+        self,
+        configs: Sequence[ConfigInput],
+        *,
+        queue: str = DEFAULT_QUEUE,
+        sources: Sequence[str] | None = None,
     ) -> list[Submission]:
         """Validate every config first (all-or-nothing), then enqueue them in one pipeline.
 
@@ -274,7 +279,7 @@ class Producer:
         # ones used it up, and the rerun deserves the same policy as a new job.
         if self.settings.retry_max > 0:
             job.retries_left = self.settings.retry_max
-            job.retry_intervals = self.settings.retry_interval_list or [0]
+            job.retry_intervals = list(self.settings.retry_intervals) or [0]
         if status in (JobStatus.FAILED, JobStatus.STOPPED):  # RQ files stopped jobs as failed too
             _registry(FailedJobRegistry, self.queue(job.origin)).requeue(job)
         else:

@@ -26,6 +26,7 @@ import socket
 import time
 import zlib
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any, NoReturn
 
 import redis
@@ -40,7 +41,7 @@ from rq.worker import WorkerStatus
 from rq.worker.base import BaseWorker
 
 from stablenew.errors import Canceled, JobNotAllowed, Requeued, WebUIError, is_permanent
-from stablenew.jobs.keys import ALLOWED_FUNCTIONS, QUEUES, birth_key, stop_key
+from stablenew.jobs.keys import ALLOWED_FUNCTIONS, birth_key, stop_key
 from stablenew.jobs.resilience import (
     WebUIBreaker,
     hand_back,
@@ -50,6 +51,7 @@ from stablenew.jobs.resilience import (
 )
 from stablenew.jobs.state import StateStore
 from stablenew.pipeline import MAX_PLAN_JSON_CHARS
+from stablenew.queues import QUEUES
 from stablenew.settings import Settings, redact_url
 
 log = logging.getLogger("stablenew.worker")
@@ -88,6 +90,16 @@ def _arguments_problem(args: Any, kwargs: Any) -> str | None:
     if not isinstance(kwargs, dict) or kwargs:
         return "got keyword arguments"
     return None
+
+
+# The settings of the worker running the current job (its flags included), for the job function in the work
+# horse; None under another worker class, whose jobs read the environment.
+_running_settings: ContextVar[Settings | None] = ContextVar("stablenew_worker_settings", default=None)
+
+
+def running_worker_settings() -> Settings | None:
+    """The settings of the StableNew worker performing the current job, if any."""
+    return _running_settings.get()
 
 
 class StableNewJob(Job):
@@ -394,7 +406,11 @@ class StableNewBaseWorker(BaseWorker):
     def perform_job(self, job: Job, queue: Queue) -> bool:
         if isinstance(job, StableNewJob):
             job.hands_back = True  # JobRun may hand it back (raise Requeued) instead of failing it
-        return bool(super().perform_job(job, queue))
+        token = _running_settings.set(self._settings())
+        try:
+            return bool(super().perform_job(job, queue))
+        finally:
+            _running_settings.reset(token)
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         if _handed_back(job):

@@ -12,8 +12,8 @@ from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 
 from stablenew.errors import StableNewError
-from stablenew.jobs.keys import QUEUES
 from stablenew.pipeline import StageExecutionPlan
+from stablenew.queues import QUEUES
 from stablenew.run import JobState
 
 

@@ -95,7 +95,7 @@ def callback_allowed(settings: Settings, url: str) -> bool:
     """
     if callback_problem(url) is not None:
         return False
-    allowed = {h.strip().lower() for h in settings.webhook_allowed_hosts.split(",") if h.strip()}
+    allowed = {h.lower() for h in settings.webhook_allowed_hosts}
     if not allowed:
         return True
     host, port = callback_host(url)
