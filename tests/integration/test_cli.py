@@ -122,9 +122,21 @@ def test_status_json_of_a_queued_job_has_the_contract_keys(run_cli) -> None:
     view = json.loads(result.stdout)
     assert_view_contract(view)
     assert (view["job_id"], view["status"], view["queue"]) == (job_id, "queued", "default")
-    assert view["position"] == 0
+    assert view["position"] == 1
     assert [s["type"] for s in view["stages"]] == CANONICAL
     assert all(s["status"] == "pending" and s["outputs"] == [] for s in view["stages"])
+
+
+def test_status_text_and_json_give_the_same_position_counting_higher_priority_queues(run_cli) -> None:
+    run_cli("submit", str(TXT2IMG_ONLY), "--queue", "high")
+    job_id = json.loads(run_cli("submit", str(TXT2IMG_ONLY), "--queue", "low", "--json").stdout)["job_id"]
+
+    text = run_cli("status", job_id)
+    view = json.loads(run_cli("status", job_id, "--json").stdout)
+
+    assert text.returncode == 0, text.stderr
+    assert view["position"] == 2
+    assert "(queue low, position 2)" in text.stdout.splitlines()[0]
 
 
 def test_submit_wait_exits_0_when_the_job_finishes_and_status_json_shows_its_outputs(

@@ -34,7 +34,7 @@ def render_text(view: Any) -> str:
     lines = [
         f"job {view.job_id}: {view.status}"
         + (
-            f" (queue {view.queue}, position {view.position + 1})"
+            f" (queue {view.queue}, position {view.position})"
             if view.position is not None
             else f" (queue {view.queue})"
         )

@@ -45,7 +45,7 @@ class JobView:
     stages: list[dict[str, Any]]
     error: str | None
     manifest: str | None
-    position: int | None = None
+    position: int | None = None  # 1 = the next job a worker takes; counts higher-priority queues
     enqueued_at: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -88,9 +88,7 @@ def job_view(job: Job, state: JobState | None, queue: Callable[[str], Queue]) ->
     if error is None and status == "failed":
         result = job.latest_result()
         error = _last_line(result.exc_string if result is not None else None)
-    position = None
-    if status == "queued":
-        position = queue(job.origin).get_job_position(job.id) if job.origin in QUEUES else None
+    position = queue_position(job, queue) if status == "queued" else None
     return JobView(
         job_id=job.id,
         status=status,
@@ -101,6 +99,22 @@ def job_view(job: Job, state: JobState | None, queue: Callable[[str], Queue]) ->
         position=position,
         enqueued_at=job.enqueued_at.isoformat() if job.enqueued_at else None,
     )
+
+
+def queue_position(job: Job, queue: Callable[[str], Queue]) -> int | None:
+    """Where a queued job stands: N means N-1 jobs will be taken before it (the next job is 1).
+
+    Workers take ``high`` before ``default`` before ``low``, so every job in a higher-priority queue
+    counts as ahead. ``None`` when the job is not in its queue's list (e.g. scheduled or deferred).
+    """
+    if job.origin not in QUEUES:
+        return None
+    index = queue(job.origin).get_job_position(job.id)
+    if index is None:
+        return None
+    higher = QUEUES[: QUEUES.index(job.origin)]
+    ahead = sum(queue(name).count for name in higher)
+    return ahead + index + 1
 
 
 def pending_state(job: Job) -> JobState:
@@ -120,4 +134,4 @@ def _last_line(text: str | None) -> str | None:
     return lines[-1] if lines else None
 
 
-__all__ = ["JobView", "Submission", "job_view", "pending_state"]
+__all__ = ["JobView", "Submission", "job_view", "pending_state", "queue_position"]
