@@ -85,9 +85,21 @@ def test_submit_of_a_directory_prints_a_batch_and_enqueues_every_config(
     data = json.loads(result.stdout)
     assert isinstance(data, list)
     assert len(data) == len(expected) >= 2
-    assert all(set(item) == {"job_id", "queue", "stages"} for item in data)
+    assert all(set(item) == {"job_id", "queue", "stages", "source"} for item in data)
+    assert [Path(item["source"]).name for item in data] == expected  # files go in name order
     assert Queue("default", connection=connection).get_job_ids() == [item["job_id"] for item in data]
-    assert data[expected.index("full_pipeline.json")]["stages"] == CANONICAL  # files go in name order
+    assert data[expected.index("full_pipeline.json")]["stages"] == CANONICAL
+
+
+def test_submit_of_several_files_prints_which_file_became_which_job(run_cli, connection: redis.Redis) -> None:
+    result = run_cli("submit", str(TXT2IMG_ONLY), str(FULL_PIPELINE))
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[-1] for line in lines] == [str(TXT2IMG_ONLY), str(FULL_PIPELINE)]
+    job_ids = [line.split()[0] for line in lines]
+    assert Queue("default", connection=connection).get_job_ids() == job_ids
+    assert json.loads(run_cli("status", job_ids[1], "--json").stdout)["stages"][-1]["type"] == "adetailer"
 
 
 def test_submit_of_a_directory_with_one_invalid_config_enqueues_nothing_and_names_the_file_and_field(

@@ -166,12 +166,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
         subs = producer.submit_many(configs, queue=args.queue, sources=[str(f) for f in files])
     batch = len(subs) > 1 or Path(args.configs[0]).is_dir()
     if args.json:
-        data = [s.to_dict() for s in subs]
-        _print_json(data if batch else data[0])
+        if batch:  # which file became which job
+            _print_json([s.to_dict() | {"source": str(f)} for s, f in zip(subs, files, strict=True)])
+        else:
+            _print_json(subs[0].to_dict())
     else:
-        for s in subs:
+        for s, f in zip(subs, files, strict=True):
             note = " (already submitted: not enqueued again)" if s.existing else ""
-            print(f"{s.job_id}  queue={s.queue}  stages={' -> '.join(s.to_dict()['stages'])}{note}")
+            print(f"{s.job_id}  queue={s.queue}  stages={' -> '.join(s.to_dict()['stages'])}  {f}{note}")
     if not args.wait:
         return EXIT_OK
     from stablenew.cli.watch import watch_jobs
