@@ -233,6 +233,35 @@ def test_workers_without_any_worker_says_so(run_cli) -> None:
     assert (result.returncode, result.stdout.strip()) == (0, "no workers")
 
 
+def test_status_cancel_and_retry_take_the_short_id_watch_shows(run_cli) -> None:
+    job_id = json.loads(run_cli("submit", str(TXT2IMG_ONLY), "--json").stdout)["job_id"]
+    short = job_id[:12]
+
+    status = run_cli("status", short, "--json")
+    canceled = run_cli("cancel", short)
+    retried = run_cli("retry", job_id[:8])
+
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["job_id"] == job_id
+    assert canceled.returncode == 0, canceled.stderr
+    assert canceled.stdout.startswith(f"{job_id}: canceled")
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.startswith(f"{job_id}: requeued")
+
+
+def test_an_ambiguous_or_too_short_prefix_exits_2_and_says_why(run_cli) -> None:
+    for suffix in ("a", "b"):
+        assert run_cli("submit", str(TXT2IMG_ONLY), "--id", f"nightly-{suffix}").returncode == 0
+
+    ambiguous = run_cli("watch", "nightly-")
+    short = run_cli("status", "nightly")
+
+    assert ambiguous.returncode == 2, ambiguous
+    assert "nightly-a" in ambiguous.stderr and "nightly-b" in ambiguous.stderr
+    assert short.returncode == 2, short
+    assert "at least 8 characters" in short.stderr
+
+
 def test_cancel_of_an_unknown_job_exits_2_and_names_the_id(run_cli) -> None:
     result = run_cli("cancel", "no-such-job")
 

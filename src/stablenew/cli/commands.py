@@ -195,7 +195,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     from stablenew.cli.watch import watch_jobs
 
-    return watch_jobs(_producer(), [args.job_id], interval=args.interval)
+    producer = _producer()
+    return watch_jobs(producer, [producer.resolve_job_id(args.job_id)], interval=args.interval)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -237,7 +238,9 @@ def cmd_workers(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    print(f"{args.job_id}: {_producer().cancel(args.job_id)}")
+    producer = _producer()
+    job_id = producer.resolve_job_id(args.job_id)
+    print(f"{job_id}: {producer.cancel(job_id)}")
     return EXIT_OK
 
 

@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stablenew status 3f1c... --json",
         (cmds, "cmd_status"),
     )
-    p.add_argument("job_id")
+    p.add_argument("job_id", help="the job id, or a unique prefix of at least 8 characters")
     p.add_argument("--json", action="store_true")
 
     p = _command(
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stablenew watch 3f1c...",
         (cmds, "cmd_watch"),
     )
-    p.add_argument("job_id")
+    p.add_argument("job_id", help="the job id, or a unique prefix of at least 8 characters")
     p.add_argument("--interval", type=float, default=0.5, help="refresh interval in seconds")
 
     p = _command(
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stablenew cancel 3f1c...",
         (cmds, "cmd_cancel"),
     )
-    p.add_argument("job_id")
+    p.add_argument("job_id", help="the job id, or a unique prefix of at least 8 characters")
 
     p = _command(
         sub,
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stablenew retry 3f1c...",
         (cmds, "cmd_retry"),
     )
-    p.add_argument("job_id")
+    p.add_argument("job_id", help="the job id, or a unique prefix of at least 8 characters")
 
     p = _command(
         sub,

@@ -36,6 +36,7 @@ from stablenew.errors import (
 from stablenew.jobs.checks import ConfigInput, build_checked_plan, estimate_timeout, webui_preflight
 from stablenew.jobs.job import StableNewJob
 from stablenew.jobs.keys import JOB_FUNCTION, QUEUES, cancel_key, is_valid_job_id, state_key
+from stablenew.jobs.lookup import resolve_job_id
 from stablenew.jobs.state import StateStore
 from stablenew.jobs.views import JobView, Submission, job_view, pending_state
 from stablenew.notify import callback_problem
@@ -176,8 +177,18 @@ class Producer:
         return Submission(job_id=job_id, queue=job.origin, plan=plan, existing=True)
 
     # ------------------------------------------------------------------ inspect
+    def resolve_job_id(self, job_id: str) -> str:
+        """The full id of the job ``job_id`` names: the whole id, or a unique prefix of at least
+        8 characters (what ``watch`` and ``list`` show). See :func:`lookup.resolve_job_id`.
+
+        Raises:
+            JobNotFound: no such job, or a prefix too short to look up.
+            JobError: the prefix names several jobs.
+        """
+        return resolve_job_id(self.connection, job_id)
+
     def _fetch(self, job_id: str) -> Job:
-        _check_job_id(job_id)
+        job_id = self.resolve_job_id(job_id)
         try:
             return _fetch_job(self.connection, job_id)
         except NoSuchJobError:
@@ -186,13 +197,14 @@ class Producer:
             ) from None
 
     def status(self, job_id: str) -> JobView:
-        """RQ status + per-stage state of one job.
+        """RQ status + per-stage state of one job (``job_id`` may be a unique prefix, as in
+        :meth:`cancel` and :meth:`retry`).
 
         Raises:
             JobNotFound: no such job.
         """
         job = self._fetch(job_id)
-        return job_view(job, self.store.load(job_id), self.queue)
+        return job_view(job, self.store.load(job.id), self.queue)
 
     def list_jobs(
         self, *, queue: str | None = None, status: str | None = None, limit: int = 50
@@ -225,6 +237,7 @@ class Producer:
         """Cancel a job: a queued one at once, a running one cooperatively (the worker interrupts
         the WebUI and ends the job canceled). Returns what happened, in words."""
         job = self._fetch(job_id)
+        job_id = job.id
         status = job.get_status()
         if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
             try:
@@ -250,6 +263,7 @@ class Producer:
     def retry(self, job_id: str) -> Submission:
         """Requeue a failed or canceled job; it resumes after its last finished stage."""
         job = self._fetch(job_id)
+        job_id = job.id
         status = job.get_status()
         if status not in (JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED):
             raise JobError(
