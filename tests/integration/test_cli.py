@@ -209,6 +209,30 @@ def test_list_json_shows_the_submitted_jobs_with_the_status_contract(run_cli) ->
         assert_view_contract(view)
 
 
+def test_list_shows_the_job_submitted_last_first_and_pages_on_with_the_printed_cursor(
+    run_cli, tmp_path: Path
+) -> None:
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for i in range(6):
+        shutil.copy(TXT2IMG_ONLY, batch / f"old_{i}.json")
+    assert run_cli("submit", str(batch), "--queue", "high").returncode == 0
+    newest = json.loads(run_cli("submit", str(FULL_PIPELINE), "--queue", "low", "--json").stdout)["job_id"]
+
+    first = run_cli("list", "--limit", "5")
+    cursor = first.stdout.splitlines()[-1].split("--cursor ")[1]
+    second = run_cli("list", "--limit", "5", "--cursor", cursor, "--json")
+    grep = run_cli("list", "--grep", "full_pipeline", "--since", "1h", "--json")
+
+    assert first.returncode == 0, first.stderr
+    rows = first.stdout.splitlines()[:-1]
+    assert len(rows) == 5
+    assert rows[0].startswith(newest)
+    assert second.returncode == 0, second.stderr
+    assert len(json.loads(second.stdout)) == 2
+    assert [v["job_id"] for v in json.loads(grep.stdout)] == [newest]
+
+
 def test_workers_shows_each_worker_with_its_state_host_and_queues(
     run_cli, worker_process, simulator: SimulatedWebUI
 ) -> None:

@@ -200,13 +200,29 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    views = _producer().list_jobs(queue=args.queue, status=args.status, limit=args.limit)
+    from stablenew.errors import ConfigError, FieldProblem
+    from stablenew.jobs.listing import parse_since
+
+    if args.limit < 1:
+        raise ConfigError([FieldProblem("--limit", "must be at least 1", args.limit)])
+    since = parse_since(args.since) if args.since else None
+    page = _producer().list_page(
+        queue=args.queue,
+        status=args.status,
+        since=since,
+        grep=args.grep,
+        limit=args.limit,
+        cursor=args.cursor,
+    )
+    more = f"next page: --cursor {page.next_cursor}" if page.next_cursor else None
     if args.json:
-        _print_json([v.to_dict() for v in views])
+        _print_json([v.to_dict() for v in page.views])
+        if more:
+            print(more, file=sys.stderr)
         return EXIT_OK
-    if not views:
+    if not page.views:
         print("no jobs")
-    for v in views:
+    for v in page.views:
         current = next((s for s in v.stages if s["status"] == "running"), None)
         done = sum(1 for s in v.stages if s["status"] == "finished")
         where = (
@@ -214,8 +230,17 @@ def cmd_list(args: argparse.Namespace) -> int:
             if current
             else f"{done}/{len(v.stages)} stages"
         )
-        print(f"{v.job_id}  {v.queue:<7} {v.status:<9} {where}")
+        print(f"{v.job_id}  {_local_time(v.enqueued_at)}  {v.queue:<7} {v.status:<9} {where}")
+    if more:
+        print(more)
     return EXIT_OK
+
+
+def _local_time(iso: str | None) -> str:
+    if not iso:
+        return "-" * 19
+    when = datetime.fromisoformat(iso)
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def cmd_workers(args: argparse.Namespace) -> int:

@@ -117,14 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(
         sub,
         "list",
-        "recent jobs with their status and current stage",
-        "stablenew list --queue default --status failed",
+        "recent jobs, newest first, with their status and current stage",
+        "stablenew list --status failed --since 2h --grep astronaut",
         (cmds, "cmd_list"),
     )
     p.add_argument("--queue", choices=QUEUE_CHOICES)
-    p.add_argument("--status", choices=("queued", "started", "finished", "failed", "canceled"))
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--status",
+        choices=("queued", "started", "finished", "failed", "canceled", "stopped", "scheduled", "deferred"),
+    )
+    p.add_argument("--since", help="enqueued at most this long ago (30m, 2h, 1d) or since an ISO time")
+    p.add_argument("--grep", metavar="TEXT", help="only jobs whose config file name or a prompt holds TEXT")
+    p.add_argument("--limit", type=int, default=50, help="jobs per page (default 50)")
+    p.add_argument("--cursor", help="the next page: the cursor the previous page printed")
+    p.add_argument("--json", action="store_true", help="print the jobs as status --json does, in a list")
 
     p = _command(
         sub,
