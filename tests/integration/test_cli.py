@@ -173,6 +173,27 @@ def test_submit_wait_exits_0_when_the_job_finishes_and_status_json_shows_its_out
         assert (tmp_path / "outputs" / stage["outputs"][0]["path"]).is_file()
 
 
+def test_submit_wait_and_watch_print_image_paths_as_the_worker_recorded_them_not_under_the_watchers_folder(
+    run_cli, simulator: SimulatedWebUI, worker_process, tmp_path: Path
+) -> None:
+    worker_root = tmp_path / "worker-host" / "outputs"
+    worker_process(webui_url=simulator.url, env={"STABLENEW_OUTPUT_DIR": str(worker_root)})
+
+    waited = run_cli("submit", str(TXT2IMG_ONLY), "--wait")
+    job_id = waited.stdout.split()[0]
+    watched = run_cli("watch", job_id[:8])
+
+    for result in (waited, watched):
+        assert result.returncode == 0, result
+        summary = result.stdout[result.stdout.index(f"job {job_id}: finished") :]
+        image = next(line.split()[2] for line in summary.splitlines() if "txt2img" in line)
+        assert image.startswith(f"{job_id}/") and image.endswith(".png")
+        assert (worker_root / image).is_file()
+        assert f"output root: {worker_root} (on the worker's host" in summary
+        assert f"manifest: {worker_root / job_id / 'manifest.json'}" in summary
+        assert str(tmp_path / "outputs") not in result.stdout  # the watcher's own output folder
+
+
 def test_submit_wait_exits_5_when_the_job_fails_permanently(
     run_cli, simulator: SimulatedWebUI, worker_process, tmp_path: Path
 ) -> None:

@@ -73,6 +73,9 @@ def _local_run_id() -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from stablenew.cli.progress import JobProgress
     from stablenew.config_files import load_config_file
     from stablenew.errors import Canceled, StableNewError
     from stablenew.jobs.checks import build_checked_plan
@@ -84,23 +87,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings()
     plan = build_checked_plan(load_config_file(args.config), source=args.config)
-    outputs = JobOutputs(settings.output_dir, _local_run_id())
+    run_id = _local_run_id()
+    outputs = JobOutputs(settings.output_dir, run_id)
     recorder = RunRecorder(outputs, plan, webui_url=settings.webui_url, worker=socket.gethostname())
-
-    def progress(stage: Any, fraction: float) -> None:
-        if not args.json:
-            print(f"\r  {stage.value:<9} {fraction:6.1%}", end="", file=sys.stderr, flush=True)
+    shown = JobProgress(Console(stderr=True, quiet=args.json))
 
     def on_progress(stage: Any, fraction: float) -> None:
         recorder.on_progress(stage, fraction)
-        progress(stage, fraction)
+        shown.update(run_id, recorder.summary()["stages"], "running")
 
-    with WebUIClient(
-        settings.webui_url,
-        auth=settings.webui_basic_auth,
-        connect_timeout=settings.webui_connect_timeout,
-        read_timeout=settings.webui_read_timeout,
-    ) as client:
+    with (
+        shown,
+        WebUIClient(
+            settings.webui_url,
+            auth=settings.webui_basic_auth,
+            connect_timeout=settings.webui_connect_timeout,
+            read_timeout=settings.webui_read_timeout,
+        ) as client,
+    ):
         executor = WebUIExecutor(
             client,
             progress_interval=settings.progress_interval,
@@ -115,11 +119,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         except StableNewError as exc:
             recorder.failed(exc)
             raise
-    recorder.finished()
+        recorder.finished()
+        shown.update(run_id, recorder.summary()["stages"], "finished")
     if args.json:
         _print_json(recorder.summary())
         return EXIT_OK
-    print(file=sys.stderr)
     _print_outputs(recorder.summary(), settings.output_dir)
     return EXIT_OK
 
