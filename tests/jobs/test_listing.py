@@ -35,7 +35,9 @@ def test_a_batch_is_listed_newest_first_after_the_jobs_before_it(producer, confi
 
 
 def test_pages_follow_each_other_by_cursor_without_gaps_or_repeats(producer, configs):
-    submitted = [producer.submit(configs.txt2img(f"job {i}"), queue=("high", "low")[i % 2]).job_id for i in range(7)]
+    submitted = [
+        producer.submit(configs.txt2img(f"job {i}"), queue=("high", "low")[i % 2]).job_id for i in range(7)
+    ]
 
     pages, cursor = [], None
     while True:

@@ -175,18 +175,22 @@ class JobIndex:
     def _matching(
         self, chunk: list[tuple[str, float]], statuses: set[str] | None, needle: str | None
     ) -> list[tuple[str, float]]:
-        if not chunk:
-            return []
+        """The entries of ``chunk`` that pass the status and text filters, read in one round trip.
+        Jobs found gone on the way leave the index (without filters, the caller finds them)."""
+        if not chunk or (statuses is None and needle is None):
+            return chunk
         pipe = self.connection.pipeline(transaction=False)
-        for job_id, _ in chunk:
-            pipe.hmget(_JOB_KEY + job_id, ["status", "origin"])
+        if statuses is not None:
+            for job_id, _ in chunk:
+                pipe.hget(_JOB_KEY + job_id, "status")
         if needle is not None:
             pipe.hmget(jobs_text_key(), [job_id for job_id, _ in chunk])
         answers = pipe.execute()
-        texts = answers.pop() if needle is not None else [None] * len(chunk)
+        texts = answers.pop() if needle is not None else [""] * len(chunk)
+        found = answers if statuses is not None else [b"?"] * len(chunk)
         gone, matching = [], []
-        for (job_id, score), (rq_status, origin), text in zip(chunk, answers, texts, strict=True):
-            if origin is None:
+        for (job_id, score), rq_status, text in zip(chunk, found, texts, strict=True):
+            if rq_status is None:
                 gone.append(job_id)
             elif statuses is not None and _text(rq_status) not in statuses:
                 continue

@@ -257,6 +257,8 @@ class Producer:
             jobs = StableNewJob.fetch_many(ids, connection=self.connection, serializer=JSONSerializer)
             states = self.store.load_many(ids)
             present = [job for job in jobs if job is not None]
+            if len(present) < len(ids):  # expired since they were indexed
+                index.forget([job_id for job_id, job in zip(ids, jobs, strict=True) if job is None])
             positions = queue_positions(self.connection, present)
             found = [job_view(j, states.get(j.id), self.queue, positions=positions) for j in present]
             views.extend(v for v in found if status is None or v.status == status)
