@@ -333,6 +333,26 @@ def test_plan_of_a_bad_config_exits_2_with_one_line_per_problem_and_no_traceback
     assert "Traceback" not in result.stderr
 
 
+def test_plan_and_submit_read_a_yaml_config_and_name_the_file_and_format_when_it_is_bad(
+    run_cli, tmp_path: Path
+) -> None:
+    import yaml
+
+    write_yaml = tmp_path / "full.yaml"
+    write_yaml.write_text(yaml.safe_dump(example(FULL_PIPELINE)))
+    (tmp_path / "bad.yml").write_text("txt2img_enabled: true\ntxt2img_enabled: false\n")
+
+    planned = run_cli("plan", "full.yaml", "--json")
+    submitted = run_cli("submit", "full.yaml", "--json")
+    bad = run_cli("plan", "bad.yml")
+
+    assert planned.returncode == 0, planned.stderr
+    assert [s["stage_type"] for s in json.loads(planned.stdout)["stages"]] == CANONICAL
+    assert submitted.returncode == 0, submitted.stderr
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error in bad.yml: <config>: invalid YAML at line 2 column 1:"), bad.stderr
+
+
 def test_version_prints_the_package_version(run_cli) -> None:
     result = run_cli("--version")
 

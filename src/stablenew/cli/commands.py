@@ -144,11 +144,13 @@ def _config_files(paths: list[str]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.glob("*.json") if p.is_file())
+            patterns = ("*.json", "*.yaml", "*.yml")
+            found = sorted({p for pattern in patterns for p in path.glob(pattern) if p.is_file()})
             if not found:
                 from stablenew.errors import ConfigError, FieldProblem
 
-                raise ConfigError([FieldProblem("configs", "directory holds no *.json config", raw)])
+                message = "directory holds no *.json, *.yaml or *.yml config"
+                raise ConfigError([FieldProblem("configs", message, raw)])
             files.extend(found)
         else:
             files.append(path)

@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         "stablenew plan producer/examples/full_pipeline.json --json",
         (cmds, "cmd_plan"),
     )
-    p.add_argument("config", help="a pipeline config file (JSON, any accepted shape)")
+    p.add_argument(
+        "config", help="a pipeline config file (JSON, or YAML named .yaml/.yml; any accepted shape)"
+    )
     p.add_argument("--json", action="store_true", help="print the plan as JSON (the wire format)")
 
     p = _command(
@@ -78,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stablenew submit producer/examples/ --queue high --json",
         (cmds, "cmd_submit"),
     )
-    p.add_argument("configs", nargs="+", help="config files or directories of *.json")
+    p.add_argument("configs", nargs="+", help="config files or directories of *.json / *.yaml / *.yml")
     p.add_argument("--queue", default="default", choices=QUEUE_CHOICES)
     p.add_argument(
         "--id", dest="job_id", help="your own job id ([A-Za-z0-9_-]+); submitting it again is a no-op"
