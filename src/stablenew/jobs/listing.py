@@ -3,9 +3,9 @@
 RQ keeps a list per queue (oldest first) and a registry per status, none ordered by submit time
 across queues. So the producer records each job it enqueues in a sorted set scored by enqueue
 time (one for all queues, one per queue) and, for ``grep``, its source name and prompts in a hash.
-A page is read newest first from the index in batches; the filters that the index cannot answer
-(status, text) are checked on a few hash fields per job, fetched in one pipelined round trip per
-batch, and only the jobs shown are read whole.
+A page is read newest first from the index in batches; a status filter keeps the ids RQ files
+under that status (its queue list or registry, read once per page), a text filter reads the texts
+of a batch in one ``HMGET``, and only the jobs shown are read whole.
 
 Paging uses a cursor, not an offset: the cursor names the last job shown (and its score), so the
 next page starts right after it with ``ZREVRANK`` (O(log N)) however deep it is, and jobs submitted
@@ -24,20 +24,38 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
+from rq import Queue
+from rq.registry import (
+    BaseRegistry,
+    CanceledJobRegistry,
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
 
 from stablenew.errors import ConfigError, FieldProblem
 from stablenew.jobs.keys import QUEUES, jobs_index_key, jobs_indexed_key, jobs_text_key
 from stablenew.jobs.views import JobView
 from stablenew.pipeline.stage_models import StageExecutionPlan
 
-_JOB_KEY = "rq:job:"
 _TEXT_LIMIT = 2000
 _BATCH_MIN, _BATCH_MAX = 100, 1000
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-# A view's status comes from RQ's, except that a job canceled while it ran may read as
-# finished or failed in RQ (see views.job_view): those are the RQ statuses worth a closer look.
-_RQ_STATUSES = {"canceled": {"canceled", "finished", "failed", "stopped"}}
+# Where RQ files a job of each status (a queued one sits in its queue's list). A stopped job is
+# filed as failed. A job canceled while it ran is in the canceled registry (StableNewJob puts it
+# there), so the rare view that reads "canceled" over RQ's "finished" is not listed as canceled.
+_REGISTRIES: dict[str, type[BaseRegistry]] = {
+    "started": StartedJobRegistry,
+    "finished": FinishedJobRegistry,
+    "failed": FailedJobRegistry,
+    "stopped": FailedJobRegistry,
+    "canceled": CanceledJobRegistry,
+    "scheduled": ScheduledJobRegistry,
+    "deferred": DeferredJobRegistry,
+}
 
 
 @dataclass(frozen=True)
@@ -134,12 +152,12 @@ class JobIndex:
         cursor: str | None,
     ) -> tuple[list[str], str | None]:
         """Ids of up to ``limit`` jobs matching every filter, newest first, after ``cursor``; and
-        the cursor of the next page. Status is checked here on RQ's status; the caller confirms it
-        on each view (a canceled job may read as finished in RQ)."""
+        the cursor of the next page. The caller confirms the status on each view (e.g. a stopped
+        job sits among the failed ones)."""
         self.backfill()
         key = jobs_index_key(queue)
         floor = since.timestamp() * 1_000_000 if since else None
-        wanted_rq = _RQ_STATUSES.get(status, {status}) if status else None
+        members = self._with_status(status, queue) if status else None
         needle = grep.casefold() if grep else None
         batch = min(max(limit * 2, _BATCH_MIN), _BATCH_MAX)
         found: list[str] = []
@@ -151,7 +169,7 @@ class JobIndex:
                 kept = [(j, s) for j, s in rows if s >= floor]
                 complete = complete or len(kept) < len(rows)
                 rows = kept
-            for job_id, score in self._matching(rows, wanted_rq, needle):
+            for job_id, score in self._matching(rows, members, needle):
                 found.append(job_id)
                 if len(found) == limit:
                     return found, _cursor(job_id, score)
@@ -172,33 +190,33 @@ class JobIndex:
         rows: Any = self.connection.zrevrange(key, start, start + count - 1, withscores=True)
         return [(_text(member), float(score)) for member, score in rows]
 
+    def _with_status(self, status: str, queue: str | None) -> set[str]:
+        """Ids RQ files under ``status`` (its queue lists for ``queued``, else its registry; a
+        stopped job sits in the failed registry), in one queue or all. The caller confirms the
+        status on each view."""
+        kind = _REGISTRIES.get(status)
+        ids: list[str] = []
+        for name in [queue] if queue else QUEUES:
+            if kind is None:  # queued
+                ids.extend(
+                    _text(i)
+                    for i in self.connection.lrange(f"{Queue.redis_queue_namespace_prefix}{name}", 0, -1)
+                )
+            else:
+                ids.extend(kind(name, self.connection).get_job_ids(cleanup=False))
+        return set(ids)
+
     def _matching(
-        self, chunk: list[tuple[str, float]], statuses: set[str] | None, needle: str | None
+        self, chunk: list[tuple[str, float]], members: set[str] | None, needle: str | None
     ) -> list[tuple[str, float]]:
-        """The entries of ``chunk`` that pass the status and text filters, read in one round trip.
-        Jobs found gone on the way leave the index (without filters, the caller finds them)."""
-        if not chunk or (statuses is None and needle is None):
+        """The entries of ``chunk`` among ``members`` (a status filter) whose text holds
+        ``needle``; the texts are read in one round trip."""
+        if members is not None:
+            chunk = [(job_id, score) for job_id, score in chunk if job_id in members]
+        if not chunk or needle is None:
             return chunk
-        pipe = self.connection.pipeline(transaction=False)
-        if statuses is not None:
-            for job_id, _ in chunk:
-                pipe.hget(_JOB_KEY + job_id, "status")
-        if needle is not None:
-            pipe.hmget(jobs_text_key(), [job_id for job_id, _ in chunk])
-        answers = pipe.execute()
-        texts = answers.pop() if needle is not None else [""] * len(chunk)
-        found = answers if statuses is not None else [b"?"] * len(chunk)
-        gone, matching = [], []
-        for (job_id, score), rq_status, text in zip(chunk, found, texts, strict=True):
-            if rq_status is None:
-                gone.append(job_id)
-            elif statuses is not None and _text(rq_status) not in statuses:
-                continue
-            elif needle is None or needle in _text(text).casefold():
-                matching.append((job_id, score))
-        if gone:
-            self.forget(gone)
-        return matching
+        texts = self.connection.hmget(jobs_text_key(), [job_id for job_id, _ in chunk])
+        return [entry for entry, text in zip(chunk, texts, strict=True) if needle in _text(text).casefold()]
 
     def forget(self, job_ids: Iterable[str]) -> None:
         """Drop expired jobs from every index."""
