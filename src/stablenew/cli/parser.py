@@ -192,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(
         sub,
+        "redis",
+        "run the embedded Redis-compatible server in the foreground (for trying stablenew; not persisted)",
+        "stablenew redis --port 6379",
+        ("stablenew.cli.embedded_server", "cmd_redis"),
+    )
+    p.add_argument("--port", type=int, default=6379)
+
+    p = _command(
+        sub,
         "dashboard",
         "start rq-dashboard for stablenew's JSON jobs, read-only",
         "stablenew dashboard --port 9181",
