@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import image_persistence, memory, startup, submit_throughput, worker_overhead
+from bench import image_persistence, job_listing, memory, startup, submit_throughput, worker_overhead
 from bench.harness import BenchResult, commit, machine, write_json
 
 BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     image_persistence.NAME: image_persistence.run,
     memory.NAME: memory.run,
     startup.NAME: startup.run,
+    job_listing.NAME: job_listing.run,
 }
 
 

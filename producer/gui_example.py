@@ -59,7 +59,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def status_line(view: JobView) -> str:
     """One line, as a GUI's status bar would show it."""
     if view.status == "queued" and view.position is not None:
-        return f"queued, position {view.position + 1} on {view.queue}"
+        return f"queued, position {view.position} on {view.queue}"
     total = len(view.stages)
     running = next((s for s in view.stages if s["status"] == "running"), None)
     if running is not None:

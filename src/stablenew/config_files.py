@@ -1,6 +1,6 @@
 """Reading pipeline configs from disk (the CLI's and scripts' edge; ``pipeline/`` stays pure).
 
-A config file is JSON in any shape :func:`~stablenew.pipeline.parse_config` accepts. One
+A config file is JSON, or YAML when its name ends in ``.yaml``/``.yml`` (:mod:`config_yaml`), in any shape :func:`~stablenew.pipeline.parse_config` accepts. One
 convenience is resolved here, at submit time, so that workers never read paths from a job:
 ``init_image_path`` in the img2img section (relative to the config file) is read and embedded as
 base64 in ``init_images``.
@@ -26,9 +26,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from stablenew.config_yaml import YamlConfigError, load_yaml_text
 from stablenew.errors import ConfigError, FieldProblem
 from stablenew.pipeline import MAX_INIT_IMAGE_B64, structure_problem, text_problem
 
+YAML_SUFFIXES = (".yaml", ".yml")
 MAX_CONFIG_FILE_BYTES = 32 * 1024 * 1024  # larger init images belong in a file named by init_image_path
 MAX_INIT_IMAGE_BYTES = MAX_INIT_IMAGE_B64 // 4 * 3
 
@@ -64,11 +66,11 @@ def _read_bounded(path: Path, limit: int) -> tuple[bytes, str | None]:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON config file and embed any ``init_image_path`` it names.
+    """Read a config file, JSON or (``.yaml``/``.yml``) YAML, and embed any ``init_image_path`` it names.
 
     Raises:
-        ConfigError: unreadable or oversized file, text that is not UTF-8, invalid JSON (NaN, Infinity
-            and a key given twice included), nesting too deep, or an init image that is missing, too large
+        ConfigError: unreadable or oversized file, text that is not UTF-8, invalid JSON or YAML (NaN,
+            Infinity and a key given twice included; see :mod:`config_yaml`), nesting too deep, or an init image that is missing, too large
             or not an image.
     """
     path = Path(path)
@@ -96,15 +98,27 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             duplicates[id(obj)] = sorted({key for key in keys if keys.count(key) > 1})
         return obj
 
-    try:
-        raw = json.loads(text, parse_constant=_NonFinite, object_pairs_hook=object_of)
-    except json.JSONDecodeError as exc:
-        raise refuse(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except RecursionError:
-        raise refuse("invalid JSON: nested too deeply to parse") from None
+    is_yaml = path.suffix.lower() in YAML_SUFFIXES
+    if is_yaml:
+        try:
+            raw = load_yaml_text(text)
+        except YamlConfigError as exc:
+            where = f" at line {exc.line} column {exc.column}" if exc.line else ""
+            raise refuse(f"invalid YAML{where}: {exc}") from None
+    else:
+        try:
+            raw = json.loads(text, parse_constant=_NonFinite, object_pairs_hook=object_of)
+        except json.JSONDecodeError as exc:
+            hint = (
+                "" if path.suffix.lower() == ".json" else " (a config is JSON, or YAML in a .yaml/.yml file)"
+            )
+            raise refuse(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}{hint}") from None
+        except RecursionError:
+            raise refuse("invalid JSON: nested too deeply to parse") from None
     if not isinstance(raw, dict):
+        shape = "a YAML mapping" if is_yaml else "a JSON object"
         raise ConfigError(
-            [FieldProblem("", "a pipeline config must be a JSON object", type(raw).__name__)], source=source
+            [FieldProblem("", f"a pipeline config must be {shape}", type(raw).__name__)], source=source
         )
     problem = structure_problem(raw)
     if problem is not None:

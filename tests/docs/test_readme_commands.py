@@ -33,7 +33,7 @@ def _stablenew_commands() -> list[tuple[str, str]]:
     for doc in DOCS:
         text = doc.read_text(encoding="utf-8")
         for line in re.findall(r"`(stablenew [^`]+)`", text) + re.findall(
-            r"^\$? ?(stablenew .+)$", text, re.M
+            r"^\s*\$? ?(stablenew .+)$", text, re.M
         ):
             found.append((doc.name, line.split("#")[0].strip()))
     return sorted(set(found))

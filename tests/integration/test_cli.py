@@ -85,9 +85,21 @@ def test_submit_of_a_directory_prints_a_batch_and_enqueues_every_config(
     data = json.loads(result.stdout)
     assert isinstance(data, list)
     assert len(data) == len(expected) >= 2
-    assert all(set(item) == {"job_id", "queue", "stages"} for item in data)
+    assert all(set(item) == {"job_id", "queue", "stages", "source"} for item in data)
+    assert [Path(item["source"]).name for item in data] == expected  # files go in name order
     assert Queue("default", connection=connection).get_job_ids() == [item["job_id"] for item in data]
-    assert data[expected.index("full_pipeline.json")]["stages"] == CANONICAL  # files go in name order
+    assert data[expected.index("full_pipeline.json")]["stages"] == CANONICAL
+
+
+def test_submit_of_several_files_prints_which_file_became_which_job(run_cli, connection: redis.Redis) -> None:
+    result = run_cli("submit", str(TXT2IMG_ONLY), str(FULL_PIPELINE))
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[-1] for line in lines] == [str(TXT2IMG_ONLY), str(FULL_PIPELINE)]
+    job_ids = [line.split()[0] for line in lines]
+    assert Queue("default", connection=connection).get_job_ids() == job_ids
+    assert json.loads(run_cli("status", job_ids[1], "--json").stdout)["stages"][-1]["type"] == "adetailer"
 
 
 def test_submit_of_a_directory_with_one_invalid_config_enqueues_nothing_and_names_the_file_and_field(
@@ -122,9 +134,21 @@ def test_status_json_of_a_queued_job_has_the_contract_keys(run_cli) -> None:
     view = json.loads(result.stdout)
     assert_view_contract(view)
     assert (view["job_id"], view["status"], view["queue"]) == (job_id, "queued", "default")
-    assert view["position"] == 0
+    assert view["position"] == 1
     assert [s["type"] for s in view["stages"]] == CANONICAL
     assert all(s["status"] == "pending" and s["outputs"] == [] for s in view["stages"])
+
+
+def test_status_text_and_json_give_the_same_position_counting_higher_priority_queues(run_cli) -> None:
+    run_cli("submit", str(TXT2IMG_ONLY), "--queue", "high")
+    job_id = json.loads(run_cli("submit", str(TXT2IMG_ONLY), "--queue", "low", "--json").stdout)["job_id"]
+
+    text = run_cli("status", job_id)
+    view = json.loads(run_cli("status", job_id, "--json").stdout)
+
+    assert text.returncode == 0, text.stderr
+    assert view["position"] == 2
+    assert "(queue low, position 2)" in text.stdout.splitlines()[0]
 
 
 def test_submit_wait_exits_0_when_the_job_finishes_and_status_json_shows_its_outputs(
@@ -147,6 +171,27 @@ def test_submit_wait_exits_0_when_the_job_finishes_and_status_json_shows_its_out
     for stage in view["stages"]:
         assert len(stage["outputs"]) == 1
         assert (tmp_path / "outputs" / stage["outputs"][0]["path"]).is_file()
+
+
+def test_submit_wait_and_watch_print_image_paths_as_the_worker_recorded_them_not_under_the_watchers_folder(
+    run_cli, simulator: SimulatedWebUI, worker_process, tmp_path: Path
+) -> None:
+    worker_root = tmp_path / "worker-host" / "outputs"
+    worker_process(webui_url=simulator.url, env={"STABLENEW_OUTPUT_DIR": str(worker_root)})
+
+    waited = run_cli("submit", str(TXT2IMG_ONLY), "--wait")
+    job_id = waited.stdout.split()[0]
+    watched = run_cli("watch", job_id[:8])
+
+    for result in (waited, watched):
+        assert result.returncode == 0, result
+        summary = result.stdout[result.stdout.index(f"job {job_id}: finished") :]
+        image = next(line.split()[2] for line in summary.splitlines() if "txt2img" in line)
+        assert image.startswith(f"{job_id}/") and image.endswith(".png")
+        assert (worker_root / image).is_file()
+        assert f"output root: {worker_root} (on the worker's host" in summary
+        assert f"manifest: {worker_root / job_id / 'manifest.json'}" in summary
+        assert str(tmp_path / "outputs") not in result.stdout  # the watcher's own output folder
 
 
 def test_submit_wait_exits_5_when_the_job_fails_permanently(
@@ -185,6 +230,30 @@ def test_list_json_shows_the_submitted_jobs_with_the_status_contract(run_cli) ->
         assert_view_contract(view)
 
 
+def test_list_shows_the_job_submitted_last_first_and_pages_on_with_the_printed_cursor(
+    run_cli, tmp_path: Path
+) -> None:
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for i in range(6):
+        shutil.copy(TXT2IMG_ONLY, batch / f"old_{i}.json")
+    assert run_cli("submit", str(batch), "--queue", "high").returncode == 0
+    newest = json.loads(run_cli("submit", str(FULL_PIPELINE), "--queue", "low", "--json").stdout)["job_id"]
+
+    first = run_cli("list", "--limit", "5")
+    cursor = first.stdout.splitlines()[-1].split("--cursor ")[1]
+    second = run_cli("list", "--limit", "5", "--cursor", cursor, "--json")
+    grep = run_cli("list", "--grep", "full_pipeline", "--since", "1h", "--json")
+
+    assert first.returncode == 0, first.stderr
+    rows = first.stdout.splitlines()[:-1]
+    assert len(rows) == 5
+    assert rows[0].startswith(newest)
+    assert second.returncode == 0, second.stderr
+    assert len(json.loads(second.stdout)) == 2
+    assert [v["job_id"] for v in json.loads(grep.stdout)] == [newest]
+
+
 def test_workers_shows_each_worker_with_its_state_host_and_queues(
     run_cli, worker_process, simulator: SimulatedWebUI
 ) -> None:
@@ -207,6 +276,35 @@ def test_workers_without_any_worker_says_so(run_cli) -> None:
     result = run_cli("workers")
 
     assert (result.returncode, result.stdout.strip()) == (0, "no workers")
+
+
+def test_status_cancel_and_retry_take_the_short_id_watch_shows(run_cli) -> None:
+    job_id = json.loads(run_cli("submit", str(TXT2IMG_ONLY), "--json").stdout)["job_id"]
+    short = job_id[:12]
+
+    status = run_cli("status", short, "--json")
+    canceled = run_cli("cancel", short)
+    retried = run_cli("retry", job_id[:8])
+
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["job_id"] == job_id
+    assert canceled.returncode == 0, canceled.stderr
+    assert canceled.stdout.startswith(f"{job_id}: canceled")
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.startswith(f"{job_id}: requeued")
+
+
+def test_an_ambiguous_or_too_short_prefix_exits_2_and_says_why(run_cli) -> None:
+    for suffix in ("a", "b"):
+        assert run_cli("submit", str(TXT2IMG_ONLY), "--id", f"nightly-{suffix}").returncode == 0
+
+    ambiguous = run_cli("watch", "nightly-")
+    short = run_cli("status", "nightly")
+
+    assert ambiguous.returncode == 2, ambiguous
+    assert "nightly-a" in ambiguous.stderr and "nightly-b" in ambiguous.stderr
+    assert short.returncode == 2, short
+    assert "at least 8 characters" in short.stderr
 
 
 def test_cancel_of_an_unknown_job_exits_2_and_names_the_id(run_cli) -> None:
@@ -233,6 +331,26 @@ def test_plan_of_a_bad_config_exits_2_with_one_line_per_problem_and_no_traceback
     assert all(re.fullmatch(r"error in bad\.json: txt2img_config\.\w+: .+", line) for line in lines), lines
     assert {line.split(": ")[1] for line in lines} == {"txt2img_config.steps", "txt2img_config.width"}
     assert "Traceback" not in result.stderr
+
+
+def test_plan_and_submit_read_a_yaml_config_and_name_the_file_and_format_when_it_is_bad(
+    run_cli, tmp_path: Path
+) -> None:
+    import yaml
+
+    write_yaml = tmp_path / "full.yaml"
+    write_yaml.write_text(yaml.safe_dump(example(FULL_PIPELINE)))
+    (tmp_path / "bad.yml").write_text("txt2img_enabled: true\ntxt2img_enabled: false\n")
+
+    planned = run_cli("plan", "full.yaml", "--json")
+    submitted = run_cli("submit", "full.yaml", "--json")
+    bad = run_cli("plan", "bad.yml")
+
+    assert planned.returncode == 0, planned.stderr
+    assert [s["stage_type"] for s in json.loads(planned.stdout)["stages"]] == CANONICAL
+    assert submitted.returncode == 0, submitted.stderr
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error in bad.yml: <config>: invalid YAML at line 2 column 1:"), bad.stderr
 
 
 def test_version_prints_the_package_version(run_cli) -> None:

@@ -25,6 +25,8 @@ CALLS: dict[str, tuple[Callable[[Producer], Any], bool]] = {
     "submit_many": (lambda p: p.submit_many([Configs.txt2img(), Configs.two_stage()]), True),
     "status": (lambda p: p.status("job-1"), True),
     "list_jobs": (lambda p: p.list_jobs(), True),
+    "list_page": (lambda p: p.list_page(), True),
+    "resolve_job_id": (lambda p: p.resolve_job_id("job-1-abcdef"), True),
     "cancel": (lambda p: p.cancel("job-1"), True),
     "retry": (lambda p: p.retry("job-1"), True),
 }

@@ -220,8 +220,8 @@ def test_status_of_a_queued_job_shows_every_stage_pending_and_its_queue_position
 
     assert view.status == "queued"
     assert view.queue == "default"
-    assert view.position == 1
-    assert producer.status(first.job_id).position == 0
+    assert view.position == 2
+    assert producer.status(first.job_id).position == 1
     assert [(s["type"], s["status"]) for s in view.stages] == [
         ("txt2img", "pending"),
         ("img2img", "pending"),
@@ -233,6 +233,23 @@ def test_status_of_a_queued_job_shows_every_stage_pending_and_its_queue_position
     assert set(view.to_dict()) == {
         "job_id", "status", "stages", "error", "manifest", "queue", "position", "enqueued_at",
     }  # fmt: skip
+
+
+def test_queue_position_counts_every_job_in_higher_priority_queues_and_starts_at_1(producer, configs):
+    # Given two jobs on low, then one on default and two on high (taken first by any worker)
+    low_first = producer.submit(configs.txt2img("low 1"), queue="low")
+    low_second = producer.submit(configs.txt2img("low 2"), queue="low")
+    default = producer.submit(configs.txt2img("default"), queue="default")
+    high = [producer.submit(configs.txt2img(f"high {i}"), queue="high") for i in range(2)]
+
+    def position(submission) -> int | None:
+        return producer.status(submission.job_id).position
+
+    # Then position N means N-1 jobs are taken before it
+    assert [position(s) for s in high] == [1, 2]
+    assert position(default) == 3
+    assert (position(low_first), position(low_second)) == (4, 5)
+    assert producer.status(low_second.job_id).to_dict()["position"] == 5
 
 
 def test_status_of_a_finished_job_shows_outputs_and_the_manifest(producer, run_worker, output_dir, configs):

@@ -313,8 +313,8 @@ def test_sigterm_during_stage_two_lets_it_finish_hands_the_job_back_to_the_front
 
     assert code == 0, worker.log()
     view = producer.status(job_id)
-    assert (view.status, view.position) == ("queued", 0), view.to_dict()
-    assert producer.status(behind).position == 1
+    assert (view.status, view.position) == ("queued", 1), view.to_dict()
+    assert producer.status(behind).position == 2
     assert [s["status"] for s in view.stages] == ["finished", "finished", "pending", "pending"], (
         view.to_dict()
     )

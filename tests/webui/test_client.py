@@ -361,11 +361,36 @@ def test_401_is_rejected_with_an_auth_hint_and_without_the_password(webui: FakeW
 def test_non_json_error_body_is_reported_by_its_first_300_characters(
     webui: FakeWebUI, client: WebUIClient
 ) -> None:
-    webui.reply("POST /sdapi/v1/txt2img", 502, b"<html>Bad Gateway</html>" + b"x" * 5000)
+    webui.reply("POST /sdapi/v1/txt2img", 502, b"Bad Gateway: upstream closed" + b"x" * 5000)
     with pytest.raises(WebUIHTTPError) as caught:
         client.txt2img({})
-    assert caught.value.detail.startswith("<html>Bad Gateway</html>")
+    assert caught.value.detail.startswith("Bad Gateway: upstream closed")
     assert len(caught.value.detail) <= 300
+
+
+GRADIO_PAGE = (
+    b"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+    b"<title>Stable Diffusion &amp; friends</title><script>" + b"x" * 20_000 + b"</script></head></html>"
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [(200, WebUIHTTPError), (404, WebUIRejected), (502, WebUIHTTPError)]
+)
+def test_a_web_page_instead_of_the_json_api_says_what_answered_and_what_was_expected(
+    webui: FakeWebUI, client: WebUIClient, status: int, error: type[WebUIError]
+) -> None:
+    # Given the URL of the Gradio UI or a proxy, which answers with an HTML page
+    webui.reply("GET /sdapi/v1/sd-models", status, GRADIO_PAGE, headers={"Content-Type": "text/html"})
+
+    with pytest.raises(error) as caught:
+        client.sd_models()
+
+    message = str(caught.value)
+    assert f"HTTP {status}" in message
+    assert 'page title "Stable Diffusion & friends"' in message
+    assert "--api" in message and "JSON API" in message
+    assert "<script>" not in message and "xxxx" not in message
 
 
 def test_redirect_is_not_followed_and_is_an_http_error(webui: FakeWebUI, client: WebUIClient) -> None:

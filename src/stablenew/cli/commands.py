@@ -69,6 +69,9 @@ def _local_run_id() -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from stablenew.cli.progress import JobProgress
     from stablenew.config_files import load_config_file
     from stablenew.errors import Canceled, StableNewError
     from stablenew.jobs.checks import build_checked_plan
@@ -76,12 +79,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings: Settings = args.settings
     plan = build_checked_plan(load_config_file(args.config), source=args.config)
+    run_id = _local_run_id()
+    shown = JobProgress(Console(stderr=True, quiet=args.json))
 
-    def progress(stage: Any, fraction: float) -> None:
-        if not args.json:
-            print(f"\r  {stage.value:<9} {fraction:6.1%}", end="", file=sys.stderr, flush=True)
+    def on_progress(stage: Any, fraction: float) -> None:
+        shown.update(run_id, recorder.summary()["stages"], "running")
 
-    with PlanRun(settings, plan, _local_run_id(), worker=socket.gethostname(), on_progress=progress) as run:
+    with shown, PlanRun(settings, plan, run_id, worker=socket.gethostname(), on_progress=on_progress) as run:
         recorder = run.recorder
         run.executor.preflight(plan)
         try:
@@ -92,11 +96,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         except StableNewError as exc:
             recorder.failed(exc)
             raise
-    recorder.finished()
+        recorder.finished()
+        shown.update(run_id, recorder.summary()["stages"], "finished")
     if args.json:
         _print_json(recorder.summary())
         return EXIT_OK
-    print(file=sys.stderr)
     _print_outputs(recorder.summary(), settings.output_dir)
     return EXIT_OK
 
@@ -117,11 +121,13 @@ def _config_files(paths: list[str]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.glob("*.json") if p.is_file())
+            patterns = ("*.json", "*.yaml", "*.yml")
+            found = sorted({p for pattern in patterns for p in path.glob(pattern) if p.is_file()})
             if not found:
                 from stablenew.errors import ConfigError, FieldProblem
 
-                raise ConfigError([FieldProblem("configs", "directory holds no *.json config", raw)])
+                message = "directory holds no *.json, *.yaml or *.yml config"
+                raise ConfigError([FieldProblem("configs", message, raw)])
             files.extend(found)
         else:
             files.append(path)
@@ -143,12 +149,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
         subs = producer.submit_many(configs, queue=args.queue, sources=[str(f) for f in files])
     batch = len(subs) > 1 or Path(args.configs[0]).is_dir()
     if args.json:
-        data = [s.to_dict() for s in subs]
-        _print_json(data if batch else data[0])
+        if batch:  # which file became which job
+            _print_json([s.to_dict() | {"source": str(f)} for s, f in zip(subs, files, strict=True)])
+        else:
+            _print_json(subs[0].to_dict())
     else:
-        for s in subs:
+        for s, f in zip(subs, files, strict=True):
             note = " (already submitted: not enqueued again)" if s.existing else ""
-            print(f"{s.job_id}  queue={s.queue}  stages={' -> '.join(s.to_dict()['stages'])}{note}")
+            print(f"{s.job_id}  queue={s.queue}  stages={' -> '.join(s.to_dict()['stages'])}  {f}{note}")
     if not args.wait:
         return EXIT_OK
     from stablenew.cli.watch import watch_jobs
@@ -170,17 +178,34 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     from stablenew.cli.watch import watch_jobs
 
-    return watch_jobs(_producer(args), [args.job_id], interval=args.interval)
+    producer = _producer(args)
+    return watch_jobs(producer, [producer.resolve_job_id(args.job_id)], interval=args.interval)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    views = _producer(args).list_jobs(queue=args.queue, status=args.status, limit=args.limit)
+    from stablenew.errors import ConfigError, FieldProblem
+    from stablenew.jobs.listing import parse_since
+
+    if args.limit < 1:
+        raise ConfigError([FieldProblem("--limit", "must be at least 1", args.limit)])
+    since = parse_since(args.since) if args.since else None
+    page = _producer(args).list_page(
+        queue=args.queue,
+        status=args.status,
+        since=since,
+        grep=args.grep,
+        limit=args.limit,
+        cursor=args.cursor,
+    )
+    more = f"next page: --cursor {page.next_cursor}" if page.next_cursor else None
     if args.json:
-        _print_json([v.to_dict() for v in views])
+        _print_json([v.to_dict() for v in page.views])
+        if more:
+            print(more, file=sys.stderr)
         return EXIT_OK
-    if not views:
+    if not page.views:
         print("no jobs")
-    for v in views:
+    for v in page.views:
         current = next((s for s in v.stages if s["status"] == "running"), None)
         done = sum(1 for s in v.stages if s["status"] == "finished")
         where = (
@@ -188,8 +213,17 @@ def cmd_list(args: argparse.Namespace) -> int:
             if current
             else f"{done}/{len(v.stages)} stages"
         )
-        print(f"{v.job_id}  {v.queue:<7} {v.status:<9} {where}")
+        print(f"{v.job_id}  {_local_time(v.enqueued_at)}  {v.queue:<7} {v.status:<9} {where}")
+    if more:
+        print(more)
     return EXIT_OK
+
+
+def _local_time(iso: str | None) -> str:
+    if not iso:
+        return "-" * 19
+    when = datetime.fromisoformat(iso)
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
@@ -212,7 +246,9 @@ def cmd_workers(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    print(f"{args.job_id}: {_producer(args).cancel(args.job_id)}")
+    producer = _producer(args)
+    job_id = producer.resolve_job_id(args.job_id)
+    print(f"{job_id}: {producer.cancel(job_id)}")
     return EXIT_OK
 
 

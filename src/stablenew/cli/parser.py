@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         (cmds, "cmd_plan"),
         uses_settings=False,
     )
-    p.add_argument("config", help="a pipeline config file (JSON, any accepted shape)")
+    p.add_argument(
+        "config", help="a pipeline config file (JSON, or YAML named .yaml/.yml; any accepted shape)"
+    )
     p.add_argument("--json", action="store_true", help="print the plan as JSON (the wire format)")
 
     p = _command(
@@ -105,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stablenew submit producer/examples/ --queue high --json",
         (cmds, "cmd_submit"),
     )
-    p.add_argument("configs", nargs="+", help="config files or directories of *.json")
+    p.add_argument("configs", nargs="+", help="config files or directories of *.json / *.yaml / *.yml")
     p.add_argument("--queue", default=DEFAULT_QUEUE, choices=QUEUES)
     p.add_argument(
         "--id", dest="job_id", help="your own job id ([A-Za-z0-9_-]+); submitting it again is a no-op"
@@ -128,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stablenew status 3f1c... --json",
         (cmds, "cmd_status"),
     )
-    p.add_argument("job_id")
+    p.add_argument("job_id", help="the job id, or a unique prefix of at least 8 characters")
     p.add_argument("--json", action="store_true")
 
     p = _command(
@@ -138,20 +140,26 @@ def build_parser() -> argparse.ArgumentParser:
         "stablenew watch 3f1c...",
         (cmds, "cmd_watch"),
     )
-    p.add_argument("job_id")
+    p.add_argument("job_id", help="the job id, or a unique prefix of at least 8 characters")
     p.add_argument("--interval", type=float, default=0.5, help="refresh interval in seconds")
 
     p = _command(
         sub,
         "list",
-        "recent jobs with their status and current stage",
-        "stablenew list --queue default --status failed",
+        "recent jobs, newest first, with their status and current stage",
+        "stablenew list --status failed --since 2h --grep astronaut",
         (cmds, "cmd_list"),
     )
     p.add_argument("--queue", choices=QUEUES)
-    p.add_argument("--status", choices=("queued", "started", "finished", "failed", "canceled"))
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--status",
+        choices=("queued", "started", "finished", "failed", "canceled", "stopped", "scheduled", "deferred"),
+    )
+    p.add_argument("--since", help="enqueued at most this long ago (30m, 2h, 1d) or since an ISO time")
+    p.add_argument("--grep", metavar="TEXT", help="only jobs whose config file name or a prompt holds TEXT")
+    p.add_argument("--limit", type=int, default=50, help="jobs per page (default 50)")
+    p.add_argument("--cursor", help="the next page: the cursor the previous page printed")
+    p.add_argument("--json", action="store_true", help="print the jobs as status --json does, in a list")
 
     p = _command(
         sub,
@@ -169,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stablenew cancel 3f1c...",
         (cmds, "cmd_cancel"),
     )
-    p.add_argument("job_id")
+    p.add_argument("job_id", help="the job id, or a unique prefix of at least 8 characters")
 
     p = _command(
         sub,
@@ -178,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stablenew retry 3f1c...",
         (cmds, "cmd_retry"),
     )
-    p.add_argument("job_id")
+    p.add_argument("job_id", help="the job id, or a unique prefix of at least 8 characters")
 
     p = _command(
         sub,
@@ -229,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=SECONDS",
         help="the swap time of one checkpoint (title, file or model name, or hash); repeatable",
     )
+
+    p = _command(
+        sub,
+        "redis",
+        "run the embedded Redis-compatible server in the foreground (for trying stablenew; not persisted)",
+        "stablenew redis --port 6379",
+        ("stablenew.cli.embedded_server", "cmd_redis"),
+    )
+    p.add_argument("--port", type=int, default=6379)
 
     p = _command(
         sub,

@@ -1,32 +1,15 @@
-"""``stablenew watch`` / ``submit --wait``: live per-stage progress with rich, and the text view."""
+"""``stablenew watch`` / ``submit --wait`` / ``demo``: follow jobs until they end, then say where
+their images are; and the plain-text view ``status`` prints."""
 
 from __future__ import annotations
 
 import sys
 import time
-from datetime import datetime
-from typing import Any
+from pathlib import PurePath
+from typing import Any, TextIO
 
 from stablenew.cli import EXIT_JOB, EXIT_OK
-
-_ICONS = {
-    "pending": "·",
-    "running": "▶",
-    "finished": "✔",
-    "failed": "✘",
-    "skipped": "↷",
-    "canceled": "■",
-}
-
-
-def _eta(stage: dict[str, Any]) -> str:
-    """Remaining time of a running stage, from its progress so far (linear)."""
-    if stage["status"] != "running" or not stage.get("started_at") or stage["progress"] <= 0.02:
-        return ""
-    started = datetime.fromisoformat(stage["started_at"])
-    elapsed = (datetime.now(started.tzinfo) - started).total_seconds()
-    remaining = elapsed * (1 - stage["progress"]) / stage["progress"]
-    return f"ETA {remaining:4.0f}s"
+from stablenew.cli.progress import ICONS, JobProgress
 
 
 def render_text(view: Any) -> str:
@@ -34,7 +17,7 @@ def render_text(view: Any) -> str:
     lines = [
         f"job {view.job_id}: {view.status}"
         + (
-            f" (queue {view.queue}, position {view.position + 1})"
+            f" (queue {view.queue}, position {view.position})"
             if view.position is not None
             else f" (queue {view.queue})"
         )
@@ -42,8 +25,8 @@ def render_text(view: Any) -> str:
     for st in view.stages:
         bar = "#" * int(st["progress"] * 20)
         lines.append(
-            f"  {_ICONS.get(st['status'], '?')} {st['index']}. {st['type']:<9} {st['status']:<9} "
-            f"[{bar:<20}] {st['progress']:4.0%} attempts={st['attempts']} {_eta(st)}".rstrip()
+            f"  {ICONS.get(st['status'], '?')} {st['index']}. {st['type']:<9} {st['status']:<9} "
+            f"[{bar:<20}] {st['progress']:4.0%} attempts={st['attempts']}"
         )
         for out in st["outputs"]:
             lines.append(f"       {out['path']} ({out['width']}x{out['height']}, seed {out['seed']})")
@@ -51,76 +34,55 @@ def render_text(view: Any) -> str:
             lines.append(f"       error: {st['error']}")
     if view.error:
         lines.append(f"error: {view.error}")
-    if view.manifest:
-        lines.append(f"manifest: {view.manifest}")
+    lines.extend(_where(view))
     return "\n".join(lines)
 
 
-def _table(views: list[Any]) -> Any:
-    from rich.progress_bar import ProgressBar
-    from rich.table import Table
+def _where(view: Any) -> list[str]:
+    """Where the images are, as the worker recorded it: output paths are relative to the worker's
+    output root, which the manifest path (``<root>/<job_id>/manifest.json``) names; the watcher's
+    own output folder has nothing to do with it (the worker may run on another host)."""
+    has_outputs = any(st["outputs"] for st in view.stages)
+    if not view.manifest:
+        return ["  (image paths are relative to the worker's output root)"] if has_outputs else []
+    manifest = PurePath(view.manifest)
+    lines = []
+    if has_outputs and manifest.parent.name == view.job_id:
+        lines.append(
+            f"output root: {manifest.parent.parent} (on the worker's host; image paths are relative to it)"
+        )
+    lines.append(f"manifest: {view.manifest}")
+    return lines
 
-    table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
-    for column in ("job", "stage", "status", "progress", "", "attempts", "eta"):
-        table.add_column(column)
-    for view in views:
-        for st in view.stages:
-            job = f"{view.job_id[:12]} {view.status}" if st["index"] == 0 else ""
-            table.add_row(
-                job,
-                f"{st['index']}. {st['type']}",
-                f"{_ICONS.get(st['status'], '?')} {st['status']}",
-                ProgressBar(total=1.0, completed=st["progress"], width=30),
-                f"{st['progress']:4.0%}",
-                str(st["attempts"]),
-                _eta(st),
-            )
-    return table
+
+def print_outcome(view: Any, out: TextIO) -> None:
+    """What a job ended with: its status, its images, its error, its manifest."""
+    print(f"job {view.job_id}: {view.status}", file=out)
+    for st in view.stages:
+        for o in st["outputs"]:
+            print(f"  {st['index']}. {st['type']:<9} {o['path']} ({o['width']}x{o['height']})", file=out)
+    if view.error:
+        print(f"  error: {view.error}", file=out)
+    for line in _where(view):
+        print(f"  {line}", file=out)
 
 
 def watch_jobs(producer: Any, job_ids: list[str], *, interval: float = 0.5, quiet: bool = False) -> int:
-    """Show live progress until every job ends; exit 5 if any failed or was canceled."""
+    """Show live progress until every job ends; exit 5 if any failed or was canceled. ``quiet``
+    sends everything to stderr (``submit --wait --json`` keeps stdout for the JSON)."""
     from rich.console import Console
-    from rich.live import Live
 
     console = Console(stderr=quiet)
     views = [producer.status(j) for j in job_ids]
-    if console.is_terminal:
-        with Live(_table(views), console=console, refresh_per_second=8, transient=False) as live:
-            while not all(v.done for v in views):
-                time.sleep(interval)
-                views = [producer.status(j) for j in job_ids]
-                live.update(_table(views))
-    else:
-        seen: dict[tuple[str, int], str] = {}
+    with JobProgress(console) as progress:
         while True:
             for view in views:
-                for st in view.stages:
-                    key = (view.job_id, st["index"])
-                    label = f"{st['status']} {st['progress']:.0%}"
-                    if seen.get(key) != label:
-                        seen[key] = label
-                        print(
-                            f"{view.job_id[:12]} {st['index']}. {st['type']:<9} {label} {_eta(st)}".rstrip(),
-                            file=sys.stderr if quiet else sys.stdout,
-                            flush=True,
-                        )
+                progress.update(view.job_id, view.stages, view.status)
             if all(v.done for v in views):
                 break
             time.sleep(interval)
             views = [producer.status(j) for j in job_ids]
     out = sys.stderr if quiet else sys.stdout
     for view in views:
-        print(f"job {view.job_id}: {view.status}", file=out)
-        root = producer.settings.output_dir
-        for st in view.stages:
-            for o in st["outputs"]:
-                print(
-                    f"  {st['index']}. {st['type']:<9} {root / o['path']} ({o['width']}x{o['height']})",
-                    file=out,
-                )
-        if view.error:
-            print(f"  error: {view.error}", file=out)
-        if view.manifest:
-            print(f"  manifest: {view.manifest}", file=out)
+        print_outcome(view, out)
     return EXIT_OK if all(v.status == "finished" for v in views) else EXIT_JOB

@@ -61,3 +61,18 @@ def birth_key(worker: str) -> str:
 def requeues_key(job_id: str) -> str:
     """How many times a job was handed back to its queue without using up a retry."""
     return f"{_PREFIX}:requeues:{job_id}"
+
+
+def jobs_index_key(queue: str | None) -> str:
+    """Job ids by enqueue time (a sorted set, score in microseconds): all queues, or one."""
+    return f"{_PREFIX}:jobs:by-time" + (f":{queue}" if queue else "")
+
+
+def jobs_text_key() -> str:
+    """Per job id, what ``list --grep`` searches: the config's source name and its prompts."""
+    return f"{_PREFIX}:jobs:text"
+
+
+def jobs_indexed_key() -> str:
+    """Set once the jobs that predate the time index have been added to it."""
+    return f"{_PREFIX}:jobs:indexed"

@@ -8,7 +8,8 @@ modules' public names stay importable from here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import redis
@@ -19,8 +20,6 @@ from rq.registry import (
     BaseRegistry,
     CanceledJobRegistry,
     FailedJobRegistry,
-    FinishedJobRegistry,
-    StartedJobRegistry,
 )
 from rq.serializers import JSONSerializer
 
@@ -36,9 +35,11 @@ from stablenew.errors import (
 from stablenew.jobs.checks import ConfigInput, build_checked_plan, estimate_timeout, webui_preflight
 from stablenew.jobs.connection import map_redis_errors
 from stablenew.jobs.keys import JOB_FUNCTION, cancel_key, state_key
+from stablenew.jobs.listing import JobIndex, JobPage, entry_for, index_jobs
+from stablenew.jobs.lookup import resolve_job_id
 from stablenew.jobs.rq_classes import StableNewJob
 from stablenew.jobs.state import StateStore
-from stablenew.jobs.views import JobView, Submission, job_view, pending_state
+from stablenew.jobs.views import JobView, Submission, job_view, pending_state, queue_positions
 from stablenew.pipeline import StageExecutionPlan
 from stablenew.queues import DEFAULT_QUEUE, QUEUES
 from stablenew.run import callback_allowed, callback_problem, is_valid_job_id
@@ -144,6 +145,7 @@ class Producer:
             if found is None:
                 raise
             return found
+        index_jobs(self.connection, [entry_for(job.id, queue, plan, source)])
         return Submission(job_id=job.id, queue=queue, plan=plan)
 
     @map_redis_errors()
@@ -171,6 +173,9 @@ class Producer:
         datas = [Queue.prepare_data(JOB_FUNCTION, **self._enqueue_args(plan, None)) for plan in plans]
         with self.connection.pipeline() as pipe:
             jobs = q.enqueue_many(datas, pipeline=pipe)
+            names = [sources[i] if sources else None for i in range(len(plans))]
+            entries = [entry_for(j.id, queue, p, n) for j, p, n in zip(jobs, plans, names, strict=True)]
+            index_jobs(pipe, entries)
             pipe.execute()
         return [Submission(job_id=j.id, queue=queue, plan=p) for j, p in zip(jobs, plans, strict=True)]
 
@@ -189,8 +194,19 @@ class Producer:
         return Submission(job_id=job_id, queue=job.origin, plan=plan, existing=True)
 
     # ------------------------------------------------------------------ inspect
+    @map_redis_errors()
+    def resolve_job_id(self, job_id: str) -> str:
+        """The full id of the job ``job_id`` names: the whole id, or a unique prefix of at least
+        8 characters (what ``watch`` and ``list`` show). See :func:`lookup.resolve_job_id`.
+
+        Raises:
+            JobNotFound: no such job, or a prefix too short to look up.
+            JobError: the prefix names several jobs.
+        """
+        return resolve_job_id(self.connection, job_id)
+
     def _fetch(self, job_id: str) -> Job:
-        _check_job_id(job_id)
+        job_id = self.resolve_job_id(job_id)
         try:
             return _fetch_job(self.connection, job_id)
         except NoSuchJobError:
@@ -200,40 +216,72 @@ class Producer:
 
     @map_redis_errors()
     def status(self, job_id: str) -> JobView:
-        """RQ status + per-stage state of one job.
+        """RQ status + per-stage state of one job (``job_id`` may be a unique prefix, as in
+        :meth:`cancel` and :meth:`retry`).
 
         Raises:
             JobNotFound: no such job.
         """
         job = self._fetch(job_id)
-        return job_view(job, self.store.load(job_id), self.queue)
+        return job_view(job, self.store.load(job.id), self.queue)
 
     @map_redis_errors()
     def list_jobs(
-        self, *, queue: str | None = None, status: str | None = None, limit: int = 50
+        self,
+        *,
+        queue: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        grep: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
     ) -> list[JobView]:
-        """Recent jobs (newest registries first), optionally one queue and one status."""
-        names = [queue] if queue else list(QUEUES)
-        ids: list[str] = []
-        for name in names:
-            q = self.queue(name)
-            sources: dict[str, Iterable[str]] = {
-                # cleanup=False: reading must not run RQ's maintenance (which would act on
-                # abandoned jobs from a GUI host, outside any worker).
-                "started": _registry(StartedJobRegistry, q).get_job_ids(cleanup=False),
-                "queued": q.get_job_ids(),
-                "failed": _registry(FailedJobRegistry, q).get_job_ids(cleanup=False),
-                "canceled": _registry(CanceledJobRegistry, q).get_job_ids(cleanup=False),
-                "finished": _registry(FinishedJobRegistry, q).get_job_ids(cleanup=False),
-            }
-            for kind, job_ids in sources.items():
-                if status and status != kind:
-                    continue
-                ids.extend(job_ids)
-        ids = list(dict.fromkeys(ids))[: max(limit, 0)]
-        jobs = StableNewJob.fetch_many(ids, connection=self.connection, serializer=JSONSerializer)
-        states = self.store.load_many(ids)
-        return [job_view(job, states.get(job.id), self.queue) for job in jobs if job is not None]
+        """Recent jobs, newest first (by enqueue time, across queues): the views of
+        :meth:`list_page`."""
+        return self.list_page(
+            queue=queue, status=status, since=since, grep=grep, limit=limit, cursor=cursor
+        ).views
+
+    @map_redis_errors()
+    def list_page(
+        self,
+        *,
+        queue: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        grep: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """One page of recent jobs, newest first by enqueue time, across queues.
+
+        ``queue`` and ``status`` select one of each; ``since`` drops jobs enqueued before it;
+        ``grep`` keeps jobs whose config source name or a prompt holds that text (any case);
+        ``cursor`` is ``next_cursor`` of the previous page. See :mod:`listing` for how it stays
+        fast with many jobs.
+
+        Raises:
+            ConfigError: an unknown queue, or a cursor that ``list_page`` did not make.
+        """
+        if queue is not None:
+            self.queue(queue)  # refuses an unknown name
+        views: list[JobView] = []
+        index = JobIndex(self.connection)
+        while len(views) < limit:
+            ids, cursor = index.page_ids(
+                queue=queue, status=status, since=since, grep=grep, limit=limit - len(views), cursor=cursor
+            )
+            jobs = StableNewJob.fetch_many(ids, connection=self.connection, serializer=JSONSerializer)
+            states = self.store.load_many(ids)
+            present = [job for job in jobs if job is not None]
+            if len(present) < len(ids):  # expired since they were indexed
+                index.forget([job_id for job_id, job in zip(ids, jobs, strict=True) if job is None])
+            positions = queue_positions(self.connection, present)
+            found = [job_view(j, states.get(j.id), self.queue, positions=positions) for j in present]
+            views.extend(v for v in found if status is None or v.status == status)
+            if cursor is None:
+                break
+        return JobPage(views=views, next_cursor=cursor)
 
     # ------------------------------------------------------------------ control
     @map_redis_errors()
@@ -241,6 +289,7 @@ class Producer:
         """Cancel a job: a queued one at once, a running one cooperatively (the worker interrupts
         the WebUI and ends the job canceled). Returns what happened, in words."""
         job = self._fetch(job_id)
+        job_id = job.id
         status = job.get_status()
         if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
             try:
@@ -267,6 +316,7 @@ class Producer:
     def retry(self, job_id: str) -> Submission:
         """Requeue a failed or canceled job; it resumes after its last finished stage."""
         job = self._fetch(job_id)
+        job_id = job.id
         status = job.get_status()
         if status not in (JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED):
             raise JobError(
@@ -287,6 +337,7 @@ class Producer:
             self.queue(job.origin).enqueue_job(job)
         existing = self._existing(job_id)
         assert existing is not None
+        index_jobs(self.connection, [entry_for(job_id, existing.queue, existing.plan, None)])
         return existing
 
 
@@ -323,6 +374,7 @@ def _check_job_id(job_id: str | None) -> None:
 
 __all__ = [
     "ConfigInput",
+    "JobPage",
     "JobView",
     "Producer",
     "Submission",

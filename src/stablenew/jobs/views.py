@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,9 +13,9 @@ from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 
 from stablenew.errors import StableNewError
-from stablenew.pipeline import StageExecutionPlan
+from stablenew.pipeline import StageExecutionPlan, StageType
 from stablenew.queues import QUEUES
-from stablenew.run import JobState
+from stablenew.run import JobState, StageState
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class JobView:
     stages: list[dict[str, Any]]
     error: str | None
     manifest: str | None
-    position: int | None = None
+    position: int | None = None  # 1 = the next job a worker takes; counts higher-priority queues
     enqueued_at: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -66,13 +67,20 @@ class JobView:
         return self.status in ("finished", "failed", "canceled", "stopped")
 
 
-def job_view(job: Job, state: JobState | None, queue: Callable[[str], Queue]) -> JobView:
+def job_view(
+    job: Job,
+    state: JobState | None,
+    queue: Callable[[str], Queue],
+    *,
+    positions: Mapping[str, int | None] | None = None,
+) -> JobView:
     """One job as a user sees it: RQ's status reconciled with its stage state (``None`` when no
-    worker has recorded any). ``queue`` opens a queue by name, for a queued job's position."""
+    worker has recorded any). ``queue`` opens a queue by name, for a queued job's position, unless
+    ``positions`` (from :func:`queue_positions`, for many jobs at once) has it."""
     rq_status = job.get_status(refresh=False)
     status = rq_status.value if isinstance(rq_status, JobStatus) else str(rq_status or "unknown")
     if state is None:
-        state = pending_state(job)
+        state = _unstarted_state(job)
     if state.status == "canceled" and status in ("finished", "failed"):
         status = "canceled"
     if status in ("failed", "stopped") and state.status in ("running", "queued"):
@@ -90,7 +98,7 @@ def job_view(job: Job, state: JobState | None, queue: Callable[[str], Queue]) ->
         error = _last_line(result.exc_string if result is not None else None)
     position = None
     if status == "queued":
-        position = queue(job.origin).get_job_position(job.id) if job.origin in QUEUES else None
+        position = positions.get(job.id) if positions is not None else queue_position(job, queue)
     return JobView(
         job_id=job.id,
         status=status,
@@ -101,6 +109,52 @@ def job_view(job: Job, state: JobState | None, queue: Callable[[str], Queue]) ->
         position=position,
         enqueued_at=job.enqueued_at.isoformat() if job.enqueued_at else None,
     )
+
+
+def queue_position(job: Job, queue: Callable[[str], Queue]) -> int | None:
+    """Where a queued job stands: N means N-1 jobs will be taken before it (the next job is 1).
+
+    Workers take ``high`` before ``default`` before ``low``, so every job in a higher-priority queue
+    counts as ahead. ``None`` when the job is not in its queue's list (e.g. scheduled or deferred).
+    """
+    if job.origin not in QUEUES:
+        return None
+    index = queue(job.origin).get_job_position(job.id)
+    if index is None:
+        return None
+    higher = QUEUES[: QUEUES.index(job.origin)]
+    ahead = sum(queue(name).count for name in higher)
+    return ahead + index + 1
+
+
+def queue_positions(connection: Any, jobs: Sequence[Job]) -> dict[str, int | None]:
+    """:func:`queue_position` of many jobs in one round trip (every job given, queued or not)."""
+    known = [job for job in jobs if job.origin in QUEUES]
+    pipe = connection.pipeline(transaction=False)
+    for name in QUEUES:
+        pipe.llen(f"{Queue.redis_queue_namespace_prefix}{name}")
+    for job in known:
+        pipe.lpos(f"{Queue.redis_queue_namespace_prefix}{job.origin}", job.id)
+    answers = pipe.execute()
+    lengths = dict(zip(QUEUES, answers[: len(QUEUES)], strict=True))
+    found: dict[str, int | None] = {job.id: None for job in jobs}
+    for job, index in zip(known, answers[len(QUEUES) :], strict=True):
+        if index is not None:
+            ahead = sum(lengths[name] for name in QUEUES[: QUEUES.index(job.origin)])
+            found[job.id] = ahead + int(index) + 1
+    return found
+
+
+def _unstarted_state(job: Job) -> JobState:
+    """:func:`pending_state` for a view: the stage types read from the plan's JSON without
+    validating the whole plan again (it was at submit; the worker does again), which is most of the
+    cost of listing queued jobs. A plan that does not read this way gets the full reading."""
+    try:
+        stages = json.loads(job.args[0])["stages"]
+        types = [StageType(stage["stage_type"]).value for stage in stages]
+    except (DeserializationError, IndexError, KeyError, TypeError, ValueError):
+        return pending_state(job)
+    return JobState(job_id=job.id, stages=[StageState(index=i, type=t) for i, t in enumerate(types)])
 
 
 def pending_state(job: Job) -> JobState:
@@ -120,4 +174,4 @@ def _last_line(text: str | None) -> str | None:
     return lines[-1] if lines else None
 
 
-__all__ = ["JobView", "Submission", "job_view", "pending_state"]
+__all__ = ["JobView", "Submission", "job_view", "pending_state", "queue_position", "queue_positions"]

@@ -26,6 +26,7 @@ from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from stablenew.errors import WebUIHTTPError, WebUIRejected
 from stablenew.webui._request_body import JsonBody
 from stablenew.webui._responses import (
+    html_answer,
     parse_info,
     require_base64,
     status_error,
@@ -298,7 +299,7 @@ class WebUIClient:
                 raise translate_request_error(exc, url) from exc
         finally:
             response.close()
-        status = response.status_code
+        status, content_type = response.status_code, response.headers.get("Content-Type", "")
         del response  # with it the request object, which would keep the sent body's parts alive
         try:
             text = raw.decode("utf-8")
@@ -308,6 +309,9 @@ class WebUIClient:
         try:
             return url, json.loads(text)
         except ValueError:
+            page = html_answer(text.encode(), content_type, status)
+            if page is not None:
+                raise WebUIHTTPError(status, page, url=url) from None
             # JSON that starts as a JSON document but breaks off was cut short on the way: a retry
             # may get it whole. Anything else (an HTML page from a proxy) will come back the same.
             cut_short = text.lstrip()[:1] in ("{", "[")

@@ -8,6 +8,7 @@ out. Messages are clipped, so a large error page never floods a log line.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 from typing import Any
@@ -71,10 +72,31 @@ def status_error(response: requests.Response, url: str, user: str | None) -> Web
     if 300 <= status < 400:
         where = response.headers.get("Location", "?")
         return WebUIHTTPError(status, f"unexpected redirect to {where}; {_URL_HINT}", url=url)
-    detail = _error_detail(response.content, response.reason or "no reason given")
+    detail = html_answer(response.content, response.headers.get("Content-Type", ""), status) or _error_detail(
+        response.content, response.reason or "no reason given"
+    )
     if 400 <= status < 500:
         return WebUIRejected(detail, status=status, url=url)
     return WebUIHTTPError(status, detail, url=url)
+
+
+def html_answer(content: bytes, content_type: str, status: int) -> str | None:
+    """What to say when the WebUI URL answered with a web page (the Gradio UI, a proxy's error page)
+    instead of the JSON API: who answered and what was expected, never the raw HTML. ``None`` when
+    the answer is not HTML."""
+    head = content[:65536].decode("utf-8", "replace")
+    if "html" not in content_type.lower() and not re.match(r"\s*<(!doctype\s+html|html)\b", head, re.I):
+        return None
+    found = re.search(r"<title[^>]*>(.*?)</title>", head, re.I | re.S)
+    title = " ".join(html.unescape(found.group(1)).split()) if found else ""
+    page = f' (page title "{_clip(title, 80)}")' if title else ""
+    kinds = [part.split(";")[0].strip() for part in content_type.split(",") if "html" in part.lower()]
+    kind = kinds[0] if kinds else "HTML"
+    return (
+        f"answered HTTP {status} with a web page, {kind}{page}, where the A1111 JSON API was expected: "
+        "is the WebUI started with --api (or --nowebui), and does STABLENEW_WEBUI_URL point at it "
+        "rather than at a proxy or another service?"
+    )
 
 
 def _error_detail(content: bytes, reason: str) -> str:

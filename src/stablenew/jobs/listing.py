@@ -1,0 +1,249 @@
+"""``list``: recent jobs, newest first, from a time index kept beside RQ's own keys.
+
+RQ keeps a list per queue (oldest first) and a registry per status, none ordered by submit time
+across queues. So the producer records each job it enqueues in a sorted set scored by enqueue
+time (one for all queues, one per queue) and, for ``grep``, its source name and prompts in a hash.
+A page is read newest first from the index in batches; a status filter keeps the ids RQ files
+under that status (its queue list or registry, read once per page), a text filter reads the texts
+of a batch in one ``HMGET``, and only the jobs shown are read whole.
+
+Paging uses a cursor, not an offset: the cursor names the last job shown (and its score), so the
+next page starts right after it with ``ZREVRANK`` (O(log N)) however deep it is, and jobs submitted
+meanwhile neither shift the page nor show up twice. An offset would have to re-run the filters over
+every job before it on each page. Index entries of jobs RQ has since expired are dropped as they
+are met. Jobs enqueued before the index existed are added to it once, on the first listing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.registry import (
+    BaseRegistry,
+    CanceledJobRegistry,
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
+
+from stablenew.errors import ConfigError, FieldProblem
+from stablenew.jobs.keys import jobs_index_key, jobs_indexed_key, jobs_text_key
+from stablenew.jobs.views import JobView
+from stablenew.pipeline import StageExecutionPlan
+from stablenew.queues import QUEUES
+
+_TEXT_LIMIT = 2000
+_BATCH_MIN, _BATCH_MAX = 100, 1000
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Where RQ files a job of each status (a queued one sits in its queue's list). A stopped job is
+# filed as failed. A job canceled while it ran is in the canceled registry (StableNewJob puts it
+# there), so the rare view that reads "canceled" over RQ's "finished" is not listed as canceled.
+_REGISTRIES: dict[str, type[BaseRegistry]] = {
+    "started": StartedJobRegistry,
+    "finished": FinishedJobRegistry,
+    "failed": FailedJobRegistry,
+    "stopped": FailedJobRegistry,
+    "canceled": CanceledJobRegistry,
+    "scheduled": ScheduledJobRegistry,
+    "deferred": DeferredJobRegistry,
+}
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of :meth:`Producer.list_page`: the views, newest first, and the cursor of the next
+    page (``None`` on the last one)."""
+
+    views: list[JobView]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """What the index records of one job when it is enqueued."""
+
+    job_id: str
+    queue: str
+    text: str  # what ``grep`` searches: the config's source name and its prompts
+
+
+def entry_for(job_id: str, queue: str, plan: StageExecutionPlan, source: str | None) -> IndexEntry:
+    prompts = [str(s.config.get("prompt") or "") for s in plan.stages]
+    parts = [source or "", *dict.fromkeys(p for p in prompts if p)]
+    return IndexEntry(job_id, queue, "\n".join(parts)[:_TEXT_LIMIT])
+
+
+def index_jobs(connection: Any, entries: Sequence[IndexEntry], *, at: float | None = None) -> None:
+    """Record ``entries`` as enqueued at ``at`` (now), in their order, in one round trip.
+
+    ``connection`` may be a pipeline (then the caller executes it). Scores are microseconds; a batch
+    gets consecutive ones so that its order survives.
+    """
+    if not entries:
+        return
+    base = int((time.time() if at is None else at) * 1_000_000)
+    pipe = connection.pipeline(transaction=False) if isinstance(connection, redis.Redis) else connection
+    for offset, entry in enumerate(entries):
+        score = base + offset
+        pipe.zadd(jobs_index_key(None), {entry.job_id: score})
+        pipe.zadd(jobs_index_key(entry.queue), {entry.job_id: score})
+        pipe.hset(jobs_text_key(), entry.job_id, entry.text)
+    if pipe is not connection:
+        pipe.execute()
+
+
+def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+    """``2h``, ``90m``, ``1d12h`` (that long ago) or an ISO time (local time when it names no zone).
+
+    Raises:
+        ConfigError: neither.
+    """
+    now = now or datetime.now(UTC)
+    spec = text.strip().lower()
+    if spec and _DURATION.sub("", spec) == "":
+        seconds = sum(float(n) * _UNITS[unit] for n, unit in _DURATION.findall(spec))
+        return now - timedelta(seconds=seconds)
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        message = "must be a duration (30s, 15m, 2h, 1d, 1w, or combined: 1h30m) or an ISO time"
+        raise ConfigError([FieldProblem("--since", message, text)]) from None
+    return when if when.tzinfo else when.astimezone()
+
+
+def _cursor(job_id: str, score: float) -> str:
+    return f"{int(score)}:{job_id}"
+
+
+def _parse_cursor(cursor: str) -> tuple[int, str]:
+    score, _, job_id = cursor.partition(":")
+    if not score.isdigit() or not job_id:
+        raise ConfigError([FieldProblem("cursor", "is not a cursor printed by list", cursor)])
+    return int(score), job_id
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+
+
+class JobIndex:
+    """The time index of one Redis: read in pages, pruned as it is read."""
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.connection = connection
+
+    def page_ids(
+        self,
+        *,
+        queue: str | None,
+        status: str | None,
+        since: datetime | None,
+        grep: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[str], str | None]:
+        """Ids of up to ``limit`` jobs matching every filter, newest first, after ``cursor``; and
+        the cursor of the next page. The caller confirms the status on each view (e.g. a stopped
+        job sits among the failed ones)."""
+        self.backfill()
+        key = jobs_index_key(queue)
+        floor = since.timestamp() * 1_000_000 if since else None
+        members = self._with_status(status, queue) if status else None
+        needle = grep.casefold() if grep else None
+        batch = min(max(limit * 2, _BATCH_MIN), _BATCH_MAX)
+        found: list[str] = []
+        last: tuple[str, float] | None = _parse_cursor(cursor)[::-1] if cursor else None
+        while True:
+            rows = self._after(key, last, batch)
+            complete = len(rows) < batch
+            if floor is not None:
+                kept = [(j, s) for j, s in rows if s >= floor]
+                complete = complete or len(kept) < len(rows)
+                rows = kept
+            for job_id, score in self._matching(rows, members, needle):
+                found.append(job_id)
+                if len(found) == limit:
+                    return found, _cursor(job_id, score)
+            if complete or not rows:
+                return found, None
+            last = rows[-1]
+
+    def _after(self, key: str, last: tuple[str, float] | None, count: int) -> list[tuple[str, float]]:
+        """The next ``count`` entries, newest first, after ``last`` (found by id, else by score)."""
+        start = 0
+        if last is not None:
+            job_id, score = last
+            rank: Any = self.connection.zrevrank(key, job_id)
+            if rank is not None:
+                start = int(rank) + 1
+            else:  # the cursor's job left the index: start below its score
+                start = int(self.connection.zcount(key, f"({int(score)}", "+inf"))
+        rows: Any = self.connection.zrevrange(key, start, start + count - 1, withscores=True)
+        return [(_text(member), float(score)) for member, score in rows]
+
+    def _with_status(self, status: str, queue: str | None) -> set[str]:
+        """Ids RQ files under ``status`` (its queue lists for ``queued``, else its registry; a
+        stopped job sits in the failed registry), in one queue or all. The caller confirms the
+        status on each view."""
+        kind = _REGISTRIES.get(status)
+        ids: list[str] = []
+        for name in [queue] if queue else QUEUES:
+            if kind is None:  # queued
+                ids.extend(
+                    _text(i)
+                    for i in self.connection.lrange(f"{Queue.redis_queue_namespace_prefix}{name}", 0, -1)
+                )
+            else:
+                ids.extend(kind(name, self.connection).get_job_ids(cleanup=False))
+        return set(ids)
+
+    def _matching(
+        self, chunk: list[tuple[str, float]], members: set[str] | None, needle: str | None
+    ) -> list[tuple[str, float]]:
+        """The entries of ``chunk`` among ``members`` (a status filter) whose text holds
+        ``needle``; the texts are read in one round trip."""
+        if members is not None:
+            chunk = [(job_id, score) for job_id, score in chunk if job_id in members]
+        if not chunk or needle is None:
+            return chunk
+        texts = self.connection.hmget(jobs_text_key(), [job_id for job_id, _ in chunk])
+        return [entry for entry, text in zip(chunk, texts, strict=True) if needle in _text(text).casefold()]
+
+    def forget(self, job_ids: Iterable[str]) -> None:
+        """Drop expired jobs from every index."""
+        ids = list(job_ids)
+        pipe = self.connection.pipeline(transaction=False)
+        for name in (None, *QUEUES):
+            pipe.zrem(jobs_index_key(name), *ids)
+        pipe.hdel(jobs_text_key(), *ids)
+        pipe.execute()
+
+    def backfill(self) -> None:
+        """Once per Redis: index the jobs RQ holds that no index knows (enqueued before it existed),
+        by their enqueue time."""
+        if self.connection.exists(jobs_indexed_key()):
+            return
+        from stablenew.jobs.backfill import existing_entries
+
+        for entries in existing_entries(self.connection):
+            pipe = self.connection.pipeline(transaction=False)
+            for job_id, queue, text, when in entries:
+                score = int(when.timestamp() * 1_000_000)
+                pipe.zadd(jobs_index_key(None), {job_id: score}, nx=True)
+                pipe.zadd(jobs_index_key(queue), {job_id: score}, nx=True)
+                pipe.hsetnx(jobs_text_key(), job_id, text)
+            pipe.execute()
+        self.connection.set(jobs_indexed_key(), "1")
+
+
+__all__ = ["IndexEntry", "JobIndex", "JobPage", "entry_for", "index_jobs", "parse_since"]
