@@ -194,6 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(
         sub,
+        "serve",
+        "the HTTP API and web console (STABLENEW_API_TOKEN guards changes, and reads unless --public-read)",
+        "STABLENEW_API_TOKEN=... stablenew serve --port 8188",
+        ("stablenew.cli.serve", "cmd_serve"),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8188)
+    p.add_argument("--public-read", action="store_true", help="reads need no token (changes still do)")
+    p.add_argument("--output-dir", help="output root the images are served from (env STABLENEW_OUTPUT_DIR)")
+
+    p = _command(
+        sub,
         "demo",
         "the whole system on one machine: embedded Redis, simulator, a worker, a job",
         "stablenew demo",

@@ -58,6 +58,10 @@ def requeues_key(job_id: str) -> str:
     return f"{_PREFIX}:requeues:{job_id}"
 
 
+# A set of queue names no worker takes jobs from (see stablenew.jobs.queue_control).
+PAUSED_QUEUES_KEY = f"{_PREFIX}:paused-queues"
+
+
 def is_valid_job_id(job_id: str) -> bool:
     # fullmatch, not match with "$": "$" also matches before a trailing newline ("job\n").
     return isinstance(job_id, str) and JOB_ID_PATTERN.fullmatch(job_id) is not None

@@ -24,6 +24,7 @@ from rq.worker import WorkerStatus
 from stablenew.errors import WebUIError
 from stablenew.jobs.job import StableNewJob
 from stablenew.jobs.keys import QUEUES, birth_key, stop_key
+from stablenew.jobs.queue_control import PausableQueue
 from stablenew.jobs.resilience import (
     WebUIBreaker,
     hand_back,
@@ -81,6 +82,9 @@ class StableNewWorker(Worker):
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
         self._wait_for_webui()
+        # Dequeue through PausableQueue: no job from a paused queue (stablenew.jobs.queue_control).
+        # Set here, not as the class attribute: RQ checks the given queues' type against it.
+        self.queue_class = PausableQueue
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def _wait_for_webui(self) -> None:
