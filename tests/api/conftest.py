@@ -15,8 +15,8 @@ import httpx
 import pytest
 import redis
 import uvicorn
-from api_server import TOKEN, ApiServer, free_port
 
+from api_server import TOKEN, ApiServer, free_port
 from stablenew.api import ApiSettings, create_app
 from stablenew.settings import Settings
 

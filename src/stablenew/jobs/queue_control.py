@@ -181,6 +181,7 @@ class QueueView:
     canceled: int
     paused: bool
     workers: int
+    median_job_s: float | None
     eta_s: float | None
     eta_note: str | None
 
@@ -204,7 +205,7 @@ def queue_views(connection: redis.Redis) -> list[QueueView]:
         queued = q.count
         ahead += queued
         listening = sum(1 for w in workers if name in w.queue_names())
-        eta, note = _eta(ahead if queued else 0, median, listening, name in paused)
+        eta, note = estimate_eta(ahead if queued else 0, median, listening, paused=name in paused)
         views.append(
             QueueView(
                 name=name,
@@ -215,6 +216,7 @@ def queue_views(connection: redis.Redis) -> list[QueueView]:
                 canceled=_zcard(connection, CanceledJobRegistry, q),
                 paused=name in paused,
                 workers=listening,
+                median_job_s=None if median is None else round(median, 2),
                 eta_s=eta,
                 eta_note=note,
             )
@@ -222,7 +224,11 @@ def queue_views(connection: redis.Redis) -> list[QueueView]:
     return views
 
 
-def _eta(jobs: int, median: float | None, workers: int, paused: bool) -> tuple[float | None, str | None]:
+def estimate_eta(
+    jobs: int, median: float | None, workers: int, *, paused: bool = False
+) -> tuple[float | None, str | None]:
+    """Seconds until ``jobs`` waiting jobs have started (``jobs x median / workers``), or None and
+    why it cannot be told."""
     if jobs == 0:
         return 0.0, None
     if paused:
@@ -265,6 +271,7 @@ def median_job_seconds(connection: redis.Redis, queues: Sequence[str] = QUEUES) 
 __all__ = [
     "PausableQueue",
     "QueueView",
+    "estimate_eta",
     "median_job_seconds",
     "move_job",
     "pause_queue",

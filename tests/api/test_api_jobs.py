@@ -6,10 +6,10 @@ import io
 
 import pytest
 import redis
-from api_server import ApiServer
-from jobs_helpers import is_done, small_config, two_stage_config, wait_http
 from PIL import Image
 
+from api_server import ApiServer
+from jobs_helpers import is_done, small_config, two_stage_config, wait_http
 from stablenew.jobs.connection import connect
 from stablenew.webui.simulator import SimulatedWebUI
 
