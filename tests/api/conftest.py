@@ -38,7 +38,9 @@ def api(connection: redis.Redis, redis_url: str, tmp_path: Path) -> Iterator[Cal
         api_settings = ApiSettings(token=token, public_read=public_read, cors_origins=cors)
         app = create_app(settings, api_settings, connection=conn or connection, event_interval=0.05)
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
+        )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 10

@@ -49,6 +49,15 @@ def is_authorized(request: Request, settings: ApiSettings, *, write: bool) -> bo
     return not write or CONSOLE_HEADER.lower() in request.headers
 
 
+def has_credentials(request: Request, settings: ApiSettings) -> bool:
+    """Whether ``request`` carries the token or the console cookie (what the console needs to
+    offer its buttons; the change itself is checked again when the button is used)."""
+    if settings.token is None:
+        return False
+    token = settings.token.get_secret_value()
+    return _bearer_ok(request, token) or _cookie_ok(request, token)
+
+
 def _check(request: Request, *, write: bool) -> None:
     settings: ApiSettings = request.app.state.api_settings
     if is_authorized(request, settings, write=write):

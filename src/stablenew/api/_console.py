@@ -16,7 +16,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from stablenew.api._auth import COOKIE_NAME, cookie_value, is_authorized
+from stablenew.api._auth import COOKIE_NAME, cookie_value, has_credentials, is_authorized
 from stablenew.api._settings import ApiSettings
 from stablenew.errors import JobNotFound, StableNewError
 from stablenew.jobs import queue_control
@@ -67,7 +67,8 @@ def _can(request: Request, *, write: bool) -> bool:
 
 
 def _render(name: str, request: Request, status_code: int = 200, **context: Any) -> HTMLResponse:
-    context |= {"can_write": _can(request, write=True), "logged_in": COOKIE_NAME in request.cookies}
+    settings: ApiSettings = request.app.state.api_settings
+    context |= {"can_write": has_credentials(request, settings), "logged_in": COOKIE_NAME in request.cookies}
     return HTMLResponse(_env.get_template(name).render(**context), status_code=status_code)
 
 

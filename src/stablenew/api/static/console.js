@@ -86,13 +86,12 @@ function watch(jobId) {
 }
 
 function watchLiveJobs() {
-  const live = Array.from(document.querySelectorAll("article[data-job]"));
-  // Running jobs first: they are the ones whose progress moves.
-  live.sort((a, b) => (b.dataset.jobStatus === "started") - (a.dataset.jobStatus === "started"));
-  for (const article of live) {
-    const status = article.dataset.jobStatus;
-    if (status === "started" || (article.dataset.detail && status === "queued")) watch(article.dataset.job);
-  }
+  // Running jobs first (their progress moves), then the queued ones next in line (the list is newest
+  // first, so the oldest queued job is last on the page).
+  const all = Array.from(document.querySelectorAll("article[data-job]"));
+  const running = all.filter((a) => a.dataset.jobStatus === "started");
+  const queued = all.filter((a) => a.dataset.jobStatus === "queued").reverse();
+  for (const article of running.concat(queued)) watch(article.dataset.job);
 }
 
 let refreshing = false;
