@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 import redis
+from PIL import Image
 
 from api_server import ApiServer
 from jobs_helpers import small_config
@@ -96,3 +98,18 @@ def test_a_thumbnail_size_out_of_range_is_422(job_with_outputs, connection: redi
         assert (
             server.client.get(f"/v1/jobs/{job_id}/outputs/00-txt2img-00.png?thumb={size}").status_code == 422
         )
+
+
+def test_a_thumbnail_is_served_even_when_the_cache_cannot_be_written(
+    job_with_outputs, connection: redis.Redis
+) -> None:
+    server, job_id, root = job_with_outputs
+    Image.new("RGB", (600, 300), "red").save(root / job_id / "00-txt2img-00.png")
+    (root / ".thumbnails").write_text("a file where the cache folder would go")
+    fake_finished(connection, job_id, [f"{job_id}/00-txt2img-00.png"])
+
+    answer = server.client.get(f"/v1/jobs/{job_id}/outputs/00-txt2img-00.png", params={"thumb": 128})
+
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(answer.content)) as image:
+        assert image.size == (128, 64)

@@ -9,7 +9,7 @@ import redis
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from stablenew import __version__
@@ -88,7 +88,7 @@ def create_app(
         name: Annotated[str, PathParam(max_length=255)],
         p: ProducerDep,
         thumb: Annotated[int | None, Query(ge=16, le=2048)] = None,
-    ) -> FileResponse:
+    ) -> Response:
         """One image the job made, by its file name; ``?thumb=256`` a thumbnail at most 256 px."""
         root = settings.output_dir
         path, record = output_path(root, p.status(job_id).to_dict(), name)
@@ -96,9 +96,12 @@ def create_app(
             return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
         try:
             small = thumbnail(root, path, str(record.get("sha256") or ""), thumb)
-        except OSError as exc:  # Pillow cannot read it (damaged), or the cache is not writable
+        except OSError as exc:  # Pillow cannot read it (a damaged file)
             raise JobNotFound(f"no thumbnail of {name!r}: {exc}", job_id=job_id) from None
-        return FileResponse(small, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+        cache = {"Cache-Control": "private, max-age=3600"}
+        if isinstance(small, bytes):
+            return Response(small, media_type="image/png", headers=cache)
+        return FileResponse(small, media_type="image/png", headers=cache)
 
     app.include_router(_console.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

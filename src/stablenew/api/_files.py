@@ -8,6 +8,7 @@ under ``<output root>/.thumbnails/`` (a name no job folder can have), keyed by t
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path, PurePosixPath
@@ -47,22 +48,33 @@ def output_path(root: Path, view: dict[str, Any], name: str) -> tuple[Path, dict
     return path, out
 
 
-def thumbnail(root: Path, source: Path, sha256: str, size: int) -> Path:
-    """A PNG no larger than ``size`` x ``size`` of ``source``, made once and cached."""
+def thumbnail(root: Path, source: Path, sha256: str, size: int) -> Path | bytes:
+    """A PNG no larger than ``size`` x ``size`` of ``source``: the cached file, made once; or the
+    bytes themselves when the cache cannot be written (an output root mounted read-only).
+
+    Raises:
+        OSError: Pillow cannot read ``source``.
+    """
     folder = root.resolve() / THUMB_DIR
     key = "".join(c for c in sha256 if c in "0123456789abcdef")[:64] or "unknown"
     target = folder / f"{key}-{size}.png"
     if target.is_file():
         return target
-    folder.mkdir(parents=True, exist_ok=True)
     with Image.open(source) as image:
         image.thumbnail((size, size))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                image.save(fh, format="PNG")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    except OSError:
+        return data
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
+        return data
     return target
