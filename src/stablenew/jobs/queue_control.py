@@ -171,6 +171,7 @@ class QueueView:
     median duration of recently finished jobs, divided by the live workers that listen on this
     queue. It is ``None`` (with ``eta_note`` saying why) when no job finished recently, no live
     worker listens, or the queue is paused. The jobs already running are not counted.
+    ``median_job_s`` is that median (all queues), ``workers`` those live workers.
     """
 
     name: str
