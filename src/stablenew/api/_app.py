@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from stablenew import __version__
+from stablenew import Producer, __version__
 from stablenew.api import _console
 from stablenew.api._auth import require_read
 from stablenew.api._errors import install_error_handlers
@@ -22,7 +22,6 @@ from stablenew.api._routes import JobId, ProducerDep, router
 from stablenew.api._settings import ApiSettings
 from stablenew.errors import JobNotFound
 from stablenew.jobs.connection import connect
-from stablenew.jobs.producer import Producer
 from stablenew.settings import Settings
 
 STATIC_DIR = Path(__file__).parent / "static"

@@ -16,13 +16,12 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from stablenew import Producer, StageExecutionPlan
 from stablenew.api._auth import COOKIE_NAME, cookie_value, has_credentials, is_authorized
 from stablenew.api._settings import ApiSettings
 from stablenew.errors import JobNotFound, StableNewError
 from stablenew.jobs import queue_control
-from stablenew.jobs.producer import Producer
 from stablenew.jobs.workers import list_workers
-from stablenew.pipeline.stage_models import StageExecutionPlan
 
 router = APIRouter(include_in_schema=False)
 

@@ -24,8 +24,8 @@ from typing import Any
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from stablenew import Producer
 from stablenew.errors import JobNotFound
-from stablenew.jobs.producer import Producer
 
 KEEPALIVE_S = 15.0
 _JOB_FIELDS = ("status", "error", "queue", "position", "manifest")

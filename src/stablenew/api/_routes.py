@@ -9,10 +9,10 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from stablenew import Producer
 from stablenew.api._auth import require_read, require_write
 from stablenew.errors import ConfigError, FieldProblem
 from stablenew.jobs import queue_control
-from stablenew.jobs.producer import Producer
 from stablenew.jobs.workers import list_workers
 
 QueueName = Literal["high", "default", "low"]
