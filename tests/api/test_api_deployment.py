@@ -31,3 +31,9 @@ def test_the_systemd_unit_serves_on_loopback_with_an_env_file() -> None:
     assert argv[0].endswith("/stablenew") and argv[1] == "serve"
     assert args.host == "127.0.0.1"
     assert "EnvironmentFile=/etc/stablenew/api.env" in text
+
+
+def test_the_api_package_exports_create_app_and_its_settings_only() -> None:
+    import stablenew.api
+
+    assert stablenew.api.__all__ == sorted(stablenew.api.__all__) == ["ApiSettings", "create_app"]
