@@ -192,6 +192,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9181)
 
+    queue_cmds = "stablenew.cli.queue_commands"
+    p = _command(
+        sub,
+        "queues",
+        "each queue's counts, whether it is paused, its live workers and an ETA",
+        "stablenew queues --json",
+        (queue_cmds, "cmd_queues"),
+    )
+    p.add_argument("--json", action="store_true")
+    for name, what in (
+        ("pause", "workers take no job from a queue (running jobs carry on)"),
+        ("resume", "undo pause"),
+    ):
+        p = _command(sub, name, what, f"stablenew {name} low", (queue_cmds, f"cmd_{name}"))
+        p.add_argument("queue", choices=QUEUE_CHOICES)
+    p = _command(
+        sub,
+        "move",
+        "move a queued job to the front of its queue, or to another queue",
+        "stablenew move 3f1c... --front",
+        (queue_cmds, "cmd_move"),
+    )
+    p.add_argument("job_id")
+    p.add_argument("--front", action="store_true", help="to the front (of --queue, or of its own queue)")
+    p.add_argument("--queue", choices=QUEUE_CHOICES, help="to this queue (at its back unless --front)")
+
     p = _command(
         sub,
         "serve",
