@@ -42,7 +42,7 @@ def test_a_running_job_streams_its_stages_progress_then_ends_with_its_whole_view
     api, simulator: SimulatedWebUI, worker_process
 ) -> None:
     server: ApiServer = api()
-    simulator.set_latency(0.8)
+    simulator.set_latency(1.5)  # progress is saved every 0.5 s: a few values per stage
     worker_process(webui_url=simulator.url)
     job_id = server.client.post("/v1/jobs", json={"config": two_stage_config(steps=10)}).json()["job_id"]
 
