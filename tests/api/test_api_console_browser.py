@@ -14,7 +14,6 @@ import pytest
 
 from api_server import TOKEN, ApiServer
 from jobs_helpers import is_done, two_stage_config, wait_http
-from stablenew.webui.simulator import SimulatedWebUI
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +60,7 @@ def progress_of(page, job_id: str, stage: int) -> float:
 
 
 def test_the_console_shows_live_progress_and_thumbnails_and_cancels_with_a_click(
-    api, simulator: SimulatedWebUI, worker_process, browser, tmp_path: Path
+    api, simulator, worker_process, browser, tmp_path: Path
 ) -> None:
     server: ApiServer = api()
     simulator.set_latency(2.5)

@@ -10,7 +10,6 @@ import pytest
 
 from api_server import ApiServer
 from jobs_helpers import is_done, two_stage_config, wait_http
-from stablenew.webui.simulator import SimulatedWebUI
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +38,7 @@ def read_events(client: httpx.Client, job_id: str, headers: dict[str, str] | Non
 
 
 def test_a_running_job_streams_its_stages_progress_then_ends_with_its_whole_view(
-    api, simulator: SimulatedWebUI, worker_process
+    api, simulator, worker_process
 ) -> None:
     server: ApiServer = api()
     simulator.set_latency(1.5)  # progress is saved every 0.5 s: a few values per stage

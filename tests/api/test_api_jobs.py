@@ -11,13 +11,12 @@ from PIL import Image
 from api_server import ApiServer
 from jobs_helpers import is_done, small_config, two_stage_config, wait_http
 from stablenew.jobs.connection import connect
-from stablenew.webui.simulator import SimulatedWebUI
 
 pytestmark = pytest.mark.integration
 
 
 def test_a_job_submitted_over_http_runs_and_its_pictures_and_thumbnails_are_served(
-    api, simulator: SimulatedWebUI, worker_process
+    api, simulator, worker_process
 ) -> None:
     server: ApiServer = api()
     worker_process(webui_url=simulator.url)

@@ -9,7 +9,6 @@ import pytest
 from api_server import ApiServer
 from jobs_helpers import is_done, small_config, wait_http
 from stablenew.jobs.queue_control import estimate_eta
-from stablenew.webui.simulator import SimulatedWebUI
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +18,7 @@ def queue(server: ApiServer, name: str) -> dict:
 
 
 def test_a_paused_queue_keeps_its_jobs_until_resumed_and_a_running_job_is_not_touched(
-    api, simulator: SimulatedWebUI, worker_process
+    api, simulator, worker_process
 ) -> None:
     server: ApiServer = api()
     simulator.set_latency(0.6)
@@ -33,7 +32,7 @@ def test_a_paused_queue_keeps_its_jobs_until_resumed_and_a_running_job_is_not_to
     waiting = server.client.post("/v1/jobs", json={"config": small_config(), "queue": "default"}).json()
 
     assert wait_http(server.client, running["job_id"], is_done)["status"] == "finished"
-    time.sleep(2.0)  # the worker is free: it would have taken the job by now
+    time.sleep(1.5)  # the worker is free: it would have taken the job by now
     view = server.client.get(f"/v1/jobs/{waiting['job_id']}").json()
     assert view["status"] == "queued" and view["position"] == 0
     default = queue(server, "default")
