@@ -13,8 +13,8 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from stablenew import Producer, __version__
-from stablenew.api import _console
 from stablenew.api._auth import require_read
+from stablenew.api._console import router as console_router
 from stablenew.api._errors import install_error_handlers
 from stablenew.api._events import job_events
 from stablenew.api._files import output_path, thumbnail
@@ -102,6 +102,6 @@ def create_app(
             return Response(small, media_type="image/png", headers=cache)
         return FileResponse(small, media_type="image/png", headers=cache)
 
-    app.include_router(_console.router)
+    app.include_router(console_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
