@@ -257,6 +257,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9181)
 
+    queue_cmds = "stablenew.cli.queue_commands"
+    p = _command(
+        sub,
+        "queues",
+        "each queue's counts, whether it is paused, its live workers and an ETA",
+        "stablenew queues --json",
+        (queue_cmds, "cmd_queues"),
+    )
+    p.add_argument("--json", action="store_true")
+    for name, what in (
+        ("pause", "workers take no job from a queue (running jobs carry on)"),
+        ("resume", "undo pause"),
+    ):
+        p = _command(sub, name, what, f"stablenew {name} low", (queue_cmds, f"cmd_{name}"))
+        p.add_argument("queue", choices=QUEUES)
+    p = _command(
+        sub,
+        "move",
+        "move a queued job to the front of its queue, or to another queue",
+        "stablenew move 3f1c... --front",
+        (queue_cmds, "cmd_move"),
+    )
+    p.add_argument("job_id")
+    p.add_argument("--front", action="store_true", help="to the front (of --queue, or of its own queue)")
+    p.add_argument("--queue", choices=QUEUES, help="to this queue (at its back unless --front)")
+
+    p = _command(
+        sub,
+        "serve",
+        "the HTTP API and web console (STABLENEW_API_TOKEN guards changes, and reads unless --public-read)",
+        "STABLENEW_API_TOKEN=... stablenew serve --port 8188",
+        ("stablenew.cli.serve", "cmd_serve"),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8188)
+    p.add_argument("--public-read", action="store_true", help="reads need no token (changes still do)")
+    p.add_argument("--output-dir", help="output root the images are served from (env STABLENEW_OUTPUT_DIR)")
+
     p = _command(
         sub,
         "demo",

@@ -76,3 +76,7 @@ def jobs_text_key() -> str:
 def jobs_indexed_key() -> str:
     """Set once the jobs that predate the time index have been added to it."""
     return f"{_PREFIX}:jobs:indexed"
+
+
+# A set of queue names no worker takes jobs from (see stablenew.jobs.queue_control).
+PAUSED_QUEUES_KEY = f"{_PREFIX}:paused-queues"

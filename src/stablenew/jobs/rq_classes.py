@@ -25,14 +25,14 @@ import os
 import socket
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
 from typing import Any, NoReturn
 
 import redis
 from rq import Queue, SimpleWorker, Worker
 from rq.defaults import DEFAULT_FAILURE_TTL
-from rq.exceptions import DeserializationError, NoSuchJobError
+from rq.exceptions import DequeueTimeout, DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import CanceledJobRegistry
 from rq.serializers import JSONSerializer
@@ -41,7 +41,7 @@ from rq.worker import WorkerStatus
 from rq.worker.base import BaseWorker
 
 from stablenew.errors import Canceled, JobNotAllowed, Requeued, WebUIError, is_permanent
-from stablenew.jobs.keys import ALLOWED_FUNCTIONS, birth_key, stop_key
+from stablenew.jobs.keys import ALLOWED_FUNCTIONS, PAUSED_QUEUES_KEY, birth_key, stop_key
 from stablenew.jobs.resilience import (
     WebUIBreaker,
     hand_back,
@@ -100,6 +100,64 @@ _running_settings: ContextVar[Settings | None] = ContextVar("stablenew_worker_se
 def running_worker_settings() -> Settings | None:
     """The settings of the StableNew worker performing the current job, if any."""
     return _running_settings.get()
+
+
+# While a queue is paused a worker blocks at most this long waiting for jobs, so that it notices a
+# resume within about a second (RQ's own wait is minutes).
+PAUSED_POLL_SECONDS = 1
+
+
+def paused_queues(connection: redis.Redis) -> set[str]:
+    """The names of the paused queues."""
+    members: Iterable[bytes | str] = connection.smembers(PAUSED_QUEUES_KEY)
+    return {m.decode() if isinstance(m, bytes) else m for m in members}
+
+
+class PausableQueue(Queue):
+    """RQ's queue whose ``dequeue_any`` skips paused queues.
+
+    A job popped from a queue that was paused while the worker waited goes back to the front of
+    that queue untouched (RQ has not marked it started yet), so pausing has no race with a worker
+    already blocked on the queue.
+    """
+
+    @classmethod
+    def dequeue_any(
+        cls,
+        queues: Iterable[Queue],
+        timeout: int | None,
+        connection: redis.Redis,
+        job_class: Any = None,
+        serializer: Any = None,
+        death_penalty_class: Any = None,
+    ) -> tuple[Job, Queue] | None:
+        queues = list(queues)
+        while True:
+            paused = paused_queues(connection)
+            active = [q for q in queues if q.name not in paused]
+            wait = timeout if not paused or timeout is None else min(timeout, PAUSED_POLL_SECONDS)
+            if not active:
+                if timeout is None:
+                    return None  # a burst worker: nothing it may take
+                connection.blpop([f"{PAUSED_QUEUES_KEY}:never"], wait)  # a wait Redis can cut short
+                raise DequeueTimeout(wait, "")
+            result: tuple[Job, Queue] | None = super().dequeue_any(
+                active,
+                wait,
+                connection=connection,
+                job_class=job_class,
+                serializer=serializer,
+                death_penalty_class=death_penalty_class,
+            )
+            if result is None:
+                return None
+            job, queue = result
+            if queue.name not in paused_queues(connection):
+                return result
+            with connection.pipeline() as pipe:
+                pipe.lrem(queue.intermediate_queue_key, 0, job.id)
+                pipe.lpush(queue.key, job.id)
+                pipe.execute()
 
 
 class StableNewJob(Job):
@@ -343,6 +401,9 @@ class StableNewBaseWorker(BaseWorker):
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
         self._wait_for_webui()
+        # Dequeue through PausableQueue: no job from a paused queue (stablenew.jobs.queue_control).
+        # Set here, not as a class attribute: RQ checks the given queues' type against it.
+        self.queue_class = PausableQueue
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def _wait_for_webui(self) -> None:
@@ -480,9 +541,13 @@ def make_worker(
 
 __all__ = [
     "MAX_JOB_DATA_BYTES",
+    "PAUSED_POLL_SECONDS",
+    "PausableQueue",
     "StableNewBaseWorker",
     "StableNewJob",
     "StableNewSimpleWorker",
     "StableNewWorker",
     "make_worker",
+    "paused_queues",
+    "running_worker_settings",
 ]
