@@ -498,7 +498,7 @@ def test_the_gui_example_type_checks_under_mypy_strict_as_a_typed_gui_would() ->
 def test_a_worker_started_without_queue_arguments_listens_on_the_queues_of_stablenew_queues(
     connection: redis.Redis, simulator: SimulatedWebUI, run_cli: Any
 ) -> None:
-    """env.example and DESIGN.md section 8 document STABLENEW_QUEUES; `stablenew worker` must honour it."""
+    """env.example and docs/configuration.md document STABLENEW_QUEUES; `stablenew worker` must honour it."""
     name = f"queues-{uuid.uuid4().hex[:8]}"
 
     result = run_cli(

@@ -2,7 +2,7 @@
 
 Plans are built from the example configs the way the runner builds them (StageSequencer +
 build_stage_payload), then handed to the builders. The A1111 field lists below are written out here from
-shared/docs/A1111_API.md, not imported from payloads.py, so a wrong list in src makes these tests fail.
+docs/webui-api.md, not imported from payloads.py, so a wrong list in src makes these tests fail.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from stablenew.webui import (
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "producer" / "examples"
 
-# --- A1111 v1.10.1 / ADetailer 25.3.0 field lists, copied from A1111_API.md -------------------------------
+# --- A1111 v1.10.1 / ADetailer 25.3.0 field lists, copied from docs/webui-api.md -------------------------------
 A1111_TXT2IMG = set(
     """prompt negative_prompt styles seed subseed subseed_strength seed_resize_from_h seed_resize_from_w
     sampler_name scheduler batch_size n_iter steps cfg_scale width height restore_faces tiling

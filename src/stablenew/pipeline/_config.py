@@ -1,6 +1,6 @@
 """The config models: PipelineConfig and its sections, one validated model for every config shape StableNew produces.
 
-Accepted inputs (see DESIGN.md section 3 and STABLENEW_CONFIG.md):
+Accepted inputs (see docs/configuration.md and docs/stablenew-keys.md):
 
 1. the flat PR-107 shape (``txt2img_enabled``, ``txt2img_config``, ``refiner_*``, ``hires_*`` ...);
 2. StableNew's nested preset (sections ``txt2img``, ``img2img``, ``upscale``, ``adetailer``,

@@ -1,7 +1,7 @@
 """The A1111 v1.10.1 API as the simulator speaks it: names it ships with, response and error shapes, infotext.
 
 Everything here is data and pure functions; :class:`~stablenew.simulator.SimulatedWebUI` serves it (see
-``docs/A1111_API.md``).
+``docs/webui-api.md``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Neutral stage payload -> AUTOMATIC1111 request body. Pure functions, one per stage.
 
-The WebUI ignores unknown keys and silently replaces unknown names (A1111_API.md, "Silent
+The WebUI ignores unknown keys and silently replaces unknown names (docs/webui-api.md, "Silent
 failures"), so every body here is built only from A1111's own field lists below, and
 :func:`check_fields` refuses anything else before a request leaves. Decisions that matter:
 
