@@ -271,7 +271,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings: Settings = args.settings
     queues = settings.queues  # the worker's queue arguments, when given, are in settings already
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
-    os.environ["STABLENEW_WORKER_NAME"] = name
     redis_url = settings.redis_url.get_secret_value()
     while True:
         try:

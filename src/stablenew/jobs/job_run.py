@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import socket
 import time
 from typing import Any
@@ -82,7 +81,9 @@ class JobRun:
         self.connection: redis.Redis = job.connection
         self.ttl = max(settings.failure_ttl, settings.result_ttl)
         self.store = StateStore(self.connection, ttl=self.ttl)
-        self.worker_name = job.worker_name or os.environ.get("STABLENEW_WORKER_NAME") or socket.gethostname()
+        self.worker_name = (
+            job.worker_name or socket.gethostname()
+        )  # RQ names the job's worker when it starts it
         self.breaker = WebUIBreaker(
             self.connection, self.worker_name, threshold=settings.webui_failure_threshold
         )
