@@ -8,15 +8,17 @@ instead of somewhere deep in a worker.
 from __future__ import annotations
 
 import inspect
+import time
 
 import fakeredis
 import pytest
+import redis
 import rq
 from rq import Queue, Worker
 from rq.job import Job, JobStatus
 
 from stablenew.jobs.keys import cancel_key, requeues_key
-from stablenew.jobs.rq_classes import StableNewJob, StableNewWorker
+from stablenew.jobs.rq_classes import StableNewJob, StableNewWorker, make_worker
 from stablenew.settings import Settings
 from stablenew.simulator import Fault
 
@@ -36,6 +38,7 @@ PINNED = [
     (Worker, "dequeue_job_and_maintain_ttl", ["timeout", "max_idle_time"]),
     (Worker, "request_stop", ["signum", "frame"]),
     (Worker, "teardown", []),
+    (Worker, "unsubscribe", []),
     (Worker, "perform_job", ["job", "queue"]),
     (Worker, "handle_exception", ["job"]),
     (Worker, "handle_job_failure", ["job", "queue", "started_job_registry", "exc_string"]),
@@ -137,3 +140,28 @@ def test_a_permanent_failure_uses_no_retry_under_our_worker(
     assert job.get_status() == JobStatus.FAILED
     assert job.retries_left == 0
     assert stored_state(submission.job_id).status == "failed"
+
+
+def test_a_worker_unsubscribes_at_once_even_when_the_unsubscribe_reply_comes_first(
+    connection: redis.Redis,
+) -> None:
+    """The shutdown stall of rq 2.12 on redis-py 8: RQ sends UNSUBSCRIBE and only then stops its pubsub
+    thread; a reply that arrives first lets the thread start another 60 s read, and ``stop()`` waits for
+    it. Forced here by delaying the flag RQ clears; our worker clears it before it unsubscribes."""
+    worker = make_worker(connection, ["default"], name="unsubscriber")
+    worker.subscribe()
+    thread = worker.pubsub_thread
+    original_stop = thread.stop
+
+    def late_stop(timeout: float | None = None) -> None:
+        if timeout is None:  # RQ's call, after its UNSUBSCRIBE: let the reply reach the thread first
+            time.sleep(0.5)
+        original_stop(timeout=5 if timeout is None else timeout)  # bounded, so the test cannot hang
+
+    thread.stop = late_stop  # type: ignore[method-assign]
+    started = time.monotonic()
+    worker.unsubscribe()
+    took = time.monotonic() - started
+
+    assert not thread.is_alive()
+    assert took < 2.5, f"unsubscribe took {took:.1f} s"
