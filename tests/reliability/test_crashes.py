@@ -208,7 +208,9 @@ def test_a_worker_refuses_to_start_under_the_name_of_a_live_worker_and_leaves_it
 ) -> None:
     """Only a provably dead namesake is replaced: a second ``stablenew worker --name`` of a live,
     busy worker is refused (exit 2, naming --name) and takes nothing from it."""
-    simulator.set_latency(8.0)  # outlasts the refused start, even on a loaded machine (start-up is mostly imports)
+    simulator.set_latency(
+        8.0
+    )  # outlasts the refused start, even on a loaded machine (start-up is mostly imports)
     live = worker_process(webui_url=simulator.url)
     job_id = submit(producer, TXT2IMG_ONLY)
     wait_for(producer, job_id, stage_running(0), "stage 0 running", timeout=30)
