@@ -27,8 +27,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from stablenew.errors import FieldProblem
 from stablenew.pipeline._adetailer import ADetailerSection
 from stablenew.pipeline._limits import (
     MAX_BATCH,
@@ -242,6 +243,12 @@ class PipelineConfig(BaseModel):
     refiner: RefinerSection = Field(default_factory=RefinerSection)
     callback_url: str | None = Field(None, pattern=r"^https?://")
     extras: dict[str, Any] = Field(default_factory=dict)
+    _ignored_keys: tuple[FieldProblem, ...] = PrivateAttr(default=())
+
+    @property
+    def ignored_keys(self) -> tuple[FieldProblem, ...]:
+        """The unknown keys a lenient :func:`parse_config` let through (never sent); empty otherwise."""
+        return self._ignored_keys
 
     @model_validator(mode="after")
     def _img2img_needs_an_image(self) -> PipelineConfig:
