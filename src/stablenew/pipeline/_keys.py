@@ -232,7 +232,7 @@ KEPT_SECTIONS: dict[str, str] = {
     "meta": "the pack's metadata",
     "metadata": "the pack's metadata",
     "api": "StableNew's own WebUI address; ours comes from our settings",
-    "pipeline_controls": "an older copy of StableNew's pipeline switches, which StableNew no longer reads",
+    "pipeline_controls": "an older copy of StableNew's pipeline switches; the `pipeline` section is read",
     "config": "StableNew's GUI session (last_settings.json)",
 }
 
