@@ -8,7 +8,8 @@ Accepted inputs (see docs/configuration.md and docs/stablenew-keys.md):
 3. the layered wrapper ``{"schema": "stablenew.config.v2.6", "execution_config": {<shape 2>}}``.
 
 ``parse_config`` (:mod:`stablenew.pipeline._normalise`) maps each shape onto these models' layout, then
-validates it with them. Keys we do not use are kept (``extras``) but never sent to the WebUI; keys that would
+validates it with them. Keys StableNew carries that we deliberately do not use are kept (``extras``) but never
+sent to the WebUI (the table of :mod:`stablenew.pipeline._keys`; any other key is an error); keys that would
 ask for something this pipeline cannot do are refused instead of ignored (img2img inpainting keys, an
 ``upscale_mode`` other than "single", img2img ``width`` without ``height``).
 
