@@ -12,6 +12,7 @@ are accepted whole (:data:`KEPT_SECTIONS`): nothing in them is read, so nothing 
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -247,6 +248,7 @@ def _ad_hands_name(arg: str) -> str:
     return AD_HANDS_PREFIX + arg.removeprefix("ad_")
 
 
+@functools.cache
 def section_keys(section: str, shape: Shape) -> frozenset[str]:
     """Every key ``section`` (a stage, ``pipeline``, ``hires_fix`` or ``<top>``) may carry in ``shape``."""
     flags = {"enabled", f"{section}_enabled"} if shape == "nested" else set()
