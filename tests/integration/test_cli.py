@@ -333,6 +333,69 @@ def test_plan_of_a_bad_config_exits_2_with_one_line_per_problem_and_no_traceback
     assert "Traceback" not in result.stderr
 
 
+def test_plan_of_a_typo_exits_2_naming_the_key_and_the_closest_known_key(run_cli, tmp_path: Path) -> None:
+    typo = example(TXT2IMG_ONLY)
+    typo["txt2img_config"]["stpes"] = typo["txt2img_config"].pop("steps")
+    write_config(tmp_path / "typo.json", typo)
+
+    result = run_cli("plan", "typo.json")
+
+    assert result.returncode == 2, result
+    assert (
+        result.stderr.strip()
+        == 'error in typo.json: txt2img_config.stpes: is not a known key; did you mean "steps"?'
+    )
+
+
+def test_plan_lenient_warns_about_a_typo_on_stderr_and_plans_without_it(run_cli, tmp_path: Path) -> None:
+    typo = example(TXT2IMG_ONLY)
+    typo["txt2img_config"]["stpes"] = 40
+    write_config(tmp_path / "typo.json", typo)
+
+    result = run_cli("plan", "typo.json", "--lenient", "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == (
+        'warning: typo.json: ignored txt2img_config.stpes: is not a known key; did you mean "steps"?'
+    )
+    assert "stpes" not in result.stdout
+
+
+def test_plan_of_a_stablenew_preset_takes_the_prompt_it_lacks_from_the_command_line(run_cli) -> None:
+    preset = (
+        Path(__file__).parents[1]
+        / "data"
+        / "stablenew2"
+        / "presets"
+        / "Portrait_CloseUp_Juggernaut_SDXL.json"
+    )
+
+    without = run_cli("plan", str(preset))
+    result = run_cli(
+        "plan", str(preset), "--prompt", "a lighthouse keeper", "--negative-prompt", "blurry", "--json"
+    )
+
+    assert without.returncode == 2 and "txt2img.prompt: required" in without.stderr, without
+    assert result.returncode == 0, result.stderr
+    txt2img = json.loads(result.stdout)["stages"][0]["config"]
+    assert (txt2img["prompt"], txt2img["negative_prompt"]) == ("a lighthouse keeper", "blurry")
+
+
+def test_submit_of_a_known_id_with_another_config_exits_2_and_keeps_the_old_job(
+    run_cli, connection: redis.Redis, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "a.json", example(TXT2IMG_ONLY))
+    assert run_cli("submit", str(config), "--id", "nightly-1").returncode == 0
+
+    again = run_cli("submit", str(config), "--id", "nightly-1")
+    other = run_cli("submit", str(config), "--id", "nightly-1", "--prompt", "another prompt")
+
+    assert again.returncode == 0 and "already submitted" in again.stdout, again
+    assert other.returncode == 2, other
+    assert "nightly-1 already exists with a different plan" in other.stderr
+    assert Queue("default", connection=connection).get_job_ids() == ["nightly-1"]
+
+
 def test_plan_and_submit_read_a_yaml_config_and_name_the_file_and_format_when_it_is_bad(
     run_cli, tmp_path: Path
 ) -> None:

@@ -59,8 +59,8 @@ def test_submitting_the_same_job_id_twice_makes_one_job_that_runs_once(
     # Given a job submitted with an explicit id
     first = producer.submit(configs.txt2img(), job_id="render-42")
 
-    # When the same id is submitted again (even with another config)
-    second = producer.submit(configs.txt2img("something else"), job_id="render-42")
+    # When the same id is submitted again with the same config
+    second = producer.submit(configs.txt2img(), job_id="render-42")
 
     # Then the second call returns the existing job, and only one job is queued
     assert first.existing is False
@@ -78,6 +78,37 @@ def test_submitting_the_same_job_id_twice_makes_one_job_that_runs_once(
     assert third.existing is True
     assert run_worker() == []
     assert len(sim.posts(TXT2IMG)) == 1
+
+
+def test_submitting_a_known_job_id_with_another_config_is_an_error_and_keeps_the_old_job(
+    producer, conn, configs
+):
+    # Given a job submitted with an explicit id
+    first = producer.submit(configs.txt2img(), job_id="render-42")
+
+    # When the same id is submitted with a config that plans differently
+    with pytest.raises(JobError) as caught:
+        producer.submit(configs.txt2img("something else"), job_id="render-42")
+
+    # Then the error names the id and says the plan differs, and the old job is the only one queued
+    assert caught.value.job_id == "render-42"
+    assert "render-42 already exists with a different plan" in str(caught.value)
+    assert queued_ids(conn)["default"] == ["render-42"]
+    assert producer.status("render-42").job_id == first.job_id
+
+
+def test_a_lenient_submit_enqueues_without_the_unknown_key_and_returns_it_as_a_warning(producer, configs):
+    config = configs.txt2img()
+    config["txt2img_config"]["stpes"] = 40
+
+    with pytest.raises(ConfigError, match=r'txt2img_config\.stpes: is not a known key; did you mean "steps"'):
+        producer.submit(config)
+    sub = producer.submit(config, lenient=True)
+    (batch,) = producer.submit_many([config], lenient=True)
+
+    assert sub.warnings == ('ignored txt2img_config.stpes: is not a known key; did you mean "steps"?',)
+    assert batch.warnings == sub.warnings
+    assert sub.plan.stages[0].config["steps"] == 4
 
 
 @pytest.mark.parametrize(

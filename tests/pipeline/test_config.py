@@ -511,8 +511,9 @@ def test_automatic_or_none_scheduler_means_unset(alias: str, value: str) -> None
     assert cfg.img2img.scheduler is None
 
 
-def test_unknown_section_keys_are_kept_but_are_not_known_fields() -> None:
-    cfg = parse_config({"txt2img_enabled": True, "txt2img_config": {"steps": 20, "hr_resize_magic": 3}})
+def test_unknown_section_keys_kept_by_a_lenient_parse_are_not_known_fields() -> None:
+    raw = {"txt2img_enabled": True, "txt2img_config": {"steps": 20, "hr_resize_magic": 3}}
+    cfg = parse_config(raw, lenient=True)
 
     assert cfg.txt2img.model_extra == {"hr_resize_magic": 3}
     assert "hr_resize_magic" not in cfg.txt2img.known()

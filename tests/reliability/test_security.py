@@ -50,7 +50,7 @@ from rq import Queue, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from stablenew.errors import RedisUnavailable, SettingsError, WebUIError, WebUIRejected
+from stablenew.errors import ConfigError, RedisUnavailable, SettingsError, WebUIError, WebUIRejected
 from stablenew.jobs.connection import connect
 from stablenew.jobs.keys import JOB_FUNCTION, state_key
 from stablenew.jobs.producer import Producer
@@ -1234,7 +1234,10 @@ def test_path_like_config_values_never_name_a_file_or_ask_the_webui_to_save_anyw
     )
     config["img2img_config"]["outdir_img2img_samples"] = str(tmp_path / "evil")
     before = snapshot(tmp_path)
-    sub = Producer(conn, Settings()).submit(config)
+    # (keys this project does not know are refused; a lenient submit lets them through, never sent)
+    with pytest.raises(ConfigError, match=r"txt2img_config\.outpath_samples: is not a known key"):
+        Producer(conn, Settings()).submit(config)
+    sub = Producer(conn, Settings()).submit(config, lenient=True)
 
     # When it runs
     run_burst(fake_server)

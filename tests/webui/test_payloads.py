@@ -25,6 +25,7 @@ from stablenew.webui import (
     img2img_body,
     txt2img_body,
     upscale_body,
+    validate_adetailer_tab,
     validate_stage_payload,
 )
 
@@ -745,10 +746,43 @@ def test_a_non_finite_adetailer_number_is_an_error_not_a_json_failure_mid_job(va
     assert problem.startswith("adetailer.face.ad_cfg_scale: must be a finite number")
 
 
-def test_turning_inpaint_only_masked_off_is_an_error_because_the_output_would_shrink():
-    (problem,) = problems_of({"ad_inpaint_only_masked": False})
+def test_inpainting_the_whole_picture_sends_the_input_images_own_size_as_the_inpaint_size():
+    # Given a pass that inpaints the whole picture (ad_inpaint_only_masked false), as 8 of StableNew's packs do
+    config = example("full_pipeline.json")
+    config["adetailer_config"] |= {
+        "ad_inpaint_only_masked": False,
+        "ad_use_inpaint_width_height": True,
+        "ad_inpaint_width": 1024,
+        "ad_inpaint_height": 1024,
+    }
 
-    assert problem.startswith("adetailer.face.ad_inpaint_only_masked: must stay true")
+    # When the request is built for a 384x256 image
+    body = body_for(config, StageType.ADETAILER)
+
+    # Then ADetailer's inpaint size is the request's width x height, which is the image's: it keeps its size
+    (tab,) = body["alwayson_scripts"]["ADetailer"]["args"][2:]
+    assert (body["width"], body["height"]) == (384, 256)
+    assert tab["ad_inpaint_only_masked"] is False
+    assert tab["ad_use_inpaint_width_height"] is False
+    assert "ad_inpaint_width" not in tab and "ad_inpaint_height" not in tab
+
+
+def test_inpainting_the_whole_picture_at_another_inpaint_size_is_refused_by_the_tab_check():
+    tab = {
+        "ad_model": "face_yolov8n.pt",
+        "ad_inpaint_only_masked": False,
+        "ad_use_inpaint_width_height": True,
+    }
+
+    (problem,) = validate_adetailer_tab(tab, path="adetailer.face")
+
+    assert str(problem).startswith("adetailer.face.ad_use_inpaint_width_height: must be false")
+
+
+def test_a_switched_off_tab_is_an_error_because_adetailer_would_skip_it():
+    (problem,) = problems_of({"ad_tab_enable": False})
+
+    assert problem.startswith("adetailer.face.ad_tab_enable: switches the pass off")
 
 
 def test_an_adetailer_pass_without_a_detector_is_an_error():

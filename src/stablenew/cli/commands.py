@@ -31,12 +31,38 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2))
 
 
-# ---------------------------------------------------------------------------------- plan / run
-def cmd_plan(args: argparse.Namespace) -> int:
+def _load_config(args: argparse.Namespace, path: str | Path) -> dict[str, Any]:
+    """A config file as read, with ``--prompt`` / ``--negative-prompt`` filled in."""
     from stablenew.config_files import load_config_file
+    from stablenew.pipeline import fill_prompt
+
+    return fill_prompt(load_config_file(path), prompt=args.prompt, negative_prompt=args.negative_prompt)
+
+
+def _warn(lines: Any, source: str | Path) -> None:
+    """``--lenient``'s warnings, one line each on stderr (the library also logs them, silenced here)."""
+    for line in lines:
+        print(f"warning: {source}: {line}", file=sys.stderr)
+
+
+def _quiet_config_log() -> None:
+    import logging
+
+    logging.getLogger("stablenew.config").addHandler(logging.NullHandler())
+
+
+# ---------------------------------------------------------------------------------- plan / run
+def _checked_plan(args: argparse.Namespace) -> Any:
     from stablenew.jobs.checks import build_checked_plan
 
-    plan = build_checked_plan(load_config_file(args.config), source=args.config)
+    _quiet_config_log()
+    plan = build_checked_plan(_load_config(args, args.config), source=args.config, lenient=args.lenient)
+    _warn((f"ignored {p}" for p in plan.ignored_keys), args.config)
+    return plan
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    plan = _checked_plan(args)
     if args.json:
         print(plan.model_dump_json(indent=2))
         return EXIT_OK
@@ -72,13 +98,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from stablenew.cli.progress import JobProgress
-    from stablenew.config_files import load_config_file
     from stablenew.errors import Canceled, StableNewError
-    from stablenew.jobs.checks import build_checked_plan
     from stablenew.run import PlanRun
 
     settings: Settings = args.settings
-    plan = build_checked_plan(load_config_file(args.config), source=args.config)
+    plan = _checked_plan(args)
     run_id = _local_run_id()
     shown = JobProgress(Console(stderr=True, quiet=args.json))
 
@@ -135,18 +159,25 @@ def _config_files(paths: list[str]) -> list[Path]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from stablenew.config_files import load_config_file
     from stablenew.errors import ConfigError, FieldProblem
 
     files = _config_files(args.configs)
     if args.job_id and len(files) > 1:
         raise ConfigError([FieldProblem("--id", "can only name a single config, not a batch", args.job_id)])
-    configs = [load_config_file(f) for f in files]  # all read and checked before anything is enqueued
+    configs = [_load_config(args, f) for f in files]  # all read and checked before anything is enqueued
     producer = _producer(args, preflight=args.preflight)
+    _quiet_config_log()
     if len(files) == 1 and not Path(args.configs[0]).is_dir():
-        subs = [producer.submit(configs[0], queue=args.queue, job_id=args.job_id, source=str(files[0]))]
+        subs = [
+            producer.submit(
+                configs[0], queue=args.queue, job_id=args.job_id, source=str(files[0]), lenient=args.lenient
+            )
+        ]
     else:
-        subs = producer.submit_many(configs, queue=args.queue, sources=[str(f) for f in files])
+        sources = [str(f) for f in files]
+        subs = producer.submit_many(configs, queue=args.queue, sources=sources, lenient=args.lenient)
+    for s, f in zip(subs, files, strict=True):
+        _warn(s.warnings, f)
     batch = len(subs) > 1 or Path(args.configs[0]).is_dir()
     if args.json:
         if batch:  # which file became which job

@@ -61,6 +61,19 @@ def _swap_time(text: str) -> tuple[str, float]:
     return name.strip(), value
 
 
+def _config_flags(p: argparse.ArgumentParser) -> None:
+    """The flags every command that reads a config takes (plan, run, submit)."""
+    p.add_argument(
+        "--prompt", help="the txt2img prompt (StableNew's presets carry none); replaces the file's"
+    )
+    p.add_argument("--negative-prompt", help="the txt2img negative prompt; replaces the file's")
+    p.add_argument(
+        "--lenient",
+        action="store_true",
+        help="unknown config keys are warnings, not errors (presets from a newer StableNew); never sent",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stablenew",
@@ -87,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         "config", help="a pipeline config file (JSON, or YAML named .yaml/.yml; any accepted shape)"
     )
     p.add_argument("--json", action="store_true", help="print the plan as JSON (the wire format)")
+    _config_flags(p)
 
     p = _command(
         sub,
@@ -99,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webui-url", help="WebUI base URL (env STABLENEW_WEBUI_URL)")
     p.add_argument("--output-dir", help="output root (env STABLENEW_OUTPUT_DIR)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    _config_flags(p)
 
     p = _command(
         sub,
@@ -122,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--json", action="store_true", help='print {"job_id", "queue", "stages"} (a list for a batch)'
     )
+    _config_flags(p)
 
     p = _command(
         sub,

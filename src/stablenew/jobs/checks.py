@@ -27,15 +27,23 @@ ConfigInput = Mapping[str, Any] | PipelineConfig | StageExecutionPlan
 _MIN_TIMEOUT_S = 300
 
 
-def build_checked_plan(config: ConfigInput, *, source: str | None = None) -> StageExecutionPlan:
+def build_checked_plan(
+    config: ConfigInput, *, source: str | None = None, lenient: bool = False
+) -> StageExecutionPlan:
     """Validate ``config`` into a plan that is safe to enqueue.
+
+    ``lenient`` turns unknown config keys into warnings (the plan's ``ignored_keys``) instead of errors.
 
     Raises:
         ConfigError: invalid config, or an ADetailer tab the WebUI would silently drop.
         InvalidStagePlanError: ADetailer without generation, or nothing to run at all.
     """
     try:
-        plan = config if isinstance(config, StageExecutionPlan) else StageSequencer().build_plan(config)
+        plan = (
+            config
+            if isinstance(config, StageExecutionPlan)
+            else StageSequencer().build_plan(config, lenient=lenient)
+        )
     except ConfigError as exc:
         if source and not exc.source:
             raise ConfigError(exc.problems, source=source) from None

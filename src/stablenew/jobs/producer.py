@@ -9,6 +9,7 @@ modules' public names stay importable from here.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -48,6 +49,17 @@ from stablenew.settings import Settings
 _R = TypeVar("_R", bound=BaseRegistry)
 
 
+def _same_plan(existing: Submission, plan: StageExecutionPlan) -> Submission:
+    """The existing job when it runs ``plan``; a job id never silently stands for another config."""
+    if existing.plan.model_dump(mode="json") != plan.model_dump(mode="json"):
+        raise JobError(
+            f"job {existing.job_id} already exists with a different plan; submitting this config under "
+            "that id would keep the old job (use another id, or cancel the old job and wait for it to expire)",
+            job_id=existing.job_id,
+        )
+    return replace(existing, plan=plan)
+
+
 class Producer:
     """Submits and inspects jobs on one Redis. Stateless apart from its connection.
 
@@ -76,8 +88,8 @@ class Producer:
         return Queue(name, connection=self.connection, serializer=JSONSerializer, job_class=StableNewJob)
 
     # ------------------------------------------------------------------ submit
-    def _checked(self, config: ConfigInput, source: str | None) -> StageExecutionPlan:
-        plan = build_checked_plan(config, source=source)
+    def _checked(self, config: ConfigInput, source: str | None, lenient: bool) -> StageExecutionPlan:
+        plan = build_checked_plan(config, source=source, lenient=lenient)
         url = plan.callback_url
         if url:
             reason = callback_problem(url)
@@ -117,21 +129,27 @@ class Producer:
         queue: str = DEFAULT_QUEUE,
         job_id: str | None = None,
         source: str | None = None,
+        lenient: bool = False,
     ) -> Submission:
-        """Validate, plan and enqueue one config. A known ``job_id`` returns the existing job.
+        """Validate, plan and enqueue one config.
+
+        A known ``job_id`` with the same plan returns the existing job (submitting twice is safe); with a
+        different plan it is an error, never a silent keep of the old job. ``lenient`` turns unknown config
+        keys into warnings (:attr:`Submission.warnings`, also logged) instead of errors.
 
         Raises:
             ConfigError / InvalidStagePlanError: nothing was enqueued.
-            JobError: ``job_id`` names an existing job that is not a stablenew plan.
+            JobError: ``job_id`` names an existing job that is not a stablenew plan, or one whose plan
+                differs from this config's.
             RedisUnavailable: Redis could not be reached.
         """
         _check_job_id(job_id)
-        plan = self._checked(config, source)
+        plan = self._checked(config, source, lenient)
         q = self.queue(queue)
         if job_id is not None:
             existing = self._existing(job_id)
             if existing is not None:
-                return existing
+                return _same_plan(existing, plan)
             # An id reused after its job expired: the old run's stage state must not linger.
             self.connection.delete(state_key(job_id), cancel_key(job_id))
         kwargs = self._enqueue_args(plan, job_id)
@@ -144,7 +162,7 @@ class Producer:
             found = self._existing(job_id or "")
             if found is None:
                 raise
-            return found
+            return _same_plan(found, plan)
         index_jobs(self.connection, [entry_for(job.id, queue, plan, source)])
         return Submission(job_id=job.id, queue=queue, plan=plan)
 
@@ -155,8 +173,11 @@ class Producer:
         *,
         queue: str = DEFAULT_QUEUE,
         sources: Sequence[str] | None = None,
+        lenient: bool = False,
     ) -> list[Submission]:
         """Validate every config first (all-or-nothing), then enqueue them in one pipeline.
+
+        ``lenient`` as in :meth:`submit`.
 
         Raises:
             ConfigError / InvalidStagePlanError: naming which config (by source or index); nothing
@@ -166,7 +187,7 @@ class Producer:
         for index, config in enumerate(configs):
             source = sources[index] if sources else f"#{index + 1}"
             try:
-                plans.append(self._checked(config, source))
+                plans.append(self._checked(config, source, lenient))
             except InvalidStagePlanError as exc:
                 raise InvalidStagePlanError(f"config {source}: {exc}") from None
         q = self.queue(queue)

@@ -27,6 +27,11 @@ class Submission:
     plan: StageExecutionPlan
     existing: bool = False
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The unknown config keys a lenient submit let through (never sent), one line each."""
+        return tuple(f"ignored {problem}" for problem in self.plan.ignored_keys)
+
     def to_dict(self) -> dict[str, Any]:
         """The ``submit --json`` contract."""
         return {

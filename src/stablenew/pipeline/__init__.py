@@ -5,6 +5,9 @@ Every public name of the pipeline is imported from here; the modules behind it a
 - ``_limits``: limits and value rules (``MAX_*``, ``Name``, ``Prompt``, :func:`text_problem` ...);
 - ``_samplers``: sampler names that carry a scheduler (:func:`resolve_sampler`);
 - ``_sections``, ``_adetailer``, ``_config``: the config models, :class:`PipelineConfig` and its sections;
+- ``_adetailer_args``: ADetailer's own argument names, types and ranges (:data:`ADETAILER_ARGS`);
+- ``_keys``: every key a config may carry, and the ones accepted but never sent (:data:`NOT_SENT`);
+- ``_fill``: a prompt given on the command line, put in the config's own shape (:func:`fill_prompt`);
 - ``_normalise``: every accepted config shape onto those models (:func:`parse_config`);
 - ``_stage_models``: the plan (:class:`StageExecutionPlan`);
 - ``_sequencer``: config -> plan (:class:`StageSequencer`);
@@ -12,6 +15,7 @@ Every public name of the pipeline is imported from here; the modules behind it a
 """
 
 from stablenew.pipeline._adetailer import ADetailerBase, ADetailerPass, ADetailerSection, ADetailerStageConfig
+from stablenew.pipeline._adetailer_args import ADETAILER_ARGS
 from stablenew.pipeline._config import (
     GenerationSection,
     HiresSection,
@@ -21,6 +25,8 @@ from stablenew.pipeline._config import (
     Txt2ImgSection,
     UpscaleSection,
 )
+from stablenew.pipeline._fill import fill_prompt
+from stablenew.pipeline._keys import KEPT_SECTIONS, NOT_SENT, section_keys
 from stablenew.pipeline._limits import (
     MAX_BATCH,
     MAX_IMAGES,
@@ -71,8 +77,10 @@ from stablenew.pipeline._stage_models import (
 
 __all__ = [
     "A1111_SCHEDULERS",
+    "ADETAILER_ARGS",
     "ADETAILER_NEEDS_GENERATION",
     "CANONICAL_ORDER",
+    "KEPT_SECTIONS",
     "MAX_BATCH",
     "MAX_DEPTH",
     "MAX_IMAGES",
@@ -86,6 +94,7 @@ __all__ = [
     "MAX_STEPS",
     "MAX_STYLES",
     "MIN_SIDE",
+    "NOT_SENT",
     "PLAN_SCHEMA_VERSION",
     "ADetailerBase",
     "ADetailerPass",
@@ -114,11 +123,13 @@ __all__ = [
     "build_stage_payload",
     "check_plan_invariants",
     "detect_shape",
+    "fill_prompt",
     "name_problem",
     "output_limit_problems",
     "parse_config",
     "resolve_sampler",
     "scheduler_key",
+    "section_keys",
     "size_problems",
     "split_sampler_name",
     "structure_problem",

@@ -89,6 +89,18 @@ class ADetailerPass(Section):
         split_sampler_of(self, "sampler", "scheduler")
         return self
 
+    @model_validator(mode="after")
+    def _not_skipped(self) -> ADetailerPass:
+        # ADetailer skips such a tab; with no live tab it turns itself off and the request runs as a plain
+        # img2img at its own denoise (0.75 by default): a regenerated image, answered with HTTP 200.
+        if self.ad_args.get("ad_tab_enable") is False:
+            raise ValueError("ad_tab_enable: switches the pass off, so ADetailer would skip it (got False)")
+        model = self.ad_args.get("ad_model", self.model)
+        if isinstance(model, str) and model.strip().lower() == "none":
+            key = "ad_model" if "ad_model" in self.ad_args else "model"
+            raise ValueError(f"{key}: names no detector, so ADetailer would skip the pass (got {model!r})")
+        return self
+
 
 class ADetailerSection(Section):
     """The ADetailer stage: a face pass and an optional hands pass."""

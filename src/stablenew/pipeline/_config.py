@@ -8,7 +8,8 @@ Accepted inputs (see docs/configuration.md and docs/stablenew-keys.md):
 3. the layered wrapper ``{"schema": "stablenew.config.v2.6", "execution_config": {<shape 2>}}``.
 
 ``parse_config`` (:mod:`stablenew.pipeline._normalise`) maps each shape onto these models' layout, then
-validates it with them. Keys we do not use are kept (``extras``) but never sent to the WebUI; keys that would
+validates it with them. Keys StableNew carries that we deliberately do not use are kept (``extras``) but never
+sent to the WebUI (the table of :mod:`stablenew.pipeline._keys`; any other key is an error); keys that would
 ask for something this pipeline cannot do are refused instead of ignored (img2img inpainting keys, an
 ``upscale_mode`` other than "single", img2img ``width`` without ``height``).
 
@@ -27,8 +28,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from stablenew.errors import FieldProblem
 from stablenew.pipeline._adetailer import ADetailerSection
 from stablenew.pipeline._limits import (
     MAX_BATCH,
@@ -242,6 +244,12 @@ class PipelineConfig(BaseModel):
     refiner: RefinerSection = Field(default_factory=RefinerSection)
     callback_url: str | None = Field(None, pattern=r"^https?://")
     extras: dict[str, Any] = Field(default_factory=dict)
+    _ignored_keys: tuple[FieldProblem, ...] = PrivateAttr(default=())
+
+    @property
+    def ignored_keys(self) -> tuple[FieldProblem, ...]:
+        """The unknown keys a lenient :func:`parse_config` let through (never sent); empty otherwise."""
+        return self._ignored_keys
 
     @model_validator(mode="after")
     def _img2img_needs_an_image(self) -> PipelineConfig:

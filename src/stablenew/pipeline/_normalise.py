@@ -10,78 +10,40 @@ needs more than a few levels; a deep one would only exhaust the stack of whateve
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from stablenew.errors import ConfigError, FieldProblem
+from stablenew.pipeline._adetailer_args import ADETAILER_ARGS
 from stablenew.pipeline._config import SUPPORTED_WRAPPER_SCHEMAS, PipelineConfig
+from stablenew.pipeline._keys import (
+    AD_HANDS_ARGS,
+    AD_HANDS_PREFIX,
+    AD_PASS_KEYS,
+    AD_PASS_SPELLINGS,
+    AD_RENAMED,
+    AD_SWITCHES,
+    GEN_ALIASES,
+    HIRES_ALIASES,
+    HIRES_FIX_KEYS,
+    NESTED_SECTIONS,
+    REFINER_ALIASES,
+    STAGES,
+    UPSCALE_ALIASES,
+    unknown_key_problems,
+    wrapper_problems,
+)
 from stablenew.pipeline._samplers import UNSET_NAMES
+
+_log = logging.getLogger("stablenew.config")
 
 MAX_DEPTH = 32  # objects and lists within objects and lists; StableNew's presets use 4
 
-_STAGES = ("txt2img", "img2img", "upscale", "adetailer")
-_NESTED_SECTIONS = (*_STAGES, "pipeline", "hires_fix")
-
-# canonical field -> accepted names, in precedence order (first present wins)
-_GEN_ALIASES: dict[str, tuple[str, ...]] = {
-    "model": ("model", "model_name", "sd_model", "sd_model_checkpoint"),
-    "vae": ("vae", "vae_name", "sd_vae"),
-    "sampler_name": ("sampler_name", "sampler"),
-    "scheduler": ("scheduler", "scheduler_name"),
-}
-_HIRES_ALIASES: dict[str, tuple[str, ...]] = {
-    "enabled": ("hires_enabled", "enable_hr"),
-    "scale": ("hires_scale_factor", "hr_scale"),
-    "upscaler": ("hires_upscaler_name", "hr_upscaler"),
-    "denoise": ("hires_denoise_strength", "hires_denoise", "denoising_strength"),
-    "steps": ("hires_steps", "hr_second_pass_steps"),
-    "resize_x": ("hr_resize_x",),
-    "resize_y": ("hr_resize_y",),
-    "sampler_name": ("hr_sampler_name", "hires_sampler_name"),
-}
-_HIRES_FIX_KEYS = {
-    "enabled": "enabled",
-    "upscaler": "upscaler_name",
-    "scale": "upscale_factor",
-    "steps": "steps",
-    "denoise": "denoise",
-}
-_REFINER_ALIASES: dict[str, tuple[str, ...]] = {
-    "enabled": ("refiner_enabled", "use_refiner"),
-    "model_name": ("refiner_model_name", "refiner_checkpoint"),
-    "switch_at": ("refiner_switch_at",),
-    "switch_step": ("refiner_switch_step", "refiner_switch_steps"),
-}
-_UPSCALE_ALIASES: dict[str, tuple[str, ...]] = {
-    "upscaler": ("upscaler", "upscaler_1", "upscaler_name"),
-    "upscaling_resize": ("upscaling_resize", "upscale_factor", "scale"),
-    "resize_width": ("upscaling_resize_w", "resize_width"),
-    "resize_height": ("upscaling_resize_h", "resize_height"),
-    "upscaler_2": ("upscaler_2",),
-    "upscaler_2_visibility": ("extras_upscaler_2_visibility", "upscaler_2_visibility"),
-    "gfpgan_visibility": ("gfpgan_visibility",),
-    "codeformer_visibility": ("codeformer_visibility",),
-    "codeformer_weight": ("codeformer_weight",),
-}
-_AD_PASS_KEYS: dict[str, str] = {
-    "model": "model",
-    "confidence": "confidence",
-    "prompt": "prompt",
-    "negative_prompt": "negative_prompt",
-    "denoise": "denoise",
-    "steps": "steps",
-    "cfg": "cfg",
-    "sampler": "sampler",
-    "scheduler": "scheduler",
-    "padding": "padding",
-    "mask_feather": "mask_feather",
-    "inpaint_width": "inpaint_width",
-    "inpaint_height": "inpaint_height",
-}
 # Keys StableNew carries in the txt2img/img2img sections that we map elsewhere (not extras).
-_REMAPPED_GEN_KEYS = {n for names in _GEN_ALIASES.values() for n in names}
+_REMAPPED_GEN_KEYS = {n for names in GEN_ALIASES.values() for n in names}
 
 
 class _Normaliser:
@@ -127,12 +89,12 @@ def _as_mapping(value: Any, path: str, norm: _Normaliser) -> Mapping[str, Any]:
 
 
 def _generation(norm: _Normaliser, stage: str, section: Mapping[str, Any], prefix: str) -> None:
-    for canonical, names in _GEN_ALIASES.items():
+    for canonical, names in GEN_ALIASES.items():
         found = norm.pick(section, names, prefix)
         if found:
             norm.put((stage, canonical), found[1], found[0])
-    hires_keys = {n for names in _HIRES_ALIASES.values() for n in names}
-    refiner_keys = {n for names in _REFINER_ALIASES.values() for n in names}
+    hires_keys = {n for names in HIRES_ALIASES.values() for n in names}
+    refiner_keys = {n for names in REFINER_ALIASES.values() for n in names}
     for key, value in section.items():
         if key in _REMAPPED_GEN_KEYS or key in ("enabled",):
             continue
@@ -144,7 +106,7 @@ def _generation(norm: _Normaliser, stage: str, section: Mapping[str, Any], prefi
 
 def _hires(norm: _Normaliser, sources: list[tuple[Mapping[str, Any], str]]) -> None:
     """Hires fields from txt2img/top-level aliases (``sources`` in precedence order)."""
-    for canonical, names in _HIRES_ALIASES.items():
+    for canonical, names in HIRES_ALIASES.items():
         for section, prefix in sources:
             found = norm.pick(section, names, prefix)
             if found:
@@ -153,7 +115,7 @@ def _hires(norm: _Normaliser, sources: list[tuple[Mapping[str, Any], str]]) -> N
 
 
 def _refiner(norm: _Normaliser, sources: list[tuple[Mapping[str, Any], str]]) -> None:
-    for canonical, names in _REFINER_ALIASES.items():
+    for canonical, names in REFINER_ALIASES.items():
         for section, prefix in sources:
             found = norm.pick(section, names, prefix)
             if found:
@@ -168,11 +130,15 @@ def _refiner(norm: _Normaliser, sources: list[tuple[Mapping[str, Any], str]]) ->
     name = ref.get("model_name")
     if isinstance(name, str) and name.strip().lower() in UNSET_NAMES:
         ref["model_name"] = None
+    if ref.get("enabled") is False:
+        # StableNew ignores the switch of a refiner that is off; its v2.6 packs write it as a percentage (80.0).
+        for field in ("switch_at", "switch_step"):
+            ref.pop(field, None)
 
 
 def _upscale(norm: _Normaliser, section: Mapping[str, Any], prefix: str) -> None:
     used: set[str] = set()
-    for canonical, names in _UPSCALE_ALIASES.items():
+    for canonical, names in UPSCALE_ALIASES.items():
         used.update(names)
         found = norm.pick(section, names, prefix)
         if found:
@@ -183,37 +149,69 @@ def _upscale(norm: _Normaliser, section: Mapping[str, Any], prefix: str) -> None
 
 
 def _adetailer(norm: _Normaliser, section: Mapping[str, Any], prefix: str) -> None:
-    """Flat ``adetailer_*`` / ``adetailer_hands_*`` / ``ad_*`` keys -> face and hands passes."""
+    """``adetailer_*`` / ``adetailer_hands_*`` / ``ad_*`` / ``ad_hands_*`` keys -> face and hands passes.
+
+    A pass field is taken from StableNew's ``adetailer_<key>`` first, then its ``ad_`` spelling
+    (``ad_mask_feather``), then the bare key; ADetailer's own ``ad_*`` names go to the pass's ``ad_args`` as
+    they are (``ad_hands_<x>`` to the hands pass's ``ad_<x>``). Keys the project does not know stay in the
+    section (only a lenient parse gets that far) and are never sent.
+    """
     hands_on = any(bool(section.get(k)) for k in ("enable_hands_pass", "ad_hands_enabled"))
-    face_args: dict[str, Any] = {}
+    if section.get("enable_face_pass") is False:
+        norm.problems.append(
+            FieldProblem(
+                f"{prefix}enable_face_pass",
+                "a face pass always runs here; turn ADetailer off instead (adetailer_enabled: false)",
+                False,
+            )
+        )
+    spellings = {field: key for key, field in AD_PASS_SPELLINGS.items()}
+    for name, field in AD_PASS_KEYS.items():
+        face = [f"adetailer_{name}", spellings.get(name, ""), name]
+        found = norm.pick(section, tuple(k for k in face if k), prefix)
+        if found:
+            norm.put(("adetailer", "face", field), found[1], found[0])
+        hands = [f"adetailer_hands_{name}", _hands_name(spellings.get(name, ""))]
+        found = norm.pick(section, tuple(k for k in hands if k), prefix)
+        if found and hands_on:
+            norm.put(("adetailer", "hands", field), found[1], found[0])
+    args: dict[str, dict[str, Any]] = {"face": {}, "hands": {}}
     for key, value in section.items():
-        if key in ("enabled", "adetailer_enabled", "enable_hands_pass", "ad_hands_enabled"):
+        if key in AD_SWITCHES or _is_pass_key(key, spellings):
             continue
-        if key.startswith("adetailer_hands_"):
-            name = key.removeprefix("adetailer_hands_")
-            if name in _AD_PASS_KEYS and hands_on:
-                norm.put(("adetailer", "hands", _AD_PASS_KEYS[name]), value, f"{prefix}{key}")
-            elif name not in _AD_PASS_KEYS:
-                norm.put(("adetailer", key), value, f"{prefix}{key}")
-        elif key.startswith("adetailer_"):
-            name = key.removeprefix("adetailer_")
-            if name in _AD_PASS_KEYS:
-                norm.put(("adetailer", "face", _AD_PASS_KEYS[name]), value, f"{prefix}{key}")
-            else:
-                norm.put(("adetailer", key), value, f"{prefix}{key}")
-        elif key.startswith("ad_"):
-            target = "ad_mask_k" if key == "ad_mask_k_largest" else key  # renamed upstream
-            face_args[target] = value
-            norm.origin[("adetailer", "face", "ad_args", target)] = f"{prefix}{key}"
-        elif key in _AD_PASS_KEYS:
-            norm.put(("adetailer", "face", _AD_PASS_KEYS[key]), value, f"{prefix}{key}")
-        else:
-            norm.put(("adetailer", key), value, f"{prefix}{key}")
-    if face_args:
-        norm.put(("adetailer", "face", "ad_args"), face_args, f"{prefix}ad_*")
+        target: tuple[str, str] | None = None
+        if key in AD_HANDS_ARGS:
+            target = ("hands", AD_HANDS_ARGS[key])
+        elif key.startswith(AD_HANDS_PREFIX):
+            arg = "ad_" + key.removeprefix(AD_HANDS_PREFIX)
+            if arg in ADETAILER_ARGS or arg in AD_RENAMED:
+                target = ("hands", AD_RENAMED.get(arg, arg))
+        elif key in ADETAILER_ARGS or key in AD_RENAMED:
+            target = ("face", AD_RENAMED.get(key, key))
+        if target is None:
+            norm.put(("adetailer", key), value, f"{prefix}{key}")  # not sent
+        elif target[0] == "face" or hands_on:
+            args[target[0]][target[1]] = value
+            for where in (("ad_args", target[1]), (target[1],)):  # the pass's own checks name it bare
+                norm.origin[("adetailer", target[0], *where)] = f"{prefix}{key}"
+    for tab, given in args.items():
+        if given:
+            norm.put(("adetailer", tab, "ad_args"), given, f"{prefix}ad_*")
     if hands_on:
         hands = norm.out.setdefault("adetailer", {}).setdefault("hands", {})
         hands.setdefault("model", "hand_yolov8n.pt")
+
+
+def _hands_name(key: str) -> str:
+    return AD_HANDS_PREFIX + key.removeprefix("ad_") if key else ""
+
+
+def _is_pass_key(key: str, spellings: Mapping[str, str]) -> bool:
+    for name in AD_PASS_KEYS:
+        spelled = spellings.get(name, "")
+        if key in (f"adetailer_{name}", f"adetailer_hands_{name}", name, spelled, _hands_name(spelled)):
+            return True
+    return False
 
 
 def _flag(value: Any, path: str, norm: _Normaliser) -> bool | None:
@@ -232,7 +230,7 @@ def _normalise_flat(raw: Mapping[str, Any], norm: _Normaliser) -> None:
         ("refiner", "switch_step"): "refiner_switch_step",
         ("img2img", "init_images"): "img2img_config.init_images",
     }
-    for stage in _STAGES:
+    for stage in STAGES:
         flag = _flag(raw.get(f"{stage}_enabled"), f"{stage}_enabled", norm)
         norm.put((f"{stage}_enabled",), bool(flag), f"{stage}_enabled")
     txt = _as_mapping(raw.get("txt2img_config"), "txt2img_config", norm)
@@ -244,8 +242,8 @@ def _normalise_flat(raw: Mapping[str, Any], norm: _Normaliser) -> None:
     _adetailer(norm, _as_mapping(raw.get("adetailer_config"), "adetailer_config", norm), "adetailer_config.")
     _hires(norm, [(raw, ""), (txt, "txt2img_config.")])
     _refiner(norm, [(raw, ""), (txt, "txt2img_config.")])
-    used = {f"{s}_{suffix}" for s in _STAGES for suffix in ("enabled", "config")}
-    used |= {n for names in (*_HIRES_ALIASES.values(), *_REFINER_ALIASES.values()) for n in names}
+    used = {f"{s}_{suffix}" for s in STAGES for suffix in ("enabled", "config")}
+    used |= {n for names in (*HIRES_ALIASES.values(), *REFINER_ALIASES.values()) for n in names}
     used.add("callback_url")
     _extras(raw, used, norm)
 
@@ -258,8 +256,8 @@ def _normalise_nested(raw: Mapping[str, Any], norm: _Normaliser) -> None:
         ("img2img", "init_images"): "img2img.init_images",
     }
     pipeline = _as_mapping(raw.get("pipeline"), "pipeline", norm)
-    sections = {s: _as_mapping(raw.get(s), s, norm) for s in _STAGES}
-    for stage in _STAGES:
+    sections = {s: _as_mapping(raw.get(s), s, norm) for s in STAGES}
+    for stage in STAGES:
         candidates = [
             (pipeline.get(f"{stage}_enabled"), f"pipeline.{stage}_enabled"),
             (sections[stage].get("enabled"), f"{stage}.enabled"),
@@ -282,11 +280,11 @@ def _normalise_nested(raw: Mapping[str, Any], norm: _Normaliser) -> None:
     _adetailer(norm, sections["adetailer"], "adetailer.")
     hires_fix = _as_mapping(raw.get("hires_fix"), "hires_fix", norm)
     _hires(norm, [(sections["txt2img"], "txt2img."), (raw, "")])
-    for canonical, key in _HIRES_FIX_KEYS.items():  # hires_fix fills what txt2img left unsaid
+    for canonical, key in HIRES_FIX_KEYS.items():  # hires_fix fills what txt2img left unsaid
         if canonical not in norm.out.get("hires", {}) and key in hires_fix:
             norm.put(("hires", canonical), hires_fix[key], f"hires_fix.{key}")
     _refiner(norm, [(sections["txt2img"], "txt2img."), (raw, "")])
-    _extras(raw, set(_NESTED_SECTIONS) | {"callback_url"}, norm)
+    _extras(raw, set(NESTED_SECTIONS) | {"callback_url"}, norm)
 
 
 def _extras(raw: Mapping[str, Any], used: set[str], norm: _Normaliser) -> None:
@@ -312,7 +310,7 @@ def _unwrap(raw: Mapping[str, Any], norm: _Normaliser) -> Mapping[str, Any]:
 
 def detect_shape(raw: Mapping[str, Any]) -> Literal["flat", "nested"]:
     """``nested`` when any StableNew preset section is present, else ``flat``."""
-    if any(s in raw for s in _NESTED_SECTIONS):
+    if any(s in raw for s in NESTED_SECTIONS):
         return "nested"
     return "flat"
 
@@ -390,11 +388,18 @@ def structure_problem(raw: Any, *, max_depth: int = MAX_DEPTH) -> FieldProblem |
     return None
 
 
-def parse_config(raw: Mapping[str, Any] | PipelineConfig, *, source: str | None = None) -> PipelineConfig:
+def parse_config(
+    raw: Mapping[str, Any] | PipelineConfig, *, source: str | None = None, lenient: bool = False
+) -> PipelineConfig:
     """Validate a config of any accepted shape into a :class:`PipelineConfig`.
 
+    Every key must be known (:mod:`stablenew.pipeline._keys`): mapped, or listed as accepted and not sent.
+    With ``lenient`` (presets from a newer StableNew), unknown keys are not errors: they are logged, kept
+    out of every request, and listed in the result's :attr:`~PipelineConfig.ignored_keys`.
+
     Raises:
-        ConfigError: listing every problem, each with the field path as written and the bad value.
+        ConfigError: listing every problem, each with the field path as written and the bad value; an
+            unknown key is named as written, with the closest known key of its section.
     """
     if isinstance(raw, PipelineConfig):
         return raw
@@ -407,7 +412,13 @@ def parse_config(raw: Mapping[str, Any] | PipelineConfig, *, source: str | None 
     if problem is not None:
         raise ConfigError([problem], source=source)
     body = _unwrap(raw, norm)
-    if detect_shape(body) == "nested":
+    wrapped = body is not raw
+    shape = detect_shape(body)
+    unknown = [*wrapper_problems(raw)] if wrapped else []
+    unknown += unknown_key_problems(body, shape, prefix="execution_config." if wrapped else "")
+    if not lenient:
+        norm.problems.extend(unknown)
+    if shape == "nested":
         _normalise_nested(body, norm)
     else:
         _normalise_flat(body, norm)
@@ -418,4 +429,9 @@ def parse_config(raw: Mapping[str, Any] | PipelineConfig, *, source: str | None 
         raise ConfigError([*norm.problems, *problems], source=source) from None
     if norm.problems:
         raise ConfigError(norm.problems, source=source)
+    if unknown:
+        where = f"{source}: " if source else ""
+        for ignored in unknown:
+            _log.warning("%signored %s", where, ignored)
+        cfg._ignored_keys = tuple(unknown)
     return cfg

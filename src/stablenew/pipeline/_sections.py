@@ -16,7 +16,8 @@ from stablenew.pipeline._samplers import UNSET_NAMES
 
 
 class Section(BaseModel):
-    """Base for stage sections: unknown keys are kept (StableNew configs carry many).
+    """Base for stage sections: keys that are not fields are kept, never sent (StableNew configs carry many;
+    :func:`~stablenew.pipeline.parse_config` lets through only the known ones, see ``_keys``).
 
     Declared scalar fields take their type as written (see :func:`~stablenew.pipeline._limits.strict_scalar`)."""
 

@@ -27,14 +27,19 @@ from stablenew.pipeline._stage_models import (
 class StageSequencer:
     """Turns a pipeline config (any accepted shape) into a :class:`StageExecutionPlan`."""
 
-    def build_plan(self, pipeline_config: Mapping[str, Any] | PipelineConfig) -> StageExecutionPlan:
+    def build_plan(
+        self, pipeline_config: Mapping[str, Any] | PipelineConfig, *, lenient: bool = False
+    ) -> StageExecutionPlan:
         """Validate ``pipeline_config`` and build its plan.
+
+        ``lenient`` lets unknown keys through as warnings (:func:`parse_config`); the plan lists them in
+        :attr:`~StageExecutionPlan.ignored_keys`.
 
         Raises:
             ConfigError: the config is invalid (every problem listed, with field paths).
             InvalidStagePlanError: ADetailer is enabled without txt2img or img2img.
         """
-        cfg = parse_config(pipeline_config)
+        cfg = parse_config(pipeline_config, lenient=lenient)
         has_generation = cfg.txt2img_enabled or cfg.img2img_enabled
         if cfg.adetailer_enabled and not has_generation:
             raise InvalidStagePlanError(ADETAILER_NEEDS_GENERATION)
@@ -54,7 +59,9 @@ class StageSequencer:
             adetailer = cfg.adetailer.model_dump(mode="json", include={"face", "hands"})
             adetailer["base"] = {key: generation.get(key) for key in _ADETAILER_BASE}
             stages.append(_stage(StageType.ADETAILER, adetailer, adetailer_enabled=True))
-        return StageExecutionPlan(stages=stages, callback_url=cfg.callback_url)
+        plan = StageExecutionPlan(stages=stages, callback_url=cfg.callback_url)
+        plan._ignored_keys = cfg.ignored_keys
+        return plan
 
     @staticmethod
     def _txt2img(cfg: PipelineConfig) -> StageExecution:

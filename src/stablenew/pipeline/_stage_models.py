@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from stablenew.errors import ConfigError, FieldProblem, InvalidStagePlanError, PlanVersionError
 from stablenew.pipeline._adetailer import ADetailerStageConfig
@@ -114,6 +114,12 @@ class StageExecutionPlan(BaseModel):
     schema_version: int = PLAN_SCHEMA_VERSION
     stages: list[StageExecution] = Field(default_factory=list)
     callback_url: str | None = Field(None, pattern=r"^https?://")
+    _ignored_keys: tuple[FieldProblem, ...] = PrivateAttr(default=())
+
+    @property
+    def ignored_keys(self) -> tuple[FieldProblem, ...]:
+        """Unknown config keys a lenient build let through (never sent, not part of the JSON)."""
+        return self._ignored_keys
 
     @model_validator(mode="before")
     @classmethod

@@ -20,7 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "ADETAILER_ARGS": "stablenew.webui._payloads",
+    "ADETAILER_ARGS": "stablenew.pipeline",  # one table; the config layer checks ad_* names with it
     "DEFAULT_CLIP_SKIP": "stablenew.webui._payloads",
     "DEFAULT_SAMPLER": "stablenew.webui._payloads",
     "DEFAULT_VAE": "stablenew.webui._payloads",
@@ -102,6 +102,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from stablenew.pipeline import ADETAILER_ARGS
     from stablenew.webui._client import GenerationResult, WebUIClient
     from stablenew.webui._executor import (
         CancelCheck,
@@ -112,7 +113,6 @@ if TYPE_CHECKING:
     )
     from stablenew.webui._images import decode, image_format, image_size, strip_data_url
     from stablenew.webui._payloads import (
-        ADETAILER_ARGS,
         DEFAULT_CLIP_SKIP,
         DEFAULT_SAMPLER,
         DEFAULT_VAE,

@@ -27,8 +27,11 @@ failures"), so every body here is built only from A1111's own field lists below,
   "second pass", "both passes"): the refiner takes over at the switch point of the first pass, and the
   hires pass runs on the base checkpoint again (A1111 reloads it before the second pass).
 - ADetailer runs on img2img with ``skip_img2img`` on: ``args = [true, true, tab, ...]`` (both
-  booleans first, else ADetailer also runs its default tab), ``ad_inpaint_only_masked`` always
-  true, an explicit inpaint size, never a ``mask``. Each tab is validated against ADetailer's
+  booleans first, else ADetailer also runs its default tab), an explicit inpaint size around each
+  mask (``ad_inpaint_only_masked``, the default), or the image's own size when the whole picture is
+  inpainted (``ad_inpaint_only_masked: false``), never a ``mask``. A tab ADetailer would skip
+  (``ad_tab_enable: false``, ``ad_model: "None"``) is refused: with no live tab ADetailer turns itself
+  off and the request runs as a plain img2img at its own denoise. Each tab is validated against ADetailer's
   schema (``extra=forbid`` upstream: a bad tab is silently disabled there, an error here), plus our
   own upper bounds (steps, sizes, prompt lengths) that ADetailer does not have.
 - Output sizes known only once the input image is there (img2img at its input's size, an upscale by a
@@ -43,11 +46,7 @@ from typing import Any
 
 from stablenew.errors import ConfigError, FieldProblem
 from stablenew.pipeline import (
-    MAX_NAME_CHARS,
-    MAX_PROMPT_CHARS,
-    MAX_SIDE,
-    MAX_STEPS,
-    MIN_SIDE,
+    ADETAILER_ARGS,
     SamplerSchedulerConflict,
     resolve_sampler,
     size_problems,
@@ -82,55 +81,6 @@ EXTRAS_FIELDS = frozenset(
     extras_upscaler_2_visibility upscale_first image""".split()
 )
 
-# ADetailerArgs (ADetailer v25.3.0): name -> (type, min, max); for a str, max is its length. None = unbounded.
-# ADetailer's own schema has lower bounds only; the upper ones are ours: ADetailer's UI ranges, our config
-# limits (steps, sizes, prompt length) and a name length, so an ``ad_*`` pass-through cannot exceed them.
-_STR, _BOOL, _INT, _FLOAT = str, bool, int, float
-_NAME = (_STR, None, MAX_NAME_CHARS)
-ADETAILER_ARGS: dict[str, tuple[type, float | None, float | None]] = {
-    "ad_model": _NAME,
-    "ad_model_classes": (_STR, None, 1000),
-    "ad_tab_enable": (_BOOL, None, None),
-    "ad_prompt": (_STR, None, MAX_PROMPT_CHARS),
-    "ad_negative_prompt": (_STR, None, MAX_PROMPT_CHARS),
-    "ad_confidence": (_FLOAT, 0, 1),
-    "ad_mask_filter_method": _NAME,
-    "ad_mask_k": (_INT, 0, 100),
-    "ad_mask_min_ratio": (_FLOAT, 0, 1),
-    "ad_mask_max_ratio": (_FLOAT, 0, 1),
-    "ad_dilate_erode": (_INT, -128, 128),
-    "ad_x_offset": (_INT, -200, 200),
-    "ad_y_offset": (_INT, -200, 200),
-    "ad_mask_merge_invert": _NAME,
-    "ad_mask_blur": (_INT, 0, 256),
-    "ad_denoising_strength": (_FLOAT, 0, 1),
-    "ad_inpaint_only_masked": (_BOOL, None, None),
-    "ad_inpaint_only_masked_padding": (_INT, 0, 1024),
-    "ad_use_inpaint_width_height": (_BOOL, None, None),
-    "ad_inpaint_width": (_INT, MIN_SIDE, MAX_SIDE),
-    "ad_inpaint_height": (_INT, MIN_SIDE, MAX_SIDE),
-    "ad_use_steps": (_BOOL, None, None),
-    "ad_steps": (_INT, 1, MAX_STEPS),
-    "ad_use_cfg_scale": (_BOOL, None, None),
-    "ad_cfg_scale": (_FLOAT, 0, 30),
-    "ad_use_checkpoint": (_BOOL, None, None),
-    "ad_checkpoint": _NAME,
-    "ad_use_vae": (_BOOL, None, None),
-    "ad_vae": _NAME,
-    "ad_use_sampler": (_BOOL, None, None),
-    "ad_sampler": _NAME,
-    "ad_scheduler": _NAME,
-    "ad_use_noise_multiplier": (_BOOL, None, None),
-    "ad_noise_multiplier": (_FLOAT, 0.5, 1.5),
-    "ad_use_clip_skip": (_BOOL, None, None),
-    "ad_clip_skip": (_INT, 1, 12),
-    "ad_restore_face": (_BOOL, None, None),
-    "ad_controlnet_model": _NAME,
-    "ad_controlnet_module": _NAME,
-    "ad_controlnet_weight": (_FLOAT, 0, 1),
-    "ad_controlnet_guidance_start": (_FLOAT, 0, 1),
-    "ad_controlnet_guidance_end": (_FLOAT, 0, 1),
-}
 _NULLABLE_ARGS = frozenset({"ad_checkpoint", "ad_vae"})
 _ARG_CHOICES = {
     "ad_mask_filter_method": ("Area", "Confidence"),
@@ -321,6 +271,11 @@ def upscale_body(payload: Mapping[str, Any], image: str) -> dict[str, Any]:
 def adetailer_tab(ad_pass: Mapping[str, Any], *, path: str) -> dict[str, Any]:
     """One ADetailer tab from a StableNew pass (``adetailer_*`` names) plus ``ad_*`` pass-throughs.
 
+    With ``ad_inpaint_only_masked: false`` (inpaint the whole picture), ADetailer with skip img2img
+    stretches the whole image to the inpaint size and returns it at that size (``docs/webui-api.md``): the
+    tab then leaves ``ad_use_inpaint_width_height`` off, so the inpaint size is the request's own width and
+    height, which :func:`adetailer_body` sets to the input image's size. The image keeps its size.
+
     Raises:
         ConfigError: the tab would be silently disabled by ADetailer (unknown key, null string,
             out-of-range value, wrong type), or asks for something that breaks skip-img2img.
@@ -347,6 +302,11 @@ def adetailer_tab(ad_pass: Mapping[str, Any], *, path: str) -> dict[str, Any]:
         if ad_pass.get("scheduler"):
             tab["ad_scheduler"] = ad_pass["scheduler"]
     tab |= dict(ad_pass.get("ad_args") or {})
+    if tab.get("ad_inpaint_only_masked") is False:
+        # the request's width x height (the image's) is the inpaint size; any other would resize the image
+        tab["ad_use_inpaint_width_height"] = False
+        for key in ("ad_inpaint_width", "ad_inpaint_height"):
+            tab.pop(key, None)
     problems = _split_ad_sampler(tab, path=path) + validate_adetailer_tab(tab, path=path)
     if problems:
         raise ConfigError(problems)
@@ -405,9 +365,17 @@ def validate_adetailer_tab(tab: Mapping[str, Any], *, path: str) -> list[FieldPr
                 problems.append(FieldProblem(where, f"must be <= {high}", value))
         if key in _ARG_CHOICES and value not in _ARG_CHOICES[key]:
             problems.append(FieldProblem(where, f"must be one of {list(_ARG_CHOICES[key])}", value))
-    if tab.get("ad_inpaint_only_masked") is False:
+    if tab.get("ad_inpaint_only_masked") is False and tab.get("ad_use_inpaint_width_height") is not False:
         problems.append(
-            FieldProblem(f"{path}.ad_inpaint_only_masked", "must stay true (else the output shrinks)", False)
+            FieldProblem(
+                f"{path}.ad_use_inpaint_width_height",
+                "must be false with ad_inpaint_only_masked false (else the image is resized to the inpaint size)",
+                tab.get("ad_use_inpaint_width_height"),
+            )
+        )
+    if tab.get("ad_tab_enable") is False:
+        problems.append(
+            FieldProblem(f"{path}.ad_tab_enable", "switches the pass off, so ADetailer would skip it", False)
         )
     if tab.get("ad_model") in (None, "None"):
         problems.append(
