@@ -754,6 +754,56 @@ def test_with_refiner_and_hires_the_webui_runs_the_refiner_in_the_first_pass(sim
     assert generations(sim)[0].body["override_settings"]["hires_fix_refiner_pass"] == "first pass"  # recorded
 
 
+REFINER_ONLY = {
+    "hires_enabled": False,
+    "upscale_enabled": False,
+    "adetailer_enabled": False,
+    "img2img_enabled": False,
+}
+
+
+def refiner_config(steps: int = 30, scheduler: str = "Karras", **changes: Any) -> dict[str, Any]:
+    config = flat_config(**REFINER_ONLY, **changes)
+    config["txt2img_config"] |= {"steps": steps, "scheduler": scheduler}
+    return config
+
+
+def run_recording_answers(config: dict[str, Any], *configs: dict[str, Any]) -> list[RecordedRequest]:
+    """Run each config's plan on a fresh simulator; return its answered generation requests, answers kept."""
+    answered: list[RecordedRequest] = []
+    with SimulatedWebUI(recorder=answered.append) as server, WebUIClient(server.url) as webui:
+        for each in (config, *configs):
+            run_plan(webui, each)
+    return [r for r in answered if r.path in GENERATION_ROUTES]
+
+
+def refiner_step(request: RecordedRequest) -> int:
+    """The step at which the simulated WebUI ran the refiner (``_timesteps``), from its answer's info."""
+    return int(json.loads(request.answer["info"])["refiner_switch_step"])
+
+
+@pytest.mark.parametrize("scheduler", ["Karras", "Exponential", "Uniform", "SGM Uniform"])
+def test_a_refiner_switch_step_is_the_step_the_webui_switches_at(scheduler):
+    config = refiner_config(scheduler=scheduler)
+    assert config["refiner_switch_step"] == 24
+
+    (request,) = run_recording_answers(config)
+
+    assert request.body["refiner_switch_at"] == pytest.approx(0.8)
+    assert request.body["override_settings"]["refiner_switch_by_sample_steps"] is True
+    assert refiner_step(request) == 24
+
+
+def test_a_refiner_fraction_means_what_the_webuis_slider_means_even_after_a_step_job():
+    # The first job leaves refiner_switch_by_sample_steps on in the WebUI's options.
+    by_fraction = refiner_config(refiner_switch_step=None, refiner_switch_at=0.8)
+
+    _, request = run_recording_answers(refiner_config(), by_fraction)
+
+    assert request.body["override_settings"]["refiner_switch_by_sample_steps"] is False
+    assert refiner_step(request) == 19  # A1111's timestep ratio under Karras, 30 steps
+
+
 # --- sampler names that carry a scheduler ----------------------------------------------------------------------
 
 

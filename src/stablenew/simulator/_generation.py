@@ -24,6 +24,7 @@ from stablenew.simulator._catalog import NO_MODEL, Catalog
 from stablenew.simulator._checkpoints import LoadedCheckpoint
 from stablenew.simulator._images import Images
 from stablenew.simulator._jobs import JobRunner
+from stablenew.simulator._timesteps import refiner_switch_step
 
 TXT2IMG, IMG2IMG, EXTRAS = "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/extra-single-image"
 
@@ -55,6 +56,7 @@ class Generation:
             "sd_vae": "Automatic",
             "CLIP_stop_at_last_layers": 1,
             "hires_fix_refiner_pass": "second pass",
+            "refiner_switch_by_sample_steps": False,  # shared_options.py, "Old behavior for refiner"
         }
         self._problems: list[str] = []
 
@@ -79,6 +81,7 @@ class Generation:
         width, height = max(1, num(body, "width", 512, int)), max(1, num(body, "height", 512, int))
         out_w, out_h = width, height
         extra: dict[str, Any] = {}
+        report: dict[str, Any] = {}  # the simulator's own info keys (what a real GPU run would show)
         if body.get("enable_hr"):
             if body.get("denoising_strength") is None:
                 message = "unsupported operand type(s) for *: 'NoneType' and 'int'"
@@ -115,7 +118,29 @@ class Generation:
             refiner_in = options["hires_fix_refiner_pass"]  # which pass the refiner joins with hires on
             if body.get("enable_hr") and refiner_in != "second pass":
                 extra["Hires refiner"] = refiner_in
-        return self._generate(TXT2IMG, "txt2img", body, (width, height), (out_w, out_h), extra, None, options)
+            if not body.get("enable_hr") or refiner_in == "first pass":  # a txt2img first pass
+                report["refiner_switch_step"] = self._refiner_step(body, options)
+        return self._generate(
+            TXT2IMG, "txt2img", body, (width, height), (out_w, out_h), extra, None, options, report
+        )
+
+    def _refiner_step(self, body: dict[str, Any], options: dict[str, Any]) -> int | None:
+        """The 0-based step at which A1111 would load the refiner (``_timesteps``), None where not modelled."""
+        steps = num(body, "steps", self._default_steps, int)
+        sampler, scheduler = self._catalog.resolve_sampler(
+            body.get("sampler_name") or "Euler", body.get("scheduler")
+        )
+        switch_at = body.get("refiner_switch_at")
+        try:
+            return refiner_switch_step(
+                steps,
+                scheduler or "Automatic",
+                None if switch_at is None else num(body, "refiner_switch_at", 0.0, float),
+                bool(options.get("refiner_switch_by_sample_steps")),
+                sampler=sampler,
+            )
+        except ValueError:  # a scheduler or sampler the model of the schedule does not cover
+            return None
 
     def img2img(self, body: dict[str, Any]) -> dict[str, Any]:
         """The ``POST /sdapi/v1/img2img`` answer (ADetailer read as the extension reads its args)."""
@@ -186,6 +211,7 @@ class Generation:
         extra: dict[str, Any],
         default_denoise: float | None,
         options: dict[str, Any],
+        report: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         count = max(1, num(body, "batch_size", 1, int)) * max(1, num(body, "n_iter", 1, int))
         steps, cfg = num(body, "steps", self._default_steps, int), num(body, "cfg_scale", 7.0, float)
@@ -238,6 +264,7 @@ class Generation:
             "is_using_inpainting_conditioning": False,
             "version": A1111_VERSION,
         }  # fmt: skip
+        info |= report or {}
         if body.get("send_images") is False:
             images = []
         parameters = dict(body)
