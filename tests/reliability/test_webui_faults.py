@@ -158,6 +158,19 @@ FAULTS = [
         inject=_inject(Fault("status", status=422)),
     ),
     WebUIFault(
+        "HTTP 500 no retry can fix",
+        transient=False,
+        webui_text="WebUI HTTP 500: Exception: Could not find checkpoint with name gone.safetensors",
+        inject=_inject(
+            Fault(
+                "status",
+                status=500,
+                error="Exception",
+                message="Could not find checkpoint with name gone.safetensors",
+            )
+        ),
+    ),
+    WebUIFault(
         "a hang past the read timeout",
         transient=True,
         webui_text="within the read timeout",

@@ -683,3 +683,75 @@ def test_a_no_images_fault_answers_200_with_an_empty_image_list(sim, http):
 
     assert (first.status_code, first.json()["images"]) == (200, [])
     assert len(second.json()["images"]) == 1
+
+
+# -- errors a retry cannot fix, options that persist, scheduler spellings -----------------------------------
+
+
+def test_an_unknown_override_settings_key_fails_with_a1111s_keyerror_500(sim, http):
+    body = {"width": 64, "height": 64, "override_settings": {"no_such_option": 1}}
+
+    failure = assert_a1111_error(post(http, sim, TXT2IMG, body), 500)
+
+    assert failure["error"] == "KeyError"
+    assert failure["errors"] == "'no_such_option'"
+    body["override_settings"] = {"no_such_option": None}  # a null value returns before the lookup
+    assert post(http, sim, TXT2IMG, body).status_code == 200
+
+
+def test_an_unknown_hires_upscaler_fails_as_processing_raises_it(sim, http):
+    body = {"width": 64, "height": 64, "enable_hr": True, "denoising_strength": 0.3, "hr_upscaler": "Bogus"}
+
+    failure = assert_a1111_error(post(http, sim, TXT2IMG, body), 500)
+
+    assert (failure["error"], failure["errors"]) == ("Exception", "could not find upscaler named Bogus")
+
+
+REFINER = {
+    "width": 64,
+    "height": 64,
+    "steps": 30,
+    "scheduler": "Karras",
+    "refiner_checkpoint": "sd_xl_refiner_1.0",
+}
+
+
+def test_the_refiner_step_follows_the_switch_option_and_the_option_persists(sim, http):
+    def refiner_step(body: dict[str, Any]) -> int:
+        return int(info_of(post(http, sim, TXT2IMG, body))["refiner_switch_step"])
+
+    by_steps = {"override_settings": {"refiner_switch_by_sample_steps": True}}
+    kept = {"override_settings_restore_afterwards": False}
+
+    assert refiner_step({**REFINER, "refiner_switch_at": 0.8}) == 19  # A1111's default: timestep ratio
+    assert refiner_step({**REFINER, "refiner_switch_at": 0.8, **by_steps}) == 24
+    assert refiner_step({**REFINER, "refiner_switch_at": 0.8}) == 19  # restored afterwards by default
+    assert refiner_step({**REFINER, "refiner_switch_at": 0.8, **by_steps, **kept}) == 24
+    assert refiner_step({**REFINER, "refiner_switch_at": 0.8}) == 24  # the option stayed set
+    assert refiner_step({**REFINER, "refiner_switch_at": None}) == 0  # no switch point: at once
+
+
+@pytest.mark.parametrize(
+    ("sampler_name", "scheduler", "runs"),
+    [
+        ("Euler", "sgm_uniform", "SGM Uniform"),  # a name
+        ("Euler", "SGM Uniform", "SGM Uniform"),  # a label
+        ("Euler", "SGMUniform", None),  # the alias is no scheduler name: Automatic
+        ("Euler", "KARRAS", None),  # case-sensitive: Automatic
+        ("Euler SGMUniform", None, "SGM Uniform"),  # the alias works as a sampler-name suffix
+        ("Euler karras", None, "Karras"),
+    ],
+)
+def test_scheduler_spellings_are_accepted_as_a1111_1_10_1_accepts_them(
+    sim, http, sampler_name, scheduler, runs
+):
+    body = {"width": 64, "height": 64, "sampler_name": sampler_name, "scheduler": scheduler}
+
+    info = info_of(post(http, sim, TXT2IMG, body))
+
+    assert info["sampler_name"] == "Euler"
+    assert (
+        (f"Schedule type: {runs}" in info["infotexts"][0])
+        if runs
+        else ("Schedule type" not in info["infotexts"][0])
+    )

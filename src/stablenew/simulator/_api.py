@@ -54,6 +54,13 @@ ADETAILER_ARG_KEYS = frozenset((
     "ad_controlnet_model", "ad_controlnet_module", "ad_controlnet_weight", "ad_controlnet_guidance_start",
     "ad_controlnet_guidance_end",
 ))
+# Options a request's override_settings may name (a few of A1111 v1.10.1's shared_options.py, those StableNew
+# and its tests use); any other key with a non-null value fails the request as A1111's Options.set does.
+A1111_OPTIONS = frozenset((
+    "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "hires_fix_refiner_pass",
+    "refiner_switch_by_sample_steps", "samples_format", "samples_save", "outdir_samples", "eta_noise_seed_delta",
+    "sd_vae_overrides_per_model_preferences", "img2img_fix_steps", "randn_source", "token_merging_ratio",
+))
 MEMORY = {
     "ram": {"free": 48e9, "used": 16e9, "total": 64e9},
     "cuda": {"system": {"free": 20e9, "used": 4e9, "total": 24e9}, "events": {"retries": 0, "oom": 0}},

@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from stablenew.simulator._api import (
+    A1111_OPTIONS,
     A1111_VERSION,
     ADETAILER_VERSION,
     LATENT_UPSCALE_MODES,
@@ -97,7 +98,8 @@ class Generation:
             )
             upscaler = body.get("hr_upscaler") or "Latent"
             if upscaler not in self._catalog.upscalers and upscaler not in LATENT_UPSCALE_MODES:
-                raise a1111_error(500, "AssertionError", f"could not find upscaler named {upscaler}")
+                # processing.py raises a plain Exception here; extras' postprocessing_upscale asserts
+                raise a1111_error(500, "Exception", f"could not find upscaler named {upscaler}")
             resize_x, resize_y = num(body, "hr_resize_x", 0, int), num(body, "hr_resize_y", 0, int)
             if resize_x == 0 and resize_y == 0:
                 scale = num(body, "hr_scale", 2.0, float)
@@ -280,6 +282,9 @@ class Generation:
             options = dict(self._options)
         overrides = body.get("override_settings")
         for key, value in (overrides if isinstance(overrides, dict) else {}).items():
+            if key not in A1111_OPTIONS and value is not None:
+                # modules/options.py::Options.set looks the key up in data_labels: a KeyError, HTTP 500.
+                raise a1111_error(500, "KeyError", repr(key))
             if key == "sd_model_checkpoint":
                 found = self._catalog.find_checkpoint(value, fuzzy=False) if isinstance(value, str) else None
                 if found is not None:  # an unknown checkpoint override is dropped
