@@ -755,3 +755,121 @@ def test_scheduler_spellings_are_accepted_as_a1111_1_10_1_accepts_them(
         if runs
         else ("Schedule type" not in info["infotexts"][0])
     )
+
+
+# -- ADetailer as the extension and A1111 treat its arguments -------------------------------------------------
+
+FACE = {"ad_model": "face_yolov8n.pt", "ad_inpaint_only_masked": True}
+
+
+def adetailer_body(*tabs: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    body = {"init_images": [png_b64(96, 80)], "width": 64, "height": 64, "steps": 20}
+    body["alwayson_scripts"] = {"ADetailer": {"args": [True, True, *tabs]}}
+    return body | changes
+
+
+@pytest.mark.parametrize("max_tabs", [4, 1, 15])
+def test_script_info_declares_adetailers_enable_skip_and_one_arg_per_tab(max_tabs):
+    with SimulatedWebUI(adetailer_max_tabs=max_tabs) as sim, requests.Session() as http:
+        entries = [e for e in get(http, sim, "/sdapi/v1/script-info").json() if e["name"] == "adetailer"]
+
+    assert sorted(e["is_img2img"] for e in entries) == [False, True]
+    assert all(e["is_alwayson"] and len(e["args"]) == 2 + max_tabs for e in entries)
+    assert [a["label"] for a in entries[0]["args"][:2]] == ["ADetailer", "Skip img2img"]
+
+
+def test_adetailer_max_tabs_is_within_its_slider_range():
+    with pytest.raises(ValueError, match=r"1\.\.15"):
+        SimulatedWebUI(adetailer_max_tabs=16)
+
+
+@pytest.mark.parametrize(
+    "tabs",
+    [
+        [{"ad_model": "None"}],
+        [FACE | {"ad_tab_enable": False}],
+        [FACE | {"ad_mask_k_largest": 1}],  # fails validation (extra=forbid)
+    ],
+    ids=["no detector", "tab disabled", "invalid tab"],
+)
+def test_with_no_live_tab_adetailer_disables_itself_and_a_plain_img2img_runs(sim, http, tabs):
+    response = post(http, sim, IMG2IMG, adetailer_body(*tabs))
+
+    image = decode(response.json()["images"][0])
+    info = info_of(response)
+    assert image.size == (64, 64)  # the request's size, not the input's: no skip img2img happened
+    red, green, blue = centre(image)
+    assert green > red and green > blue  # green: a plain img2img
+    assert info["denoising_strength"] == 0.75  # the API's default, the request sent none
+    assert "ADetailer model" not in info["extra_generation_params"]
+    assert any("disables itself" in p for p in sim.adetailer_problems)
+
+
+def test_a_tab_beyond_max_tabs_is_dropped_without_a_word():
+    with SimulatedWebUI(adetailer_max_tabs=1) as sim, requests.Session() as http:
+        response = post(http, sim, IMG2IMG, adetailer_body({"ad_model": "None"}, FACE))
+
+        assert response.status_code == 200
+        assert decode(response.json()["images"][0]).size == (64, 64)  # the face tab never ran
+        assert any("beyond its 1 tab(s)" in p for p in sim.adetailer_problems)
+
+
+def test_adetailer_raises_job_count_after_its_dummy_pass_so_progress_drops(http):
+    with SimulatedWebUI(adetailer_masks=2) as sim:
+        sim.set_latency(0.8)
+        hands = {"ad_model": "hand_yolov8n.pt"}
+        thread, outcome = in_thread(
+            lambda: requests.post(sim.url + IMG2IMG, json=adetailer_body(FACE, hands, steps=1), timeout=10)
+        )
+        seen: list[dict[str, Any]] = []
+        while thread.is_alive():
+            seen.append(get(http, sim, PROGRESS).json())
+            time.sleep(0.01)
+        thread.join()
+
+    assert outcome[0].status_code == 200
+    states = [p["state"] for p in seen if p["state"]["job_count"]]
+    assert {s["job"] for s in states} == {"scripts_img2img"}
+    counts = [s["job_count"] for s in states]
+    assert counts == sorted(counts) and counts[0] == 1 and counts[-1] == 5  # dummy + 2 masks x 2 tabs
+    dummy = [p["progress"] for p in seen if p["state"]["job_count"] == 1]
+    after = [p["progress"] for p in seen if p["state"]["job_count"] == 3]
+    assert after and min(after) < 0.5 < max([*dummy, 1.0])
+
+
+# -- /internal/progress: which task is the one generating ----------------------------------------------------
+
+
+def internal(http: requests.Session, sim: SimulatedWebUI, task: str) -> dict[str, Any]:
+    response = post(http, sim, "/internal/progress", {"id_task": task})
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def test_internal_progress_tells_the_active_task_from_a_queued_one(sim, http):
+    sim.set_latency(30)
+    first, _ = in_thread(
+        lambda: requests.post(sim.url + TXT2IMG, json={"width": 64, "force_task_id": "task(a)"}, timeout=10)
+    )
+    wait_for(lambda: internal(http, sim, "task(a)")["active"])
+    second, _ = in_thread(
+        lambda: requests.post(sim.url + TXT2IMG, json={"width": 64, "force_task_id": "task(b)"}, timeout=10)
+    )
+    wait_for(lambda: internal(http, sim, "task(b)")["queued"])
+
+    waiting = internal(http, sim, "task(b)")
+    assert (waiting["active"], waiting["textinfo"]) == (False, "In queue: 1/1")
+    assert internal(http, sim, "task(a)")["progress"] is not None
+
+    post(http, sim, "/sdapi/v1/interrupt", {})
+    first.join(timeout=5)
+    wait_for(lambda: internal(http, sim, "task(b)")["active"])  # begin() cleared the flag: b runs on
+    assert internal(http, sim, "task(a)")["completed"]
+    post(http, sim, "/sdapi/v1/interrupt", {})
+    second.join(timeout=5)
+
+
+def test_internal_progress_does_not_exist_under_nowebui(http):
+    with SimulatedWebUI(nowebui=True) as sim:
+        assert post(http, sim, "/internal/progress", {"id_task": "task(a)"}).status_code == 404

@@ -426,6 +426,27 @@ def test_preflight_rejects_an_unknown_hands_model(sim, client):
     assert generations(sim) == []
 
 
+def test_preflight_refuses_more_adetailer_passes_than_the_webui_takes_tabs():
+    """A WebUI whose ADetailer "Max tabs" is 1 would drop the hands tab without a word."""
+    with SimulatedWebUI(adetailer_max_tabs=1) as one_tab, WebUIClient(one_tab.url) as one_tab_client:
+        with pytest.raises(WebUIRejected) as caught:
+            run_plan(one_tab_client, nested_config())
+
+        assert caught.value.field == "adetailer.hands"
+        assert "Max tabs" in str(caught.value)
+        assert generations(one_tab) == []
+        assert any(r.path == "/sdapi/v1/script-info" for r in one_tab.requests)
+
+
+def test_a_plan_with_as_many_adetailer_passes_as_the_webui_takes_tabs_runs():
+    with SimulatedWebUI(adetailer_max_tabs=2) as two_tabs, WebUIClient(two_tabs.url) as two_tabs_client:
+        run_plan(two_tabs_client, nested_config())
+
+        (detail,) = [r for r in generations(two_tabs) if "alwayson_scripts" in r.body]
+        assert len(detail.body["alwayson_scripts"]["ADetailer"]["args"]) == 4
+        assert two_tabs.adetailer_problems == []
+
+
 def test_preflight_checks_an_ad_model_given_as_an_ad_passthrough(sim, client):
     """``ad_model`` in the config overrides the face pass's model in the tab: it must exist too."""
     raw = nested_config()

@@ -132,3 +132,18 @@ def infotext(prompt: str, negative: str, params: dict[str, Any]) -> str:
     """A1111's ``parameters`` text: prompt, negative prompt, then ``Key: value`` pairs (None ones left out)."""
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in params.items() if value is not None)
     return prompt + (f"\nNegative prompt: {negative}" if negative else "") + "\n" + line
+
+
+def _script_arg(label: str | None, value: Any) -> dict[str, Any]:
+    return {"label": label, "value": value, "minimum": None, "maximum": None, "step": None, "choices": None}
+
+
+def script_info(adetailer_max_tabs: int) -> list[dict[str, Any]]:
+    """``GET /sdapi/v1/script-info`` as a WebUI with ADetailer answers it (its entries only): one per tab kind,
+    ``args`` one per UI component (the enable accordion, "Skip img2img", one state per tab)."""
+    args = [_script_arg("ADetailer", False), _script_arg("Skip img2img", False)]
+    args += [_script_arg(None, None) for _ in range(adetailer_max_tabs)]
+    return [
+        {"name": "adetailer", "is_alwayson": True, "is_img2img": is_img2img, "args": args}
+        for is_img2img in (False, True)
+    ]

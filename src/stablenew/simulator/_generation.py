@@ -24,7 +24,7 @@ from stablenew.simulator._api import (
 from stablenew.simulator._catalog import NO_MODEL, Catalog
 from stablenew.simulator._checkpoints import LoadedCheckpoint
 from stablenew.simulator._images import Images
-from stablenew.simulator._jobs import JobRunner
+from stablenew.simulator._jobs import JobRunner, Pass
 from stablenew.simulator._timesteps import refiner_switch_step
 
 TXT2IMG, IMG2IMG, EXTRAS = "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/extra-single-image"
@@ -45,11 +45,15 @@ class Generation:
         *,
         default_steps: int,
         adetailer_installed: bool,
+        adetailer_max_tabs: int = 4,
+        adetailer_masks: int = 1,
     ) -> None:
         self._catalog, self._images, self._runner = catalog, images, runner
         self._checkpoint = checkpoint
         self._default_steps = default_steps
         self._adetailer_installed = adetailer_installed
+        self._adetailer_max_tabs = adetailer_max_tabs
+        self._adetailer_masks = adetailer_masks
         self._lock = threading.Lock()  # guards the options and problems
         # A1111's in-memory options that override_settings may change (opts.data).
         self._options: dict[str, Any] = {
@@ -159,6 +163,7 @@ class Generation:
         )
         stage, out_size = "img2img", (width, height)
         extra: dict[str, Any] = {}
+        passes: list[Pass] | None = None
         scripts = body.get("alwayson_scripts") or {}
         for name, script in scripts.items() if isinstance(scripts, dict) else ():
             if name.lower() != "adetailer":
@@ -167,14 +172,25 @@ class Generation:
                 raise http_exception(422, f"always on script {name} not found")
             args = script.get("args") if isinstance(script, dict) else None
             has_mask = body.get("mask") is not None
-            enabled, skip, model, problems = self._catalog.read_adetailer_args(args, has_mask)
+            read = self._catalog.read_adetailer_args(args, has_mask, self._adetailer_max_tabs)
             with self._lock:
-                self._problems.extend(problems)
-            if enabled:
-                extra["ADetailer model"], extra["ADetailer version"] = model, ADETAILER_VERSION
-                if skip:
+                self._problems.extend(read.problems)
+            if read.enabled:
+                extra["ADetailer model"] = read.live[0]["ad_model"]
+                extra["ADetailer version"] = ADETAILER_VERSION
+                steps = num(body, "steps", self._default_steps, int)
+                passes = [Pass(1, 1 if read.skip else steps)]  # skip img2img: a 1-step dummy pass
+                for tab in read.live:  # each tab: detection adds its masks to job_count, one job per mask
+                    tab_steps = int(tab.get("ad_steps", steps)) if tab.get("ad_use_steps") else steps
+                    passes += [
+                        Pass(self._adetailer_masks if i == 0 else 0, tab_steps)
+                        for i in range(self._adetailer_masks)
+                    ]
+                if read.skip:
                     stage, out_size = "adetailer", init.size
-        return self._generate(IMG2IMG, stage, body, (width, height), out_size, extra, 0.75, options)
+        return self._generate(
+            IMG2IMG, stage, body, (width, height), out_size, extra, 0.75, options, passes=passes
+        )
 
     def extras(self, body: dict[str, Any]) -> dict[str, Any]:
         """The ``POST /sdapi/v1/extra-single-image`` answer."""
@@ -214,6 +230,8 @@ class Generation:
         default_denoise: float | None,
         options: dict[str, Any],
         report: dict[str, Any] | None = None,
+        *,
+        passes: list[Pass] | None = None,
     ) -> dict[str, Any]:
         count = max(1, num(body, "batch_size", 1, int)) * max(1, num(body, "n_iter", 1, int))
         steps, cfg = num(body, "steps", self._default_steps, int), num(body, "cfg_scale", 7.0, float)
@@ -246,7 +264,10 @@ class Generation:
         # A1111 loads the checkpoint in force at the start of each generation: a request whose override is
         # restored afterwards (its default) leaves the next request to swap back.
         swap = functools.partial(self._checkpoint.load, model["title"])
-        with self._runner.run(route, steps, swap) as timestamp:
+        task = body.get("force_task_id")
+        with self._runner.run(
+            route, steps, swap, passes=passes, task_id=task if isinstance(task, str) else None
+        ) as timestamp:
             images = [
                 self._images.encode(stage, *out_size, seed + i, {"parameters": text})
                 for i, text in enumerate(infotexts)

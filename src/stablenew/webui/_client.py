@@ -226,6 +226,10 @@ class WebUIClient:
             raise WebUIHTTPError(200, "ADetailer version response has no 'version' string", url=url)
         return version
 
+    def script_info(self) -> list[dict[str, Any]]:
+        """GET ``/sdapi/v1/script-info``: one entry per script and tab kind, with its declared ``args``."""
+        return self._get_list("/sdapi/v1/script-info")
+
     def adetailer_models(self) -> list[str]:
         """GET ``/adetailer/v1/ad_model``: detector names; WebUIRejected if ADetailer is not installed."""
         try:

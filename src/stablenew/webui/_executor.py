@@ -8,7 +8,8 @@
   ``/sdapi/v1/interrupt`` (A1111 then returns the partial result, which we discard) and the stage
   raises :class:`~stablenew.errors.Canceled`.
 - ``preflight(plan)`` checks, once per WebUI (cached), that every checkpoint, VAE, sampler, scheduler,
-  upscaler and ADetailer model the plan names exists there, and remembers each name's exact
+  upscaler and ADetailer model the plan names exists there, and that the WebUI takes as many ADetailer
+  tabs as the plan has passes (``/sdapi/v1/script-info``), and remembers each name's exact
   spelling on that WebUI so requests carry names A1111 will not silently replace. A sampler name
   carrying a scheduler ("DPM++ 2M Karras") is checked as the two names the request will carry. The
   ADetailer tabs are built and checked here too, so a plan from the queue with a bad tab fails
@@ -64,6 +65,7 @@ class Inventory:
     hires_upscalers: dict[str, str] = field(default_factory=dict)
     adetailer_version: str | None = None
     adetailer_models: dict[str, str] = field(default_factory=dict)
+    adetailer_max_tabs: int | None = None  # None: the WebUI did not say (no script-info entry)
     fetched_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,7 +103,25 @@ def fetch_inventory(client: WebUIClient, *, need_adetailer: bool) -> Inventory:
         inv.adetailer_version = client.adetailer_version()
         if inv.adetailer_version is not None:
             inv.adetailer_models = _keyed(client.adetailer_models())
+            inv.adetailer_max_tabs = _adetailer_max_tabs(client)
     return inv
+
+
+def _adetailer_max_tabs(client: WebUIClient) -> int | None:
+    """How many ADetailer tabs the WebUI takes: its img2img script-info entry declares 2 + "Max tabs" args.
+
+    A1111 copies no more than that many values into the script's arguments and drops the rest without a
+    word (``Api.init_script_args``), so a tab beyond it would never run.
+    """
+    try:
+        scripts = client.script_info()
+    except WebUIRejected:  # a WebUI without the route: nothing to go by
+        return None
+    for script in scripts:
+        if str(script.get("name") or "").lower() == "adetailer" and script.get("is_img2img"):
+            args = script.get("args")
+            return len(args) - 2 if isinstance(args, list) and len(args) > 2 else None
+    return None
 
 
 class WebUIExecutor:
@@ -184,10 +204,20 @@ class WebUIExecutor:
             )
         require = functools.partial(self._require, stage="adetailer")
         self._require_generation(cfg.get("base") or {}, inv, "adetailer.base", stage="adetailer")
-        for name in ("face", "hands"):
-            ad_pass = cfg.get(name)
-            if not ad_pass:
-                continue
+        passes = [name for name in ("face", "hands") if cfg.get(name)]
+        if inv.adetailer_max_tabs is not None and len(passes) > inv.adetailer_max_tabs:
+            beyond = passes[inv.adetailer_max_tabs]
+            raise WebUIRejected(
+                f"adetailer.{beyond}: the plan runs {len(passes)} ADetailer passes but this WebUI takes "
+                f"{inv.adetailer_max_tabs} ADetailer tab(s) (its 'Max tabs' setting, ad_max_models); "
+                f"A1111 would drop the {beyond} pass without a word. Raise 'Max tabs' in the WebUI's "
+                "ADetailer settings and reload its UI",
+                url=self.client.base_url,
+                stage="adetailer",
+                field=f"adetailer.{beyond}",
+            )
+        for name in passes:
+            ad_pass = cfg[name]
             # Check the tab actually sent: ``ad_*`` pass-throughs override the mapped names there.
             tab = adetailer_tab(ad_pass, path=f"adetailer.{name}")
             args = ad_pass.get("ad_args") or {}
