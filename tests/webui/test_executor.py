@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from PIL import Image
 from test_payloads import A1111_EXTRAS, A1111_IMG2IMG, A1111_OVERRIDE_OPTIONS, A1111_TXT2IMG, ADETAILER_ARGS
 
@@ -546,13 +547,14 @@ def test_progress_over_several_input_images_covers_the_whole_stage(sim, client):
     seen: list[float] = []
     sim.set_latency(0.25)
     executor = WebUIExecutor(client, progress_interval=0.02, on_progress=lambda s, f: seen.append(f))
-    payload = stage_payload(flat_config(), StageType.UPSCALE, png_b64(64, 64))
+    payload = stage_payload(flat_config(), StageType.IMG2IMG, png_b64(64, 64))
     payload["input_images"] *= 2
 
-    result = executor.run_stage(StageType.UPSCALE, payload)
+    result = executor.run_stage(StageType.IMG2IMG, payload)
 
     assert len(result["images"]) == 2
-    assert any(fraction > 0.5 for fraction in seen)  # the second of two images reports 0.5..1
+    assert any(0.0 < fraction < 0.5 for fraction in seen)  # the first of two images reports 0..0.5
+    assert any(fraction > 0.5 for fraction in seen)  # the second 0.5..1
     assert all(0.0 <= fraction <= 1.0 for fraction in seen)
 
 
@@ -602,6 +604,66 @@ def test_a_failing_progress_callback_does_not_stop_cancel_from_working(sim, clie
         executor.run_stage(StageType.TXT2IMG, stage_payload(flat_config(), StageType.TXT2IMG))
 
     assert sim.interrupted_count == 1
+
+
+@pytest.mark.timeout(30)
+def test_a_cancel_never_interrupts_another_clients_generation_and_stops_ours_once_it_runs(sim, client):
+    sim.set_latency(0.8)
+    other: list[Any] = []
+    other_body = {"width": 64, "height": 64, "force_task_id": "task(someone-else)"}
+    someone = threading.Thread(
+        target=lambda: other.append(requests.post(sim.url + TXT2IMG, json=other_body, timeout=20))
+    )
+    someone.start()
+    while not client.progress()["state"]["job_count"]:
+        threading.Event().wait(0.01)
+    sim.set_latency(60)  # ours, once it runs, would take a minute without the interrupt
+    executor = WebUIExecutor(client, progress_interval=0.02, should_cancel=lambda: True)
+
+    with pytest.raises(Canceled):
+        executor.run_stage(StageType.TXT2IMG, stage_payload(flat_config(), StageType.TXT2IMG))
+    someone.join(timeout=5)
+
+    assert other[0].status_code == 200
+    assert sim.interrupted_count == 1
+    (ours,) = [r for r in generations(sim) if r.body.get("force_task_id", "").startswith("task(stablenew-")]
+    asked = [r.body["id_task"] for r in sim.requests if r.path == "/internal/progress"]
+    assert set(asked) == {ours.body["force_task_id"]}
+    (interrupt,) = [r for r in sim.requests if r.path == "/sdapi/v1/interrupt"]
+    assert interrupt.time - generations(sim)[0].time >= 0.8  # the other one ran its full time first
+
+
+@pytest.mark.timeout(20)
+def test_a_cancel_on_a_webui_that_cannot_tell_requests_apart_lets_the_call_end_and_discards_it():
+    with SimulatedWebUI(nowebui=True) as api_only, WebUIClient(api_only.url) as api_client:
+        api_only.set_latency(0.5)
+        executor = WebUIExecutor(api_client, progress_interval=0.02, should_cancel=lambda: True)
+
+        with pytest.raises(Canceled):
+            executor.run_stage(StageType.TXT2IMG, stage_payload(flat_config(), StageType.TXT2IMG))
+
+        assert api_only.interrupted_count == 0
+        assert [r.status for r in generations(api_only)] == [200]
+
+
+def test_adetailer_progress_leaves_out_the_dummy_pass_and_follows_the_masks(client):
+    seen: list[float] = []
+    with SimulatedWebUI(adetailer_masks=2) as masks, WebUIClient(masks.url) as masks_client:
+        masks.set_latency(0.8)
+        payload = stage_payload(flat_config(), StageType.ADETAILER, png_b64(64, 64))
+        payload["config"]["base"]["steps"] = 1
+        payload["config"]["face"]["steps"] = 1
+        executor = WebUIExecutor(
+            masks_client, progress_interval=0.01, on_progress=lambda s, f: seen.append(f)
+        )
+
+        executor.run_stage(StageType.ADETAILER, payload)
+
+    assert seen
+    assert seen == sorted(seen)  # one tab: the real work only rises
+    first_full = next((i for i, f in enumerate(seen) if f >= 0.99), len(seen))
+    assert any(0.25 <= f < 0.99 for f in seen[:first_full])  # 1 of 2 masks done came before "done"
+    assert seen[0] < 0.25  # the dummy pass and detection are not shown as done
 
 
 @pytest.mark.timeout(20)

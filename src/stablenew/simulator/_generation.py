@@ -183,7 +183,7 @@ class Generation:
                 for tab in read.live:  # each tab: detection adds its masks to job_count, one job per mask
                     tab_steps = int(tab.get("ad_steps", steps)) if tab.get("ad_use_steps") else steps
                     passes += [
-                        Pass(self._adetailer_masks if i == 0 else 0, tab_steps)
+                        Pass(self._adetailer_masks, tab_steps, lead=1) if i == 0 else Pass(0, tab_steps)
                         for i in range(self._adetailer_masks)
                     ]
                 if read.skip:

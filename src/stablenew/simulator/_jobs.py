@@ -30,10 +30,12 @@ _JOB_NAMES = {
 
 @dataclass(frozen=True)
 class Pass:
-    """One ``state`` job of a generation: ``adds`` jobs to ``job_count`` as it starts, then samples ``steps``."""
+    """One ``state`` job of a generation: first ``lead`` step-lengths of work that samples nothing (ADetailer's
+    detection), then ``adds`` jobs to ``job_count``, then ``steps`` sampling steps."""
 
     adds: int
     steps: int
+    lead: int = 0
 
 
 @dataclass
@@ -45,11 +47,15 @@ class _Job:
 
     def state_at(self, elapsed: float) -> tuple[int, int, int, int]:
         """(job_count, job_no, sampling_step, sampling_steps) ``elapsed`` seconds in."""
-        total = sum(max(1, p.steps) for p in self.passes)
+        total = sum(max(1, p.steps) + p.lead for p in self.passes)
         done = total if self.latency <= 0 else min(total, elapsed / self.latency * total)
-        count = 0
+        count = last_steps = 0
         for index, one in enumerate(self.passes):
+            if done < one.lead:  # nextjob ran, nothing samples yet: job_no == job_count shows "done"
+                return count, index, 0, last_steps
+            done -= one.lead
             count += one.adds
+            last_steps = one.steps
             weight = max(1, one.steps)
             if done < weight:
                 return count, index, min(one.steps, int(done / weight * one.steps)), one.steps
