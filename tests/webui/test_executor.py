@@ -633,6 +633,37 @@ def test_a_cancel_never_interrupts_another_clients_generation_and_stops_ours_onc
     assert interrupt.time - generations(sim)[0].time >= 0.8  # the other one ran its full time first
 
 
+@pytest.mark.timeout(30)
+def test_interrupt_own_leaves_another_clients_generation_alone_and_stops_ours(sim, client):
+    sim.set_latency(60)
+    other: list[Any] = []
+    other_body = {"width": 64, "height": 64, "force_task_id": "task(someone-else)"}
+    someone = threading.Thread(
+        target=lambda: other.append(requests.post(sim.url + TXT2IMG, json=other_body, timeout=20))
+    )
+    someone.start()
+    while not client.progress()["state"]["job_count"]:
+        threading.Event().wait(0.01)
+    executor = WebUIExecutor(client)
+    payload = stage_payload(flat_config(), StageType.TXT2IMG)
+    ours = threading.Thread(target=lambda: executor.run_stage(StageType.TXT2IMG, payload))
+    ours.start()
+    while not [r for r in generations(sim) if r.body.get("force_task_id", "").startswith("task(stablenew-")]:
+        threading.Event().wait(0.01)
+    threading.Event().wait(0.1)  # ours now waits on the WebUI's queue lock
+
+    assert executor.interrupt_own() is False
+    assert sim.interrupted_count == 0
+    executor.interrupt()  # the test stands in for the other client, which stops its own
+    someone.join(timeout=5)
+    while not executor.interrupt_own():  # ours begins once the other's ended
+        threading.Event().wait(0.02)
+    ours.join(timeout=5)
+
+    assert not ours.is_alive()
+    assert sim.interrupted_count == 2
+
+
 @pytest.mark.timeout(20)
 def test_a_cancel_on_a_webui_that_cannot_tell_requests_apart_lets_the_call_end_and_discards_it():
     with SimulatedWebUI(nowebui=True) as api_only, WebUIClient(api_only.url) as api_client:

@@ -149,6 +149,7 @@ class WebUIExecutor:
         self.should_cancel = should_cancel
         self._inventory: Inventory | None = None
         self._names: dict[tuple[str, str], str] = {}
+        self._last_task: str | None = None  # the force_task_id of the last request sent
 
     # ------------------------------------------------------------------ preflight
     @property
@@ -276,8 +277,19 @@ class WebUIExecutor:
 
     # ------------------------------------------------------------------ running
     def interrupt(self) -> None:
-        """Ask the WebUI to stop whatever it is generating."""
+        """Ask the WebUI to stop whatever it is generating, whoever sent it."""
         self.client.interrupt()
+
+    def interrupt_own(self) -> bool:
+        """Interrupt the WebUI if our last request is the one generating, or if the WebUI cannot tell
+        (no ``/internal/progress``, or a request without a task id); never while ours waits behind
+        another client's or is done. Returns whether an interrupt was sent."""
+        task = self._last_task
+        answer = None if task is None else self.client.task_progress(task)
+        if answer is not None and not answer.get("active"):
+            return False
+        self.client.interrupt()
+        return True
 
     def run_stage(self, stage_type: StageType, payload: dict[str, Any]) -> dict[str, Any]:
         """Run one stage and return ``{"images": [...], "meta": {...}}``.
@@ -311,8 +323,9 @@ class WebUIExecutor:
         try:
             for number in range(total):
                 body = self._body(stage_type, payload, calls.pop())
+                self._last_task = None
                 if stage_type is not StageType.UPSCALE:  # extras take no task id
-                    body["force_task_id"] = f"task(stablenew-{uuid.uuid4().hex[:16]})"
+                    body["force_task_id"] = self._last_task = f"task(stablenew-{uuid.uuid4().hex[:16]})"
                 requests_sent.append(_without_images(body))
                 if poller:
                     poller.part = (number, total)
