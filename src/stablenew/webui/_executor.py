@@ -490,8 +490,10 @@ class _ProgressPoller:
 
     def _interrupt_if_ours(self) -> bool:
         """Interrupt if our request is the one generating; True once nothing is left to do here."""
-        if self._undecidable or self.task is None:
+        if self._undecidable or self._stage_type is StageType.UPSCALE:
             return True  # the call runs to its end; the stage raises Canceled after it
+        if self.task is None:
+            return False  # the first request is not sent yet
         answer = self._executor.client.task_progress(self.task)
         if answer is None:
             self._undecidable = True
