@@ -12,7 +12,8 @@ boundary that meets them, and never leak past it::
     ├── WebUIError                  anything that went wrong talking to the WebUI
     │   ├── WebUIUnavailable        connection refused / DNS / reset        (transient)
     │   ├── WebUITimeout            the WebUI did not answer in time        (transient)
-    │   ├── WebUIHTTPError          5xx or an unusable 2xx body (.status)   (transient if 5xx)
+    │   ├── WebUIHTTPError          5xx or an unusable 2xx body (.status)   (transient if 5xx, unless
+    │   │                           its words say the same request fails every time)
     │   └── WebUIRejected           4xx, or a missing model/sampler/upscaler (permanent)
     ├── RedisUnavailable            Redis could not be reached
     └── JobError                    queue-side problems (.job_id)

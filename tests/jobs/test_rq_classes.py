@@ -165,3 +165,25 @@ def test_a_worker_unsubscribes_at_once_even_when_the_unsubscribe_reply_comes_fir
 
     assert not thread.is_alive()
     assert took < 2.5, f"unsubscribe took {took:.1f} s"
+
+
+def test_a_webui_500_no_retry_can_fix_fails_at_once_under_our_worker(
+    producer, run_our_worker, sim, fetch, stored_state, configs
+):
+    # Given a job whose refiner checkpoint vanished from the WebUI after preflight (A1111 answers 500)
+    submission = producer.submit(configs.txt2img())
+    gone = "Could not find checkpoint with name gone.safetensors"
+    sim.inject(Fault("status", route="/sdapi/v1/txt2img", status=500, error="Exception", message=gone))
+
+    # When our worker runs the queue
+    performed = run_our_worker()
+
+    # Then the WebUI was asked once: no in-run retry, no hand-back, no RQ retry, the WebUI's words kept
+    assert performed == [submission.job_id]
+    assert sim.generation_posts() == ["/sdapi/v1/txt2img"]
+    job = fetch(submission.job_id)
+    assert job.get_status() == JobStatus.FAILED
+    assert job.retries_left == 0
+    state = stored_state(submission.job_id)
+    assert state.status == "failed"
+    assert gone in (state.error or "")

@@ -121,7 +121,7 @@ class WebUIFault:
     webui_text: str  # what the WebUI said (or did), to be found in the error or the retry log line
     inject: Callable[[SimulatedWebUI], None] = field(repr=False)
     seen_by_webui: bool = True  # False: the failed try never reached the WebUI (nothing listened)
-    interrupts: int = 0  # /sdapi/v1/interrupt calls expected: a timed-out generation may still run
+    interrupts: int = 0  # /sdapi/v1/interrupt calls expected: only a generation of ours still running
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -158,11 +158,24 @@ FAULTS = [
         inject=_inject(Fault("status", status=422)),
     ),
     WebUIFault(
+        "HTTP 500 no retry can fix",
+        transient=False,
+        webui_text="WebUI HTTP 500: Exception: Could not find checkpoint with name gone.safetensors",
+        inject=_inject(
+            Fault(
+                "status",
+                status=500,
+                error="Exception",
+                message="Could not find checkpoint with name gone.safetensors",
+            )
+        ),
+    ),
+    WebUIFault(
         "a hang past the read timeout",
         transient=True,
         webui_text="within the read timeout",
         inject=_inject(Fault("hang", seconds=60)),
-        interrupts=1,
+        interrupts=0,  # the WebUI never ran the request (/internal/progress: not active): nothing to stop
         env={"STABLENEW_WEBUI_READ_TIMEOUT": str(READ_TIMEOUT_S)},
     ),
     WebUIFault(

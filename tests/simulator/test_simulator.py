@@ -683,3 +683,194 @@ def test_a_no_images_fault_answers_200_with_an_empty_image_list(sim, http):
 
     assert (first.status_code, first.json()["images"]) == (200, [])
     assert len(second.json()["images"]) == 1
+
+
+# -- errors a retry cannot fix, options that persist, scheduler spellings -----------------------------------
+
+
+def test_an_unknown_override_settings_key_fails_with_a1111s_keyerror_500(sim, http):
+    body = {"width": 64, "height": 64, "override_settings": {"no_such_option": 1}}
+
+    failure = assert_a1111_error(post(http, sim, TXT2IMG, body), 500)
+
+    assert failure["error"] == "KeyError"
+    assert failure["errors"] == "'no_such_option'"
+    body["override_settings"] = {"no_such_option": None}  # a null value returns before the lookup
+    assert post(http, sim, TXT2IMG, body).status_code == 200
+
+
+def test_an_unknown_hires_upscaler_fails_as_processing_raises_it(sim, http):
+    body = {"width": 64, "height": 64, "enable_hr": True, "denoising_strength": 0.3, "hr_upscaler": "Bogus"}
+
+    failure = assert_a1111_error(post(http, sim, TXT2IMG, body), 500)
+
+    assert (failure["error"], failure["errors"]) == ("Exception", "could not find upscaler named Bogus")
+
+
+REFINER = {
+    "width": 64,
+    "height": 64,
+    "steps": 30,
+    "scheduler": "Karras",
+    "refiner_checkpoint": "sd_xl_refiner_1.0",
+}
+
+
+def test_the_refiner_step_follows_the_switch_option_and_the_option_persists(sim, http):
+    def refiner_step(body: dict[str, Any]) -> int:
+        return int(info_of(post(http, sim, TXT2IMG, body))["refiner_switch_step"])
+
+    by_steps = {"override_settings": {"refiner_switch_by_sample_steps": True}}
+    kept = {"override_settings_restore_afterwards": False}
+
+    assert refiner_step({**REFINER, "refiner_switch_at": 0.8}) == 19  # A1111's default: timestep ratio
+    assert refiner_step({**REFINER, "refiner_switch_at": 0.8, **by_steps}) == 24
+    assert refiner_step({**REFINER, "refiner_switch_at": 0.8}) == 19  # restored afterwards by default
+    assert refiner_step({**REFINER, "refiner_switch_at": 0.8, **by_steps, **kept}) == 24
+    assert refiner_step({**REFINER, "refiner_switch_at": 0.8}) == 24  # the option stayed set
+    assert refiner_step({**REFINER, "refiner_switch_at": None}) == 0  # no switch point: at once
+
+
+@pytest.mark.parametrize(
+    ("sampler_name", "scheduler", "runs"),
+    [
+        ("Euler", "sgm_uniform", "SGM Uniform"),  # a name
+        ("Euler", "SGM Uniform", "SGM Uniform"),  # a label
+        ("Euler", "SGMUniform", None),  # the alias is no scheduler name: Automatic
+        ("Euler", "KARRAS", None),  # case-sensitive: Automatic
+        ("Euler SGMUniform", None, "SGM Uniform"),  # the alias works as a sampler-name suffix
+        ("Euler karras", None, "Karras"),
+    ],
+)
+def test_scheduler_spellings_are_accepted_as_a1111_1_10_1_accepts_them(
+    sim, http, sampler_name, scheduler, runs
+):
+    body = {"width": 64, "height": 64, "sampler_name": sampler_name, "scheduler": scheduler}
+
+    info = info_of(post(http, sim, TXT2IMG, body))
+
+    assert info["sampler_name"] == "Euler"
+    assert (
+        (f"Schedule type: {runs}" in info["infotexts"][0])
+        if runs
+        else ("Schedule type" not in info["infotexts"][0])
+    )
+
+
+# -- ADetailer as the extension and A1111 treat its arguments -------------------------------------------------
+
+FACE = {"ad_model": "face_yolov8n.pt", "ad_inpaint_only_masked": True}
+
+
+def adetailer_body(*tabs: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    body = {"init_images": [png_b64(96, 80)], "width": 64, "height": 64, "steps": 20}
+    body["alwayson_scripts"] = {"ADetailer": {"args": [True, True, *tabs]}}
+    return body | changes
+
+
+@pytest.mark.parametrize("max_tabs", [4, 1, 15])
+def test_script_info_declares_adetailers_enable_skip_and_one_arg_per_tab(max_tabs):
+    with SimulatedWebUI(adetailer_max_tabs=max_tabs) as sim, requests.Session() as http:
+        entries = [e for e in get(http, sim, "/sdapi/v1/script-info").json() if e["name"] == "adetailer"]
+
+    assert sorted(e["is_img2img"] for e in entries) == [False, True]
+    assert all(e["is_alwayson"] and len(e["args"]) == 2 + max_tabs for e in entries)
+    assert [a["label"] for a in entries[0]["args"][:2]] == ["ADetailer", "Skip img2img"]
+
+
+def test_adetailer_max_tabs_is_within_its_slider_range():
+    with pytest.raises(ValueError, match=r"1\.\.15"):
+        SimulatedWebUI(adetailer_max_tabs=16)
+
+
+@pytest.mark.parametrize(
+    "tabs",
+    [
+        [{"ad_model": "None"}],
+        [FACE | {"ad_tab_enable": False}],
+        [FACE | {"ad_mask_k_largest": 1}],  # fails validation (extra=forbid)
+    ],
+    ids=["no detector", "tab disabled", "invalid tab"],
+)
+def test_with_no_live_tab_adetailer_disables_itself_and_a_plain_img2img_runs(sim, http, tabs):
+    response = post(http, sim, IMG2IMG, adetailer_body(*tabs))
+
+    image = decode(response.json()["images"][0])
+    info = info_of(response)
+    assert image.size == (64, 64)  # the request's size, not the input's: no skip img2img happened
+    red, green, blue = centre(image)
+    assert green > red and green > blue  # green: a plain img2img
+    assert info["denoising_strength"] == 0.75  # the API's default, the request sent none
+    assert "ADetailer model" not in info["extra_generation_params"]
+    assert any("disables itself" in p for p in sim.adetailer_problems)
+
+
+def test_a_tab_beyond_max_tabs_is_dropped_without_a_word():
+    with SimulatedWebUI(adetailer_max_tabs=1) as sim, requests.Session() as http:
+        response = post(http, sim, IMG2IMG, adetailer_body({"ad_model": "None"}, FACE))
+
+        assert response.status_code == 200
+        assert decode(response.json()["images"][0]).size == (64, 64)  # the face tab never ran
+        assert any("beyond its 1 tab(s)" in p for p in sim.adetailer_problems)
+
+
+def test_adetailer_raises_job_count_after_its_dummy_pass_so_progress_drops(http):
+    with SimulatedWebUI(adetailer_masks=2) as sim:
+        sim.set_latency(0.8)
+        hands = {"ad_model": "hand_yolov8n.pt"}
+        thread, outcome = in_thread(
+            lambda: requests.post(sim.url + IMG2IMG, json=adetailer_body(FACE, hands, steps=1), timeout=10)
+        )
+        seen: list[dict[str, Any]] = []
+        while thread.is_alive():
+            seen.append(get(http, sim, PROGRESS).json())
+            time.sleep(0.01)
+        thread.join()
+
+    assert outcome[0].status_code == 200
+    states = [p["state"] for p in seen if p["state"]["job_count"]]
+    assert {s["job"] for s in states} == {"scripts_img2img"}
+    counts = [s["job_count"] for s in states]
+    assert counts == sorted(counts) and counts[0] == 1 and counts[-1] == 5  # dummy + 2 masks x 2 tabs
+    dummy = [p["progress"] for p in seen if p["state"]["job_count"] == 1]
+    after = [p["progress"] for p in seen if p["state"]["job_count"] == 3]
+    assert 1.0 in dummy  # the dummy pass done, detection running: A1111 shows 100%
+    assert after and min(after) < 0.5  # then the masks raise job_count and progress drops
+
+
+# -- /internal/progress: which task is the one generating ----------------------------------------------------
+
+
+def internal(http: requests.Session, sim: SimulatedWebUI, task: str) -> dict[str, Any]:
+    response = post(http, sim, "/internal/progress", {"id_task": task})
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def test_internal_progress_tells_the_active_task_from_a_queued_one(sim, http):
+    sim.set_latency(30)
+    first, _ = in_thread(
+        lambda: requests.post(sim.url + TXT2IMG, json={"width": 64, "force_task_id": "task(a)"}, timeout=10)
+    )
+    wait_for(lambda: internal(http, sim, "task(a)")["active"])
+    second, _ = in_thread(
+        lambda: requests.post(sim.url + TXT2IMG, json={"width": 64, "force_task_id": "task(b)"}, timeout=10)
+    )
+    wait_for(lambda: internal(http, sim, "task(b)")["queued"])
+
+    waiting = internal(http, sim, "task(b)")
+    assert (waiting["active"], waiting["textinfo"]) == (False, "In queue: 1/1")
+    assert internal(http, sim, "task(a)")["progress"] is not None
+
+    post(http, sim, "/sdapi/v1/interrupt", {})
+    first.join(timeout=5)
+    wait_for(lambda: internal(http, sim, "task(b)")["active"])  # begin() cleared the flag: b runs on
+    assert internal(http, sim, "task(a)")["completed"]
+    post(http, sim, "/sdapi/v1/interrupt", {})
+    second.join(timeout=5)
+
+
+def test_internal_progress_does_not_exist_under_nowebui(http):
+    with SimulatedWebUI(nowebui=True) as sim:
+        assert post(http, sim, "/internal/progress", {"id_task": "task(a)"}).status_code == 404

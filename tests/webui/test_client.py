@@ -18,7 +18,14 @@ import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
-from stablenew.errors import WebUIError, WebUIHTTPError, WebUIRejected, WebUITimeout, WebUIUnavailable
+from stablenew.errors import (
+    WebUIError,
+    WebUIHTTPError,
+    WebUIRejected,
+    WebUITimeout,
+    WebUIUnavailable,
+    is_permanent,
+)
 from stablenew.settings import Settings
 from stablenew.webui import GenerationResult, WebUIClient
 
@@ -330,6 +337,41 @@ def test_a1111_500_error_is_http_error_with_the_errors_text(webui: FakeWebUI, cl
     assert caught.value.status == 500
     assert caught.value.detail == "OutOfMemoryError: CUDA out of memory"
     assert caught.value.url == webui.url + "/sdapi/v1/txt2img"
+    assert caught.value.transient
+
+
+PERMANENT_500S = {
+    "bad image": ("HTTPException", "Invalid encoded image", "500: Invalid encoded image"),
+    "refiner gone": ("Exception", "", "Could not find checkpoint with name gone.safetensors"),
+    "hires upscaler": ("Exception", "", "could not find upscaler named 4x-Missing"),
+    "extras upscaler": ("AssertionError", "", "could not find upscaler named 4x-Missing"),
+    "hires sampler": ("AssertionError", "", "bad sampler name: Use same sampler"),
+    "unknown option": ("KeyError", "", "'no_such_option'"),
+}
+
+
+@pytest.mark.parametrize(("error", "detail", "errors"), PERMANENT_500S.values(), ids=list(PERMANENT_500S))
+def test_an_a1111_500_no_retry_can_fix_is_permanent_with_the_webuis_words(
+    webui: FakeWebUI, client: WebUIClient, error: str, detail: str, errors: str
+) -> None:
+    webui.reply(
+        "POST /sdapi/v1/txt2img", 500, {"error": error, "detail": detail, "body": "", "errors": errors}
+    )
+    with pytest.raises(WebUIHTTPError) as caught:
+        client.txt2img({})
+    assert caught.value.status == 500
+    assert errors in str(caught.value)
+    assert not caught.value.transient
+    assert is_permanent(caught.value)
+
+
+def test_a_keyerror_500_about_something_else_than_an_option_stays_transient(
+    webui: FakeWebUI, client: WebUIClient
+) -> None:
+    body = {"error": "RuntimeError", "detail": "", "body": "", "errors": "'cuda' device lost"}
+    webui.reply("POST /sdapi/v1/txt2img", 500, body)
+    with pytest.raises(WebUIHTTPError) as caught:
+        client.txt2img({})
     assert caught.value.transient
 
 

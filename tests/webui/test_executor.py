@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from PIL import Image
 from test_payloads import A1111_EXTRAS, A1111_IMG2IMG, A1111_OVERRIDE_OPTIONS, A1111_TXT2IMG, ADETAILER_ARGS
 
@@ -426,6 +427,27 @@ def test_preflight_rejects_an_unknown_hands_model(sim, client):
     assert generations(sim) == []
 
 
+def test_preflight_refuses_more_adetailer_passes_than_the_webui_takes_tabs():
+    """A WebUI whose ADetailer "Max tabs" is 1 would drop the hands tab without a word."""
+    with SimulatedWebUI(adetailer_max_tabs=1) as one_tab, WebUIClient(one_tab.url) as one_tab_client:
+        with pytest.raises(WebUIRejected) as caught:
+            run_plan(one_tab_client, nested_config())
+
+        assert caught.value.field == "adetailer.hands"
+        assert "Max tabs" in str(caught.value)
+        assert generations(one_tab) == []
+        assert any(r.path == "/sdapi/v1/script-info" for r in one_tab.requests)
+
+
+def test_a_plan_with_as_many_adetailer_passes_as_the_webui_takes_tabs_runs():
+    with SimulatedWebUI(adetailer_max_tabs=2) as two_tabs, WebUIClient(two_tabs.url) as two_tabs_client:
+        run_plan(two_tabs_client, nested_config())
+
+        (detail,) = [r for r in generations(two_tabs) if "alwayson_scripts" in r.body]
+        assert len(detail.body["alwayson_scripts"]["ADetailer"]["args"]) == 4
+        assert two_tabs.adetailer_problems == []
+
+
 def test_preflight_checks_an_ad_model_given_as_an_ad_passthrough(sim, client):
     """``ad_model`` in the config overrides the face pass's model in the tab: it must exist too."""
     raw = nested_config()
@@ -525,13 +547,14 @@ def test_progress_over_several_input_images_covers_the_whole_stage(sim, client):
     seen: list[float] = []
     sim.set_latency(0.25)
     executor = WebUIExecutor(client, progress_interval=0.02, on_progress=lambda s, f: seen.append(f))
-    payload = stage_payload(flat_config(), StageType.UPSCALE, png_b64(64, 64))
+    payload = stage_payload(flat_config(), StageType.IMG2IMG, png_b64(64, 64))
     payload["input_images"] *= 2
 
-    result = executor.run_stage(StageType.UPSCALE, payload)
+    result = executor.run_stage(StageType.IMG2IMG, payload)
 
     assert len(result["images"]) == 2
-    assert any(fraction > 0.5 for fraction in seen)  # the second of two images reports 0.5..1
+    assert any(0.0 < fraction < 0.5 for fraction in seen)  # the first of two images reports 0..0.5
+    assert any(fraction > 0.5 for fraction in seen)  # the second 0.5..1
     assert all(0.0 <= fraction <= 1.0 for fraction in seen)
 
 
@@ -581,6 +604,97 @@ def test_a_failing_progress_callback_does_not_stop_cancel_from_working(sim, clie
         executor.run_stage(StageType.TXT2IMG, stage_payload(flat_config(), StageType.TXT2IMG))
 
     assert sim.interrupted_count == 1
+
+
+@pytest.mark.timeout(30)
+def test_a_cancel_never_interrupts_another_clients_generation_and_stops_ours_once_it_runs(sim, client):
+    sim.set_latency(0.8)
+    other: list[Any] = []
+    other_body = {"width": 64, "height": 64, "force_task_id": "task(someone-else)"}
+    someone = threading.Thread(
+        target=lambda: other.append(requests.post(sim.url + TXT2IMG, json=other_body, timeout=20))
+    )
+    someone.start()
+    while not client.progress()["state"]["job_count"]:
+        threading.Event().wait(0.01)
+    sim.set_latency(60)  # ours, once it runs, would take a minute without the interrupt
+    executor = WebUIExecutor(client, progress_interval=0.02, should_cancel=lambda: True)
+
+    with pytest.raises(Canceled):
+        executor.run_stage(StageType.TXT2IMG, stage_payload(flat_config(), StageType.TXT2IMG))
+    someone.join(timeout=5)
+
+    assert other[0].status_code == 200
+    assert sim.interrupted_count == 1
+    (ours,) = [r for r in generations(sim) if r.body.get("force_task_id", "").startswith("task(stablenew-")]
+    asked = [r.body["id_task"] for r in sim.requests if r.path == "/internal/progress"]
+    assert set(asked) == {ours.body["force_task_id"]}
+    (interrupt,) = [r for r in sim.requests if r.path == "/sdapi/v1/interrupt"]
+    assert interrupt.time - generations(sim)[0].time >= 0.8  # the other one ran its full time first
+
+
+@pytest.mark.timeout(30)
+def test_interrupt_own_leaves_another_clients_generation_alone_and_stops_ours(sim, client):
+    sim.set_latency(60)
+    other: list[Any] = []
+    other_body = {"width": 64, "height": 64, "force_task_id": "task(someone-else)"}
+    someone = threading.Thread(
+        target=lambda: other.append(requests.post(sim.url + TXT2IMG, json=other_body, timeout=20))
+    )
+    someone.start()
+    while not client.progress()["state"]["job_count"]:
+        threading.Event().wait(0.01)
+    executor = WebUIExecutor(client)
+    payload = stage_payload(flat_config(), StageType.TXT2IMG)
+    ours = threading.Thread(target=lambda: executor.run_stage(StageType.TXT2IMG, payload))
+    ours.start()
+    while not [r for r in generations(sim) if r.body.get("force_task_id", "").startswith("task(stablenew-")]:
+        threading.Event().wait(0.01)
+    threading.Event().wait(0.1)  # ours now waits on the WebUI's queue lock
+
+    assert executor.interrupt_own() is False
+    assert sim.interrupted_count == 0
+    executor.interrupt()  # the test stands in for the other client, which stops its own
+    someone.join(timeout=5)
+    while not executor.interrupt_own():  # ours begins once the other's ended
+        threading.Event().wait(0.02)
+    ours.join(timeout=5)
+
+    assert not ours.is_alive()
+    assert sim.interrupted_count == 2
+
+
+@pytest.mark.timeout(20)
+def test_a_cancel_on_a_webui_that_cannot_tell_requests_apart_lets_the_call_end_and_discards_it():
+    with SimulatedWebUI(nowebui=True) as api_only, WebUIClient(api_only.url) as api_client:
+        api_only.set_latency(0.5)
+        executor = WebUIExecutor(api_client, progress_interval=0.02, should_cancel=lambda: True)
+
+        with pytest.raises(Canceled):
+            executor.run_stage(StageType.TXT2IMG, stage_payload(flat_config(), StageType.TXT2IMG))
+
+        assert api_only.interrupted_count == 0
+        assert [r.status for r in generations(api_only)] == [200]
+
+
+def test_adetailer_progress_leaves_out_the_dummy_pass_and_follows_the_masks(client):
+    seen: list[float] = []
+    with SimulatedWebUI(adetailer_masks=2) as masks, WebUIClient(masks.url) as masks_client:
+        masks.set_latency(0.8)
+        payload = stage_payload(flat_config(), StageType.ADETAILER, png_b64(64, 64))
+        payload["config"]["base"]["steps"] = 1
+        payload["config"]["face"]["steps"] = 1
+        executor = WebUIExecutor(
+            masks_client, progress_interval=0.01, on_progress=lambda s, f: seen.append(f)
+        )
+
+        executor.run_stage(StageType.ADETAILER, payload)
+
+    assert seen
+    assert seen == sorted(seen)  # one tab: the real work only rises
+    first_full = next((i for i, f in enumerate(seen) if f >= 0.99), len(seen))
+    assert any(0.25 <= f < 0.99 for f in seen[:first_full])  # 1 of 2 masks done came before "done"
+    assert seen[0] < 0.25  # the dummy pass and detection are not shown as done
 
 
 @pytest.mark.timeout(20)
@@ -752,6 +866,56 @@ def test_with_refiner_and_hires_the_webui_runs_the_refiner_in_the_first_pass(sim
     assert extra["Hires refiner"] == "first pass"
     assert extra["Refiner switch at"] == 0.8
     assert generations(sim)[0].body["override_settings"]["hires_fix_refiner_pass"] == "first pass"  # recorded
+
+
+REFINER_ONLY = {
+    "hires_enabled": False,
+    "upscale_enabled": False,
+    "adetailer_enabled": False,
+    "img2img_enabled": False,
+}
+
+
+def refiner_config(steps: int = 30, scheduler: str = "Karras", **changes: Any) -> dict[str, Any]:
+    config = flat_config(**REFINER_ONLY, **changes)
+    config["txt2img_config"] |= {"steps": steps, "scheduler": scheduler}
+    return config
+
+
+def run_recording_answers(config: dict[str, Any], *configs: dict[str, Any]) -> list[RecordedRequest]:
+    """Run each config's plan on a fresh simulator; return its answered generation requests, answers kept."""
+    answered: list[RecordedRequest] = []
+    with SimulatedWebUI(recorder=answered.append) as server, WebUIClient(server.url) as webui:
+        for each in (config, *configs):
+            run_plan(webui, each)
+    return [r for r in answered if r.path in GENERATION_ROUTES]
+
+
+def refiner_step(request: RecordedRequest) -> int:
+    """The step at which the simulated WebUI ran the refiner (``_timesteps``), from its answer's info."""
+    return int(json.loads(request.answer["info"])["refiner_switch_step"])
+
+
+@pytest.mark.parametrize("scheduler", ["Karras", "Exponential", "Uniform", "SGM Uniform"])
+def test_a_refiner_switch_step_is_the_step_the_webui_switches_at(scheduler):
+    config = refiner_config(scheduler=scheduler)
+    assert config["refiner_switch_step"] == 24
+
+    (request,) = run_recording_answers(config)
+
+    assert request.body["refiner_switch_at"] == pytest.approx(0.8)
+    assert request.body["override_settings"]["refiner_switch_by_sample_steps"] is True
+    assert refiner_step(request) == 24
+
+
+def test_a_refiner_fraction_means_what_the_webuis_slider_means_even_after_a_step_job():
+    # The first job leaves refiner_switch_by_sample_steps on in the WebUI's options.
+    by_fraction = refiner_config(refiner_switch_step=None, refiner_switch_at=0.8)
+
+    _, request = run_recording_answers(refiner_config(), by_fraction)
+
+    assert request.body["override_settings"]["refiner_switch_by_sample_steps"] is False
+    assert refiner_step(request) == 19  # A1111's timestep ratio under Karras, 30 steps
 
 
 # --- sampler names that carry a scheduler ----------------------------------------------------------------------

@@ -75,6 +75,7 @@ A1111_OVERRIDE_OPTIONS = {
     "sd_vae",
     "CLIP_stop_at_last_layers",
     "hires_fix_refiner_pass",
+    "refiner_switch_by_sample_steps",
 }
 
 
@@ -156,7 +157,8 @@ def test_flat_txt2img_body_carries_hires_refiner_and_checkpoint_exactly():
         "height": 1024,
         "send_images": True,
         "save_images": False,
-        "override_settings": FLAT_OVERRIDES | {"hires_fix_refiner_pass": "first pass"},
+        "override_settings": FLAT_OVERRIDES
+        | {"hires_fix_refiner_pass": "first pass", "refiner_switch_by_sample_steps": True},
         "override_settings_restore_afterwards": False,
         "enable_hr": True,
         "hr_scale": 1.5,
@@ -283,7 +285,8 @@ def test_nested_txt2img_body_maps_preset_keys_hires_and_refiner_exactly():
         "height": 1024,
         "send_images": True,
         "save_images": False,
-        "override_settings": NOOK_OVERRIDES | {"hires_fix_refiner_pass": "first pass"},
+        "override_settings": NOOK_OVERRIDES
+        | {"hires_fix_refiner_pass": "first pass", "refiner_switch_by_sample_steps": False},
         "override_settings_restore_afterwards": False,
         "enable_hr": True,
         "hr_scale": 1.5,
@@ -421,6 +424,25 @@ def test_a_refiner_switch_fraction_is_sent_as_given():
 
     assert body["refiner_checkpoint"] == "sd_xl_refiner_1.0.safetensors"
     assert body["refiner_switch_at"] == 0.65
+    assert body["override_settings"]["refiner_switch_by_sample_steps"] is False  # A1111's timestep meaning
+
+
+def test_a_refiner_switch_step_asks_a1111_to_count_sampling_steps():
+    config = example("full_pipeline.json")
+
+    body = body_for(config, StageType.TXT2IMG)
+
+    assert body["refiner_switch_at"] == pytest.approx(0.8)
+    assert body["override_settings"]["refiner_switch_by_sample_steps"] is True
+
+
+def test_a_request_without_refiner_leaves_the_refiner_option_alone():
+    config = example("full_pipeline.json")
+    config["refiner_enabled"] = False
+
+    body = body_for(config, StageType.TXT2IMG)
+
+    assert "refiner_switch_by_sample_steps" not in body["override_settings"]
 
 
 def test_txt2img_without_refiner_or_hires_sends_none_of_their_keys():
@@ -486,6 +508,7 @@ def test_vae_and_clip_skip_travel_in_override_settings_never_through_options():
         "sd_vae": "sdxl_vae.safetensors",
         "CLIP_stop_at_last_layers": 2,
         "hires_fix_refiner_pass": "first pass",
+        "refiner_switch_by_sample_steps": True,
     }
     assert body["override_settings_restore_afterwards"] is False
 

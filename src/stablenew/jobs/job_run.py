@@ -105,7 +105,7 @@ class JobRun:
             worker=self.worker_name,
             on_stage_done=self.breaker.record_success,
         )
-        recorder, client = plan_run.recorder, plan_run.client
+        recorder = plan_run.recorder
         try:
             with plan_run:
                 try:
@@ -118,7 +118,7 @@ class JobRun:
                     # Not the WebUI's own error (e.g. RQ's job timeout): it may still be generating.
                     if recorder.current is not None:
                         with contextlib.suppress(WebUIError):
-                            client.interrupt()
+                            plan_run.executor.interrupt_own()
                     raise
         except Canceled as exc:
             recorder.canceled(exc)
@@ -164,7 +164,8 @@ class JobRun:
                 retries += 1
                 if isinstance(exc, WebUITimeout) and recorder.current is not None:
                     with contextlib.suppress(WebUIError):
-                        client.interrupt()  # it may still be generating what we gave up waiting for
+                        # it may still be generating what we gave up waiting for (never another's)
+                        plan_run.executor.interrupt_own()
                 delay = self.settings.stage_retry_backoff * 2 ** (retries - 1)
                 log.warning(
                     "job %s: %s; trying again in %.1f s (retry %d of %d)",

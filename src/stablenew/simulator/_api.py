@@ -54,6 +54,13 @@ ADETAILER_ARG_KEYS = frozenset((
     "ad_controlnet_model", "ad_controlnet_module", "ad_controlnet_weight", "ad_controlnet_guidance_start",
     "ad_controlnet_guidance_end",
 ))
+# Options a request's override_settings may name (a few of A1111 v1.10.1's shared_options.py, those StableNew
+# and its tests use); any other key with a non-null value fails the request as A1111's Options.set does.
+A1111_OPTIONS = frozenset((
+    "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "hires_fix_refiner_pass",
+    "refiner_switch_by_sample_steps", "samples_format", "samples_save", "outdir_samples", "eta_noise_seed_delta",
+    "sd_vae_overrides_per_model_preferences", "img2img_fix_steps", "randn_source", "token_merging_ratio",
+))
 MEMORY = {
     "ram": {"free": 48e9, "used": 16e9, "total": 64e9},
     "cuda": {"system": {"free": 20e9, "used": 4e9, "total": 24e9}, "events": {"retries": 0, "oom": 0}},
@@ -125,3 +132,18 @@ def infotext(prompt: str, negative: str, params: dict[str, Any]) -> str:
     """A1111's ``parameters`` text: prompt, negative prompt, then ``Key: value`` pairs (None ones left out)."""
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in params.items() if value is not None)
     return prompt + (f"\nNegative prompt: {negative}" if negative else "") + "\n" + line
+
+
+def _script_arg(label: str | None, value: Any) -> dict[str, Any]:
+    return {"label": label, "value": value, "minimum": None, "maximum": None, "step": None, "choices": None}
+
+
+def script_info(adetailer_max_tabs: int) -> list[dict[str, Any]]:
+    """``GET /sdapi/v1/script-info`` as a WebUI with ADetailer answers it (its entries only): one per tab kind,
+    ``args`` one per UI component (the enable accordion, "Skip img2img", one state per tab)."""
+    args = [_script_arg("ADetailer", False), _script_arg("Skip img2img", False)]
+    args += [_script_arg(None, None) for _ in range(adetailer_max_tabs)]
+    return [
+        {"name": "adetailer", "is_alwayson": True, "is_img2img": is_img2img, "args": args}
+        for is_img2img in (False, True)
+    ]

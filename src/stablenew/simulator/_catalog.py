@@ -5,6 +5,7 @@ and how A1111 v1.10.1 resolves the names a request gives, silent substitutions i
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 from stablenew.simulator._api import (
@@ -19,6 +20,16 @@ from stablenew.simulator._api import (
 )
 
 NO_MODEL = (None, "", "None", "none")
+
+
+@dataclass
+class AdetailerArgs:
+    """What ADetailer makes of a request's args: whether it runs, skip img2img, its live tabs, misuse seen."""
+
+    enabled: bool
+    skip: bool
+    live: list[dict[str, Any]]
+    problems: list[str]
 
 
 def _checkpoint(spec: str) -> dict[str, Any]:
@@ -116,27 +127,50 @@ class Catalog:
             "scale": 4,
         }
 
-    def read_adetailer_args(self, args: Any, has_mask: bool) -> tuple[bool, bool, str, list[str]]:
-        """Return (enabled, skip_img2img, first model) as ADetailer reads them, and the misuse it ignores."""
+    def read_adetailer_args(self, args: Any, has_mask: bool, max_tabs: int) -> AdetailerArgs:
+        """ADetailer's arguments as the extension reads them, and the misuse it ignores.
+
+        A1111 copies at most 2 + ``max_tabs`` values (``Api.init_script_args``); ``is_ad_enabled`` needs the
+        enable flag and a tab that passes validation and is not skipped (``ad_model`` "None" or
+        ``ad_tab_enable`` false); with a mask and skip img2img ADetailer disables itself.
+        """
         problems = []
         if not isinstance(args, list) or not args:
             problems.append(f"ADetailer args must be a non-empty list, got {args!r}")
             args = []
         elif len(args) < 2 or not isinstance(args[0], bool) or not isinstance(args[1], bool):
             problems.append("ADetailer args must start with two booleans [ad_enable, skip_img2img]")
-        enabled = args[0] if args and isinstance(args[0], bool) else True
+        if len(args) > 2 + max_tabs:
+            dropped = len(args) - 2 - max_tabs
+            problems.append(
+                f"ADetailer args hold {dropped} value(s) beyond its {max_tabs} tab(s) (Max tabs): "
+                "A1111 drops them without a word"
+            )
+            args = args[: 2 + max_tabs]
+        flag = args[0] if args and isinstance(args[0], bool) else True
         skip = len(args) > 1 and args[1] is True
         tabs = [arg for arg in args if isinstance(arg, dict)]
         if not tabs:
             problems.append("ADetailer args hold no tab dict: the default face tab runs")
+            tabs = [{"ad_model": DEFAULT_ADETAILER_MODELS[0]}]
+        live = []
         for index, tab in enumerate(tabs):
             unknown = sorted(set(tab) - ADETAILER_ARG_KEYS)
             if unknown:
                 problems.append(f"ADetailer tab {index} has unknown keys {unknown}: the tab is disabled")
             model = tab.get("ad_model", "None")
+            if not isinstance(model, str):
+                problems.append(
+                    f"ADetailer tab {index} has a non-string ad_model {model!r}: the tab is disabled"
+                )
+                continue
             if model != "None" and model not in self.ad_models:
                 problems.append(f"ADetailer tab {index} names unknown ad_model {model!r}")
+            if not unknown and model != "None" and tab.get("ad_tab_enable", True) is not False:
+                live.append(tab)
+        if flag and not live:
+            problems.append("no ADetailer tab is live: ADetailer disables itself, a plain img2img runs")
         if skip and has_mask:
             problems.append("mask sent with skip_img2img: ADetailer disables itself")
-        first = str(tabs[0].get("ad_model", "None")) if tabs else "face_yolov8n.pt"
-        return enabled, skip, first, problems
+        enabled = flag and bool(live) and not (skip and has_mask)
+        return AdetailerArgs(enabled, skip, live, problems)

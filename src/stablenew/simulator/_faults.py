@@ -23,6 +23,9 @@ class Fault:
     ``route`` None matches any POST generation route; a path matches that route for any method.
     ``status`` is the HTTP status for kind "status"; ``seconds`` how long a "hang" waits (``stop()`` cuts it).
     "no_images" answers 200 with an empty ``images`` list, as A1111 does for ``send_images: false``.
+    A "status" answer (not 422) is in A1111's error shape: ``error`` is the exception's class name and
+    ``message`` its text (``errors``), e.g. ``Fault("status", error="Exception", message="Could not find
+    checkpoint with name x")`` for an error no retry can fix.
     """
 
     kind: FaultKind
@@ -30,6 +33,8 @@ class Fault:
     status: int = 500
     count: int = 1
     seconds: float = 30.0
+    error: str = "RuntimeError"
+    message: str | None = None
 
 
 class FaultSchedule:
@@ -93,7 +98,8 @@ class FaultSchedule:
         if fault.kind == "status":
             if fault.status == 422:
                 raise validation_error(["body"], "simulated validation failure", "value_error")
-            raise a1111_error(fault.status, "RuntimeError", f"simulated failure (HTTP {fault.status})")
+            message = fault.message or f"simulated failure (HTTP {fault.status})"
+            raise a1111_error(fault.status, fault.error, message)
         if fault.kind == "close" or (fault.kind == "hang" and stopping.wait(fault.seconds)):
             raise Dropped
         return fault

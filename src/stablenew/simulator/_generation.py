@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from stablenew.simulator._api import (
+    A1111_OPTIONS,
     A1111_VERSION,
     ADETAILER_VERSION,
     LATENT_UPSCALE_MODES,
@@ -23,7 +24,8 @@ from stablenew.simulator._api import (
 from stablenew.simulator._catalog import NO_MODEL, Catalog
 from stablenew.simulator._checkpoints import LoadedCheckpoint
 from stablenew.simulator._images import Images
-from stablenew.simulator._jobs import JobRunner
+from stablenew.simulator._jobs import JobRunner, Pass
+from stablenew.simulator._timesteps import refiner_switch_step
 
 TXT2IMG, IMG2IMG, EXTRAS = "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/extra-single-image"
 
@@ -43,11 +45,15 @@ class Generation:
         *,
         default_steps: int,
         adetailer_installed: bool,
+        adetailer_max_tabs: int = 4,
+        adetailer_masks: int = 1,
     ) -> None:
         self._catalog, self._images, self._runner = catalog, images, runner
         self._checkpoint = checkpoint
         self._default_steps = default_steps
         self._adetailer_installed = adetailer_installed
+        self._adetailer_max_tabs = adetailer_max_tabs
+        self._adetailer_masks = adetailer_masks
         self._lock = threading.Lock()  # guards the options and problems
         # A1111's in-memory options that override_settings may change (opts.data).
         self._options: dict[str, Any] = {
@@ -55,6 +61,7 @@ class Generation:
             "sd_vae": "Automatic",
             "CLIP_stop_at_last_layers": 1,
             "hires_fix_refiner_pass": "second pass",
+            "refiner_switch_by_sample_steps": False,  # shared_options.py, "Old behavior for refiner"
         }
         self._problems: list[str] = []
 
@@ -79,6 +86,7 @@ class Generation:
         width, height = max(1, num(body, "width", 512, int)), max(1, num(body, "height", 512, int))
         out_w, out_h = width, height
         extra: dict[str, Any] = {}
+        report: dict[str, Any] = {}  # the simulator's own info keys (what a real GPU run would show)
         if body.get("enable_hr"):
             if body.get("denoising_strength") is None:
                 message = "unsupported operand type(s) for *: 'NoneType' and 'int'"
@@ -94,7 +102,8 @@ class Generation:
             )
             upscaler = body.get("hr_upscaler") or "Latent"
             if upscaler not in self._catalog.upscalers and upscaler not in LATENT_UPSCALE_MODES:
-                raise a1111_error(500, "AssertionError", f"could not find upscaler named {upscaler}")
+                # processing.py raises a plain Exception here; extras' postprocessing_upscale asserts
+                raise a1111_error(500, "Exception", f"could not find upscaler named {upscaler}")
             resize_x, resize_y = num(body, "hr_resize_x", 0, int), num(body, "hr_resize_y", 0, int)
             if resize_x == 0 and resize_y == 0:
                 scale = num(body, "hr_scale", 2.0, float)
@@ -115,7 +124,29 @@ class Generation:
             refiner_in = options["hires_fix_refiner_pass"]  # which pass the refiner joins with hires on
             if body.get("enable_hr") and refiner_in != "second pass":
                 extra["Hires refiner"] = refiner_in
-        return self._generate(TXT2IMG, "txt2img", body, (width, height), (out_w, out_h), extra, None, options)
+            if not body.get("enable_hr") or refiner_in == "first pass":  # a txt2img first pass
+                report["refiner_switch_step"] = self._refiner_step(body, options)
+        return self._generate(
+            TXT2IMG, "txt2img", body, (width, height), (out_w, out_h), extra, None, options, report
+        )
+
+    def _refiner_step(self, body: dict[str, Any], options: dict[str, Any]) -> int | None:
+        """The 0-based step at which A1111 would load the refiner (``_timesteps``), None where not modelled."""
+        steps = num(body, "steps", self._default_steps, int)
+        sampler, scheduler = self._catalog.resolve_sampler(
+            body.get("sampler_name") or "Euler", body.get("scheduler")
+        )
+        switch_at = body.get("refiner_switch_at")
+        try:
+            return refiner_switch_step(
+                steps,
+                scheduler or "Automatic",
+                None if switch_at is None else num(body, "refiner_switch_at", 0.0, float),
+                bool(options.get("refiner_switch_by_sample_steps")),
+                sampler=sampler,
+            )
+        except ValueError:  # a scheduler or sampler the model of the schedule does not cover
+            return None
 
     def img2img(self, body: dict[str, Any]) -> dict[str, Any]:
         """The ``POST /sdapi/v1/img2img`` answer (ADetailer read as the extension reads its args)."""
@@ -132,6 +163,7 @@ class Generation:
         )
         stage, out_size = "img2img", (width, height)
         extra: dict[str, Any] = {}
+        passes: list[Pass] | None = None
         scripts = body.get("alwayson_scripts") or {}
         for name, script in scripts.items() if isinstance(scripts, dict) else ():
             if name.lower() != "adetailer":
@@ -140,14 +172,25 @@ class Generation:
                 raise http_exception(422, f"always on script {name} not found")
             args = script.get("args") if isinstance(script, dict) else None
             has_mask = body.get("mask") is not None
-            enabled, skip, model, problems = self._catalog.read_adetailer_args(args, has_mask)
+            read = self._catalog.read_adetailer_args(args, has_mask, self._adetailer_max_tabs)
             with self._lock:
-                self._problems.extend(problems)
-            if enabled:
-                extra["ADetailer model"], extra["ADetailer version"] = model, ADETAILER_VERSION
-                if skip:
+                self._problems.extend(read.problems)
+            if read.enabled:
+                extra["ADetailer model"] = read.live[0]["ad_model"]
+                extra["ADetailer version"] = ADETAILER_VERSION
+                steps = num(body, "steps", self._default_steps, int)
+                passes = [Pass(1, 1 if read.skip else steps)]  # skip img2img: a 1-step dummy pass
+                for tab in read.live:  # each tab: detection adds its masks to job_count, one job per mask
+                    tab_steps = int(tab.get("ad_steps", steps)) if tab.get("ad_use_steps") else steps
+                    passes += [
+                        Pass(self._adetailer_masks, tab_steps, lead=1) if i == 0 else Pass(0, tab_steps)
+                        for i in range(self._adetailer_masks)
+                    ]
+                if read.skip:
                     stage, out_size = "adetailer", init.size
-        return self._generate(IMG2IMG, stage, body, (width, height), out_size, extra, 0.75, options)
+        return self._generate(
+            IMG2IMG, stage, body, (width, height), out_size, extra, 0.75, options, passes=passes
+        )
 
     def extras(self, body: dict[str, Any]) -> dict[str, Any]:
         """The ``POST /sdapi/v1/extra-single-image`` answer."""
@@ -186,6 +229,9 @@ class Generation:
         extra: dict[str, Any],
         default_denoise: float | None,
         options: dict[str, Any],
+        report: dict[str, Any] | None = None,
+        *,
+        passes: list[Pass] | None = None,
     ) -> dict[str, Any]:
         count = max(1, num(body, "batch_size", 1, int)) * max(1, num(body, "n_iter", 1, int))
         steps, cfg = num(body, "steps", self._default_steps, int), num(body, "cfg_scale", 7.0, float)
@@ -218,7 +264,10 @@ class Generation:
         # A1111 loads the checkpoint in force at the start of each generation: a request whose override is
         # restored afterwards (its default) leaves the next request to swap back.
         swap = functools.partial(self._checkpoint.load, model["title"])
-        with self._runner.run(route, steps, swap) as timestamp:
+        task = body.get("force_task_id")
+        with self._runner.run(
+            route, steps, swap, passes=passes, task_id=task if isinstance(task, str) else None
+        ) as timestamp:
             images = [
                 self._images.encode(stage, *out_size, seed + i, {"parameters": text})
                 for i, text in enumerate(infotexts)
@@ -238,6 +287,7 @@ class Generation:
             "is_using_inpainting_conditioning": False,
             "version": A1111_VERSION,
         }  # fmt: skip
+        info |= report or {}
         if body.get("send_images") is False:
             images = []
         parameters = dict(body)
@@ -253,6 +303,9 @@ class Generation:
             options = dict(self._options)
         overrides = body.get("override_settings")
         for key, value in (overrides if isinstance(overrides, dict) else {}).items():
+            if key not in A1111_OPTIONS and value is not None:
+                # modules/options.py::Options.set looks the key up in data_labels: a KeyError, HTTP 500.
+                raise a1111_error(500, "KeyError", repr(key))
             if key == "sd_model_checkpoint":
                 found = self._catalog.find_checkpoint(value, fuzzy=False) if isinstance(value, str) else None
                 if found is not None:  # an unknown checkpoint override is dropped

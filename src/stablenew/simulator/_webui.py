@@ -25,6 +25,7 @@ from stablenew.simulator._api import (
     HTTPError,
     Response,
     json_response,
+    script_info,
     validation_error,
 )
 from stablenew.simulator._catalog import Catalog
@@ -66,14 +67,23 @@ class SimulatedWebUI:
     decodes input images and encodes answer images and JSON (``image_cache`` is then ignored); with
     ``keep_requests`` false the ``requests`` log stays empty (a recorder keeps what it needs).
 
+    ADetailer takes ``adetailer_max_tabs`` tabs (its "Max tabs" setting: ``GET /sdapi/v1/script-info`` declares
+    2 + that many args, and args beyond are dropped without a word) and finds ``adetailer_masks`` masks per live
+    tab, each a job of its own that raises ``job_count`` after the 1-step dummy pass. With ``nowebui`` the
+    server runs as A1111's ``--nowebui`` does: no ``/internal/progress`` (which, in UI mode, tells a task given
+    by its ``force_task_id`` is ``active``, ``queued`` or ``completed``).
+
     It holds one checkpoint loaded, as A1111 does: a generation that runs with another one (its
     ``override_settings.sd_model_checkpoint``, named as A1111 names one, or the one in force) first waits
     ``swap_seconds`` (per checkpoint: ``swap_seconds_by_model``, keyed by any such name; cut short by stop()).
     ``swaps`` and ``loaded_checkpoints`` tell what it loaded.
 
     Like A1111, it keeps the options a request's ``override_settings`` set (checkpoint, VAE, clip skip,
-    ``hires_fix_refiner_pass``) for the requests after it when ``override_settings_restore_afterwards`` is
-    false, and reports the ones in force in ``info`` (``sd_model_name``, ``sd_vae_name``, ``clip_skip``).
+    ``hires_fix_refiner_pass``, ``refiner_switch_by_sample_steps``) for the requests after it when
+    ``override_settings_restore_afterwards`` is false, and reports the ones in force in ``info``
+    (``sd_model_name``, ``sd_vae_name``, ``clip_skip``); an unknown option key fails the request (500
+    ``KeyError``). A txt2img with a refiner reports in ``info["refiner_switch_step"]`` (a key of the simulator
+    only) the 0-based step at which A1111 would have loaded the refiner.
     """
 
     def __init__(
@@ -99,7 +109,14 @@ class SimulatedWebUI:
         keep_requests: bool = True,
         swap_seconds: float = 0.0,
         swap_seconds_by_model: Mapping[str, float] | None = None,
+        adetailer_max_tabs: int = 4,
+        adetailer_masks: int = 1,
+        nowebui: bool = False,
     ) -> None:
+        if not 1 <= adetailer_max_tabs <= 15:  # ADetailer's "Max tabs" slider (ad_max_models)
+            raise ValueError(f"adetailer_max_tabs must be within 1..15, got {adetailer_max_tabs}")
+        if adetailer_masks < 0:
+            raise ValueError(f"adetailer_masks must not be negative, got {adetailer_masks}")
         self._host, self._port = host, port
         self._auth = auth
         catalog = Catalog(models, samplers, schedulers, upscalers, adetailer_models, vaes)
@@ -115,6 +132,8 @@ class SimulatedWebUI:
             self._checkpoint,
             default_steps=50 if step_count_hint is None else step_count_hint,
             adetailer_installed=adetailer_installed,
+            adetailer_max_tabs=adetailer_max_tabs,
+            adetailer_masks=adetailer_masks,
         )
         self._faults = FaultSchedule(fault_seed)
         self.set_fault_rate(fault_rate)
@@ -144,7 +163,12 @@ class SimulatedWebUI:
             ("POST", IMG2IMG): generation.img2img,
             ("POST", EXTRAS): generation.extras,
             ("POST", "/sdapi/v1/interrupt"): lambda _: self._runner.interrupt(),
+            ("GET", "/sdapi/v1/script-info"): lambda _: (
+                script_info(adetailer_max_tabs) if adetailer_installed else []
+            ),
         }
+        if not nowebui:  # modules/progress.py's routes exist only when the UI runs
+            self._routes[("POST", "/internal/progress")] = self._runner.task_progress
         if adetailer_installed:
             schema = {"title": "ADetailerArgs", "type": "object", "additionalProperties": False}
             schema["properties"] = {key: {"title": key} for key in sorted(ADETAILER_ARG_KEYS)}

@@ -185,6 +185,21 @@ class WebUIClient:
         """POST ``/sdapi/v1/interrupt``: the running call then returns 200 with partial output."""
         self._call("POST", "/sdapi/v1/interrupt", (self._connect_timeout, self._connect_timeout), parse=False)
 
+    def task_progress(self, task_id: str) -> dict[str, Any] | None:
+        """POST ``/internal/progress`` for one task (a request's ``force_task_id``): ``active`` while it is the
+        one generating, ``queued`` while it waits, ``completed`` once done. None where the route does not exist
+        (A1111 started with ``--nowebui``): then no request can be told apart from another's."""
+        short = (self._connect_timeout, self._connect_timeout)
+        try:
+            url, body = self._call("POST", "/internal/progress", short, {"id_task": task_id})
+        except WebUIRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if not isinstance(body, dict):
+            raise WebUIHTTPError(200, "task progress response is not a JSON object", url=url)
+        return body
+
     def ping(self) -> None:
         """GET ``/sdapi/v1/memory``: a health probe that works under ``--nowebui`` too; raises on failure."""
         self._call("GET", "/sdapi/v1/memory", self._lookup_timeout, parse=False)
@@ -225,6 +240,10 @@ class WebUIClient:
         if not isinstance(version, str):
             raise WebUIHTTPError(200, "ADetailer version response has no 'version' string", url=url)
         return version
+
+    def script_info(self) -> list[dict[str, Any]]:
+        """GET ``/sdapi/v1/script-info``: one entry per script and tab kind, with its declared ``args``."""
+        return self._get_list("/sdapi/v1/script-info")
 
     def adetailer_models(self) -> list[str]:
         """GET ``/adetailer/v1/ad_model``: detector names; WebUIRejected if ADetailer is not installed."""

@@ -4,11 +4,19 @@
   (:mod:`stablenew.webui._payloads`), one call per input image for the stages that take one, and
   returns ``{"images": [b64...], "meta": {...}}``. Images are passed through untouched.
 - While a call runs, a poller reads ``/sdapi/v1/progress`` every ``progress_interval`` seconds,
-  reports the stage's fraction to ``on_progress`` and asks ``should_cancel``; on a cancel it posts
-  ``/sdapi/v1/interrupt`` (A1111 then returns the partial result, which we discard) and the stage
-  raises :class:`~stablenew.errors.Canceled`.
+  reports the stage's fraction to ``on_progress`` and asks ``should_cancel``. The fraction comes from
+  A1111's ``state`` (``job_no`` / ``job_count`` and the sampling step), as it is: it rises within a job and
+  may fall where A1111's own count grows (ADetailer adds a job per mask it found after its 1-step dummy
+  pass, whose "1.0" is left out); an idle WebUI (between calls) reports nothing.
+- ``POST /sdapi/v1/interrupt`` stops whatever the WebUI is generating, whoever asked for it. So a cancel
+  interrupts only while our own request is the one generating: each txt2img/img2img request carries a
+  ``force_task_id``, and ``POST /internal/progress`` must answer ``active`` for it. While ours waits
+  behind another client's, or where the WebUI cannot tell (``--nowebui`` has no ``/internal/progress``;
+  extras take no task id), the call runs to its end and the stage stops after it. Either way the stage's
+  output is discarded and it raises :class:`~stablenew.errors.Canceled`.
 - ``preflight(plan)`` checks, once per WebUI (cached), that every checkpoint, VAE, sampler, scheduler,
-  upscaler and ADetailer model the plan names exists there, and remembers each name's exact
+  upscaler and ADetailer model the plan names exists there, and that the WebUI takes as many ADetailer
+  tabs as the plan has passes (``/sdapi/v1/script-info``), and remembers each name's exact
   spelling on that WebUI so requests carry names A1111 will not silently replace. A sampler name
   carrying a scheduler ("DPM++ 2M Karras") is checked as the two names the request will carry. The
   ADetailer tabs are built and checked here too, so a plan from the queue with a bad tab fails
@@ -23,6 +31,7 @@ import functools
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,6 +73,7 @@ class Inventory:
     hires_upscalers: dict[str, str] = field(default_factory=dict)
     adetailer_version: str | None = None
     adetailer_models: dict[str, str] = field(default_factory=dict)
+    adetailer_max_tabs: int | None = None  # None: the WebUI did not say (no script-info entry)
     fetched_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,7 +111,25 @@ def fetch_inventory(client: WebUIClient, *, need_adetailer: bool) -> Inventory:
         inv.adetailer_version = client.adetailer_version()
         if inv.adetailer_version is not None:
             inv.adetailer_models = _keyed(client.adetailer_models())
+            inv.adetailer_max_tabs = _adetailer_max_tabs(client)
     return inv
+
+
+def _adetailer_max_tabs(client: WebUIClient) -> int | None:
+    """How many ADetailer tabs the WebUI takes: its img2img script-info entry declares 2 + "Max tabs" args.
+
+    A1111 copies no more than that many values into the script's arguments and drops the rest without a
+    word (``Api.init_script_args``), so a tab beyond it would never run.
+    """
+    try:
+        scripts = client.script_info()
+    except WebUIRejected:  # a WebUI without the route: nothing to go by
+        return None
+    for script in scripts:
+        if str(script.get("name") or "").lower() == "adetailer" and script.get("is_img2img"):
+            args = script.get("args")
+            return len(args) - 2 if isinstance(args, list) and len(args) > 2 else None
+    return None
 
 
 class WebUIExecutor:
@@ -121,6 +149,7 @@ class WebUIExecutor:
         self.should_cancel = should_cancel
         self._inventory: Inventory | None = None
         self._names: dict[tuple[str, str], str] = {}
+        self._last_task: str | None = None  # the force_task_id of the last request sent
 
     # ------------------------------------------------------------------ preflight
     @property
@@ -184,10 +213,20 @@ class WebUIExecutor:
             )
         require = functools.partial(self._require, stage="adetailer")
         self._require_generation(cfg.get("base") or {}, inv, "adetailer.base", stage="adetailer")
-        for name in ("face", "hands"):
-            ad_pass = cfg.get(name)
-            if not ad_pass:
-                continue
+        passes = [name for name in ("face", "hands") if cfg.get(name)]
+        if inv.adetailer_max_tabs is not None and len(passes) > inv.adetailer_max_tabs:
+            beyond = passes[inv.adetailer_max_tabs]
+            raise WebUIRejected(
+                f"adetailer.{beyond}: the plan runs {len(passes)} ADetailer passes but this WebUI takes "
+                f"{inv.adetailer_max_tabs} ADetailer tab(s) (its 'Max tabs' setting, ad_max_models); "
+                f"A1111 would drop the {beyond} pass without a word. Raise 'Max tabs' in the WebUI's "
+                "ADetailer settings and reload its UI",
+                url=self.client.base_url,
+                stage="adetailer",
+                field=f"adetailer.{beyond}",
+            )
+        for name in passes:
+            ad_pass = cfg[name]
             # Check the tab actually sent: ``ad_*`` pass-throughs override the mapped names there.
             tab = adetailer_tab(ad_pass, path=f"adetailer.{name}")
             args = ad_pass.get("ad_args") or {}
@@ -238,8 +277,19 @@ class WebUIExecutor:
 
     # ------------------------------------------------------------------ running
     def interrupt(self) -> None:
-        """Ask the WebUI to stop whatever it is generating."""
+        """Ask the WebUI to stop whatever it is generating, whoever sent it."""
         self.client.interrupt()
+
+    def interrupt_own(self) -> bool:
+        """Interrupt the WebUI if our last request is the one generating, or if the WebUI cannot tell
+        (no ``/internal/progress``, or a request without a task id); never while ours waits behind
+        another client's or is done. Returns whether an interrupt was sent."""
+        task = self._last_task
+        answer = None if task is None else self.client.task_progress(task)
+        if answer is not None and not answer.get("active"):
+            return False
+        self.client.interrupt()
+        return True
 
     def run_stage(self, stage_type: StageType, payload: dict[str, Any]) -> dict[str, Any]:
         """Run one stage and return ``{"images": [...], "meta": {...}}``.
@@ -273,9 +323,13 @@ class WebUIExecutor:
         try:
             for number in range(total):
                 body = self._body(stage_type, payload, calls.pop())
+                self._last_task = None
+                if stage_type is not StageType.UPSCALE:  # extras take no task id
+                    body["force_task_id"] = self._last_task = f"task(stablenew-{uuid.uuid4().hex[:16]})"
                 requests_sent.append(_without_images(body))
                 if poller:
                     poller.part = (number, total)
+                    poller.task = body.get("force_task_id")
                 result = self._call(stage_type, body, poller)
                 if not result.images:
                     route = STAGE_ROUTES[stage_type.value]
@@ -396,8 +450,9 @@ class _ProgressPoller:
         self.part = (0, 1)  # (call number, calls in the stage): one poller serves the whole stage
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="stablenew-progress", daemon=True)
+        self.task: str | None = None  # the force_task_id of the call running now
         self.canceled = False
-        self._best = 0.0
+        self._undecidable = False  # the WebUI cannot tell whose request runs: stop after the call
 
     def start(self) -> None:
         self._thread.start()
@@ -411,16 +466,17 @@ class _ProgressPoller:
         warned = False
         while not self._stop.wait(ex.progress_interval):
             try:
-                if ex.should_cancel and ex.should_cancel():
+                if not self.canceled and ex.should_cancel and ex.should_cancel():
                     self.canceled = True
-                    ex.client.interrupt()
-                    return
+                if self.canceled:
+                    if self._interrupt_if_ours():
+                        return
+                    continue
                 if ex.on_progress:
-                    fraction = float(ex.client.progress().get("progress") or 0.0)
                     index, count = self.part
-                    # A1111 reports 0 once idle: a poll just after the call ended must not go back.
-                    self._best = max(self._best, min(1.0, (index + fraction) / count))
-                    ex.on_progress(self._stage_type, self._best)
+                    fraction = self.fraction(ex.client.progress())
+                    if fraction is not None:
+                        ex.on_progress(self._stage_type, (index + fraction) / count)
             except WebUIError:
                 continue  # progress is best effort; the stage call itself reports real failures
             except Exception:
@@ -431,6 +487,45 @@ class _ProgressPoller:
                         "progress/cancel check failed during %s", self._stage_type.value, exc_info=True
                     )
                     warned = True
+
+    def _interrupt_if_ours(self) -> bool:
+        """Interrupt if our request is the one generating; True once nothing is left to do here."""
+        if self._undecidable or self._stage_type is StageType.UPSCALE:
+            return True  # the call runs to its end; the stage raises Canceled after it
+        if self.task is None:
+            return False  # the first request is not sent yet
+        answer = self._executor.client.task_progress(self.task)
+        if answer is None:
+            self._undecidable = True
+            return True
+        if answer.get("active"):
+            self._executor.client.interrupt()
+            return True
+        return False  # queued behind another client's request, or already done: ask again
+
+    def fraction(self, answer: Mapping[str, Any]) -> float | None:
+        """This call's share done, from A1111's ``state`` (``Api.progressapi`` reads the same numbers);
+        None while nothing runs (``job_count`` 0: idle, or not begun)."""
+        state = answer.get("state")
+        if not isinstance(state, Mapping):
+            progress = answer.get("progress")
+            return float(progress) if isinstance(progress, int | float) and progress > 0 else None
+        count, number = _int(state.get("job_count")), _int(state.get("job_no"))
+        step, steps = _int(state.get("sampling_step")), _int(state.get("sampling_steps"))
+        if count <= 0:
+            return None
+        within = min(1.0, step / steps) if steps > 0 else 0.0
+        if self._stage_type is StageType.ADETAILER:
+            # Job 1 is ADetailer's 1-step dummy pass; the jobs it adds per mask found are the real work.
+            real = count - 1
+            if real <= 0 or number < 1:
+                return 0.0
+            return max(0.0, min(1.0, (number - 1 + within) / real))
+        return max(0.0, min(1.0, (number + within) / count))
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
 def _without_images(body: Mapping[str, Any]) -> dict[str, Any]:

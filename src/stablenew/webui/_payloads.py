@@ -19,8 +19,12 @@ failures"), so every body here is built only from A1111's own field lists below,
   one the job runs on whatever checkpoint is loaded (A1111 reports it in ``info.sd_model_name``).
 - Hires always sends ``denoising_strength`` (A1111 fails with 500 without it) and
   ``hr_sampler_name: null`` for "same sampler" (the string "Use same sampler" fails with 500).
-- The refiner switch is a fraction in (0, 1) (``refiner_switch_at``) of the txt2img steps; a step was
-  converted by the config layer. With hires on as well, A1111's option ``hires_fix_refiner_pass``
+- The refiner switch is a fraction in (0, 1) (``refiner_switch_at``); a step was converted to
+  ``step / steps`` by the config layer. By default A1111 compares that fraction with the model's timestep
+  ratio, not with the sampling steps (Karras at 30 steps and 0.8 switches at step 19, not 24), so a switch
+  configured as a step sends ``override_settings.refiner_switch_by_sample_steps: true``, and a fraction
+  (a StableNew preset's ``refiner_switch_at``, A1111's own slider) sends it false. The option persists like
+  every override, so each refiner request sends it either way. With hires on as well, A1111's option ``hires_fix_refiner_pass``
   decides which pass the refiner joins; its default, "second pass", would apply the fraction to the
   hires steps and leave the first pass without refiner. The config means the first pass, so such a
   request sends ``override_settings.hires_fix_refiner_pass: "first pass"`` (choices: "first pass",
@@ -90,6 +94,8 @@ _ARG_CHOICES = {
 DEFAULT_SAMPLER = "DPM++ 2M"
 DEFAULT_CLIP_SKIP = 1
 DEFAULT_VAE = "Automatic"
+# The option that makes refiner_switch_at a fraction of the sampling steps (A1111: of the model's timesteps).
+REFINER_BY_STEPS = "refiner_switch_by_sample_steps"
 # hires_fix_refiner_pass when refiner and hires are both on: the refiner switch is within the first pass.
 REFINER_WITH_HIRES = "first pass"
 USE_SAME_SCHEDULER = "Use same scheduler"  # ADetailer's ad_scheduler default
@@ -183,6 +189,9 @@ def txt2img_body(payload: Mapping[str, Any]) -> dict[str, Any]:
     if refiner:
         body["refiner_checkpoint"] = refiner["model_name"]
         body["refiner_switch_at"] = refiner["switch_at"]
+        # A1111 compares the fraction with the model's timestep ratio unless this option is on; it
+        # persists (restore_afterwards is false), so every refiner request says which one it means.
+        body["override_settings"][REFINER_BY_STEPS] = refiner.get("switch_step") is not None
         if hires:
             body["override_settings"]["hires_fix_refiner_pass"] = REFINER_WITH_HIRES
     check_fields(body, TXT2IMG_FIELDS, "txt2img")

@@ -57,8 +57,51 @@ def _reason(exc: Exception) -> str:
     return _clip(str(cause) or type(exc).__name__, _TEXT_LIMIT)
 
 
+# A1111 answers 500 for every exception it does not map (modules/api/api.py::api_middleware.handle_exception:
+# {"error": class name, "detail", "body", "errors": str(exception)}), also for requests that will fail the same
+# way each time they are sent. These are told apart by their words (A1111 v1.10.1; docs/webui-api.md, "Errors"):
+# (error class or None for any, pattern of the errors/detail text, where A1111 raises it).
+PERMANENT_500S: tuple[tuple[str | None, re.Pattern[str], str], ...] = (
+    (None, re.compile(r"\bInvalid encoded image\b"), "modules/api/api.py::decode_base64_to_image"),
+    (
+        None,
+        re.compile(r"\bCould not find checkpoint with name\b"),
+        "modules/processing.py::process_images_inner, StableDiffusionProcessingTxt2Img.init",
+    ),
+    (
+        None,
+        re.compile(r"\bcould not find upscaler named\b"),
+        "modules/processing.py::StableDiffusionProcessingTxt2Img.init; "
+        "scripts/postprocessing_upscale.py::ScriptPostprocessingUpscale.process",
+    ),
+    (None, re.compile(r"\bbad sampler name: "), "modules/sd_samplers.py::create_sampler"),
+    # an override_settings key that is no option: str(KeyError) is the quoted key alone
+    ("KeyError", re.compile(r"^'[^']*'$"), "modules/options.py::Options.set"),
+    (None, re.compile(r"^model '.*' not found$"), "modules/api/api.py::Api.set_config"),
+)
+
+
+def is_permanent_500(content: bytes) -> bool:
+    """Whether an A1111 error answer says something a retry of the same request cannot change."""
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return False
+    if not isinstance(body, dict):
+        return False
+    error = body.get("error")
+    texts = [t for t in (body.get("errors"), body.get("detail")) if isinstance(t, str) and t]
+    return any(
+        (kind is None or kind == error) and any(pattern.search(text) for text in texts)
+        for kind, pattern, _ in PERMANENT_500S
+    )
+
+
 def status_error(response: requests.Response, url: str, user: str | None) -> WebUIError:
     """Map a non-2xx answer: 4xx (401 included) is a permanent rejection, 3xx and 5xx are HTTP errors.
+
+    A 5xx is transient unless its words are those of an error the same request meets every time
+    (:data:`PERMANENT_500S`): that one fails at once, with no retry of any kind.
 
     A 401 names the user only when a password was given too: ``STABLENEW_WEBUI_AUTH`` set to a bare
     password (no ``user:``) reads as a user name, which must not be shown."""
@@ -77,7 +120,8 @@ def status_error(response: requests.Response, url: str, user: str | None) -> Web
     )
     if 400 <= status < 500:
         return WebUIRejected(detail, status=status, url=url)
-    return WebUIHTTPError(status, detail, url=url)
+    permanent = status >= 500 and is_permanent_500(response.content)
+    return WebUIHTTPError(status, detail, url=url, transient=False if permanent else None)
 
 
 def html_answer(content: bytes, content_type: str, status: int) -> str | None:
