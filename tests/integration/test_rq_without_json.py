@@ -189,3 +189,34 @@ def test_a_job_whose_plan_was_rewritten_fails_at_once_on_our_worker_saying_so(
     assert view["status"] == "failed"
     assert view["error"] == f"job {job_id} {REWRITTEN}"
     assert [s["status"] for s in view["stages"]][1:] == ["skipped"] * 3
+
+
+class TouchOnUnpickle:
+    """Unpickling this creates ``marker``: the marker exists only if something unpickled it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[Path]]:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_queued_job_whose_meta_is_a_live_pickle_runs_without_unpickling_it(
+    connection: redis.Redis, settings: Settings, tmp_path: Path, run_cli: Any
+) -> None:
+    # Given a queued job whose meta was replaced by a pickle that would create a file if unpickled
+    marker = tmp_path / "unpickled"
+    job_id = Producer(connection, settings).submit(Configs.txt2img()).job_id
+    connection.hset(f"rq:job:{job_id}", "meta", DefaultSerializer.dumps({"x": TouchOnUnpickle(marker)}))
+
+    # When our worker takes it, and status and the dashboard's copy are read
+    run_jobs(connection, settings)
+    view = status_json(run_cli, job_id)
+
+    # Then it ran to the end, its meta is JSON again, and nothing was unpickled
+    assert view["status"] == "finished", view
+    assert json.loads(raw(connection, job_id, "meta"))["stablenew"]["status"] == "finished"
+    assert not marker.exists()
+    control = tmp_path / "control"  # the same payload, unpickled, does create its marker
+    DefaultSerializer.loads(DefaultSerializer.dumps(TouchOnUnpickle(control)))
+    assert control.exists()

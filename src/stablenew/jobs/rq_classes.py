@@ -381,8 +381,8 @@ class StableNewJob(Job):
             if not loaded:
                 state = StateStore(self.connection).load(self.id)
             mirror_to_meta(self, state, pipeline=pipeline)
-        except (redis.RedisError, ValueError, TypeError):
-            log.warning("job %s: could not copy its state into its meta", self.id)
+        except Exception:  # RQ's own end of the job must go on: the copy is for display only
+            log.warning("job %s: could not copy its state into its meta", self.id, exc_info=True)
 
 
 class StableNewBaseWorker(BaseWorker):
