@@ -41,17 +41,9 @@ def settings(simulator: SimulatedWebUI, tmp_path: Path) -> Settings:
     return Settings(webui_url=simulator.url, output_dir=tmp_path / "outputs", retry_max=0)
 
 
-class BurstWorker(StableNewSimpleWorker):
-    """Our in-process worker without RQ's command channel (``rq``'s stop-job/kill-horse messages, not
-    used here), whose listening thread takes up to 60 s to stop at the end of each burst."""
-
-    def subscribe(self) -> None:
-        return None
-
-
 def run_jobs(connection: redis.Redis, settings: Settings) -> None:
     """Our worker class takes every job on ``default`` and stops."""
-    worker = make_worker(connection, ["default"], worker_class=BurstWorker, settings=settings)
+    worker = make_worker(connection, ["default"], worker_class=StableNewSimpleWorker, settings=settings)
     worker.work(burst=True)
 
 
