@@ -1,10 +1,13 @@
 """``stablenew dashboard`` against a real Redis while a real worker runs one of our JSON jobs (issue 5).
 
-One scenario serves the whole module (it costs a worker start and a few seconds of simulated GPU):
-job *failed* failed permanently (the WebUI rejected its txt2img), job *running* is on stage 0 of the
-full pipeline (the simulator takes 3 s per generation, four stages), and job *queued* waits on queue
-``low``, which the worker does not listen on. rq-dashboard's HTML pages are shells filled by their
-JavaScript from the JSON API, so each page is checked together with the API calls its script makes.
+One scenario serves the whole module (it costs two worker starts and a few seconds of simulated
+GPU): job *failed* failed permanently at stage 0 of the full pipeline (the WebUI rejected its
+txt2img), job *running* is on stage 0 of the full pipeline (the simulator takes 3 s per generation,
+four stages), job *queued* waits on queue ``low``, which the worker does not listen on, and job
+*canceled* was canceled there before it started. A second worker, on queue ``high``, has a WebUI
+that does not answer: it handed its job back and is paused, probing it. rq-dashboard's HTML pages
+are shells filled by their JavaScript from the JSON API, so each page is checked together with the
+API calls its script makes. What the dashboard shows of a job is what ``status --json`` says.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 import pytest
 import redis
 from flask.testing import FlaskClient
+from rq import Worker
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
@@ -58,8 +62,10 @@ class Scenario:
     failed_id: str
     running_id: str
     queued_id: str
+    canceled_id: str
     worker_name: str
     worker_log: Path
+    paused_worker: str
 
     def snapshot(self) -> dict[str, Any]:
         """What a requeue, delete, empty or compact would change (the running job changes by itself)."""
@@ -109,6 +115,10 @@ def _wait_for(scenario_log: Path, what: str, check: Any) -> None:
         time.sleep(0.05)
 
 
+def _registered(connection: redis.Redis, name: str) -> bool:
+    return bool(connection.exists(f"{Worker.redis_worker_namespace_prefix}{name}"))
+
+
 def _stage0_running(view: JobView) -> bool:
     if view.done:
         raise AssertionError(f"the job ended before the dashboard was checked: {view.to_dict()}")
@@ -121,14 +131,19 @@ def scenario(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     connection = connect(redis_url)
     connection.flushdb()  # the suite's own DB (see conftest), never another
     sim = SimulatedWebUI(latency=3.0).start()
+    failing_sim = SimulatedWebUI().start()  # the paused worker's WebUI: fails every call once it started
     sim.inject(Fault("status", route="/sdapi/v1/txt2img", status=422))  # the first job's txt2img only
     producer = Producer(connection, Settings(retry_max=0, output_dir=tmp / "outputs"))
-    failed = producer.submit(load_config_file(EXAMPLES / "txt2img_only.json"))
+    failed = producer.submit(load_config_file(EXAMPLES / "full_pipeline.json"))
     running = producer.submit(load_config_file(EXAMPLES / "full_pipeline.json"))
     queued = producer.submit(load_config_file(EXAMPLES / "txt2img_only.json"), queue="low")
+    canceled = producer.submit(load_config_file(EXAMPLES / "txt2img_only.json"), queue="low")
+    producer.cancel(canceled.job_id)
 
     name = f"dash-{uuid.uuid4().hex[:8]}"
     log_path = tmp / "worker.log"
+    paused_name = f"dash-paused-{uuid.uuid4().hex[:8]}"
+    paused_log = tmp / "paused-worker.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STABLENEW_")}
     env.update(
         STABLENEW_REDIS_URL=redis_url,
@@ -137,24 +152,56 @@ def scenario(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         STABLENEW_PROGRESS_INTERVAL="0.1",
         PYTHONUNBUFFERED="1",
     )
-    with log_path.open("wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "stablenew", "worker", "default", "--name", name],
-            env=env,
-            cwd=tmp,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    paused_env = {
+        **env,
+        "STABLENEW_WEBUI_URL": failing_sim.url,
+        "STABLENEW_WEBUI_FAILURE_THRESHOLD": "1",
+        "STABLENEW_STAGE_RETRIES": "0",
+    }
+    workers = []
+    for worker_name, queue, path, worker_env in (
+        (name, "default", log_path, env),
+        (paused_name, "high", paused_log, paused_env),
+    ):
+        with path.open("wb") as log:
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "stablenew", "worker", queue, "--name", worker_name],
+                    env=worker_env,
+                    cwd=tmp,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
     try:
         _wait_for(log_path, "job 1 failed", lambda: producer.status(failed.job_id).status == "failed")
         _wait_for(log_path, "job 2 on stage 0", lambda: _stage0_running(producer.status(running.job_id)))
+        _wait_for(paused_log, "the second worker up", lambda: _registered(connection, paused_name))
+        failing_sim.set_outage(Fault("status", status=500))
+        handed_back = producer.submit(load_config_file(EXAMPLES / "txt2img_only.json"), queue="high")
+        _wait_for(
+            paused_log,
+            "the second worker handed its job back",
+            lambda: (producer.status(handed_back.job_id).error or "").startswith("handed back"),
+        )
         yield Scenario(
-            redis_url, connection, producer, failed.job_id, running.job_id, queued.job_id, name, log_path
+            redis_url,
+            connection,
+            producer,
+            failed.job_id,
+            running.job_id,
+            queued.job_id,
+            canceled.job_id,
+            name,
+            log_path,
+            paused_name,
         )
     finally:
         sim.stop()  # cuts the generation short: the running job fails and its horse exits
-        _stop_process_group(worker)
+        failing_sim.stop()
+        for worker in workers:
+            _stop_process_group(worker)
         connection.flushdb()
         connection.close()
 
@@ -231,7 +278,7 @@ def test_job_detail_page_and_api_show_our_per_stage_state_of_the_running_job(
     assert job["status"] == "started"
     assert job["origin"] == "default"
     meta = stablenew_meta(job)
-    assert meta["status"] == "running"
+    assert meta["status"] == "started"
     assert [s["type"] for s in meta["stages"]] == STAGES
     assert meta["stages"][0]["status"] in ("running", "finished")
     assert {s["status"] for s in meta["stages"]} <= {"pending", "running", "finished"}
@@ -245,7 +292,86 @@ def test_job_detail_api_shows_the_failed_job_with_its_error(client: FlaskClient,
     assert "WebUIRejected" in job["exc_info"]
     meta = stablenew_meta(job)
     assert meta["status"] == "failed"
-    assert [(s["type"], s["status"]) for s in meta["stages"]] == [("txt2img", "failed")]
+    assert [(s["type"], s["status"]) for s in meta["stages"]] == [
+        ("txt2img", "failed"),
+        ("img2img", "skipped"),
+        ("upscale", "skipped"),
+        ("adetailer", "skipped"),
+    ]
+
+
+# ------------------------------------------------------------------------------------------ one truth
+def status_json(scenario: Scenario, job_id: str) -> dict[str, Any]:
+    """What ``stablenew status --json`` prints (the same call the CLI makes)."""
+    return scenario.producer.status(job_id).to_dict()
+
+
+def without_position(view: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in view.items() if k != "position"}
+
+
+@pytest.mark.parametrize("which", ["failed_id", "queued_id", "canceled_id"])
+def test_the_job_api_shows_what_status_json_says_of_a_failed_a_queued_and_a_canceled_job(
+    client: FlaskClient, scenario: Scenario, which: str
+) -> None:
+    job_id = getattr(scenario, which)
+
+    shown = stablenew_meta(get_json(client, f"/0/data/job/{job_id}.json"))
+
+    assert shown == without_position(status_json(scenario, job_id))
+    assert len(shown["stages"]) >= 1  # not an empty Metadata: every stage of the plan
+
+
+def test_a_queued_job_and_one_canceled_before_it_started_show_every_stage(
+    client: FlaskClient, scenario: Scenario
+) -> None:
+    queued = stablenew_meta(get_json(client, f"/0/data/job/{scenario.queued_id}.json"))
+    canceled = stablenew_meta(get_json(client, f"/0/data/job/{scenario.canceled_id}.json"))
+
+    assert (queued["status"], [s["status"] for s in queued["stages"]]) == ("queued", ["pending"])
+    assert (canceled["status"], [s["status"] for s in canceled["stages"]]) == ("canceled", ["canceled"])
+    assert canceled["error"] == "canceled before it started"
+
+
+def test_the_running_stage_shows_the_progress_status_json_shows_within_one_save_interval(
+    client: FlaskClient, scenario: Scenario
+) -> None:
+    """Progress is saved at most every PROGRESS_SAVE_INTERVAL_S, state key and meta together: read
+    between two ``status --json`` calls, the dashboard shows a value between theirs."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        before = status_json(scenario, scenario.running_id)
+        running = [s for s in before["stages"] if s["status"] == "running"]
+        if running and 0 < running[0]["progress"] < 1:
+            index = running[0]["index"]
+            shown = stablenew_meta(get_json(client, f"/0/data/job/{scenario.running_id}.json"))
+            after = status_json(scenario, scenario.running_id)
+            if after["stages"][index]["status"] == "running":
+                break
+        assert time.monotonic() < deadline, f"no stage seen mid-way: {before}"
+        time.sleep(0.05)
+
+    low, high = before["stages"][index]["progress"], after["stages"][index]["progress"]
+    assert shown["stages"][index]["status"] == "running"
+    assert low <= shown["stages"][index]["progress"] <= high, (low, shown["stages"][index], high)
+    assert shown["stages"][index]["progress"] > 0
+    assert_still_running(scenario)
+
+
+def test_a_worker_paused_because_its_webui_is_down_is_not_shown_idle(
+    client: FlaskClient, scenario: Scenario
+) -> None:
+    page = get_html(client, "/0/view/workers")
+
+    workers = {w["name"]: w for w in get_json(client, "/0/data/workers.json")["workers"]}
+
+    paused = workers[scenario.paused_worker]
+    assert paused["state"] == "suspended"
+    assert paused["current_job"] != "idle"
+    assert paused["current_job"].startswith("paused: its WebUI is failing")
+    # The page prints a worker's current job as text unless it is a job: no row says "idle" for it.
+    assert "typeof d.current_job === 'object'" in page
+    assert workers[scenario.worker_name]["state"] == "busy"
 
 
 def test_workers_page_and_api_answer_while_the_worker_is_busy_with_a_json_job(

@@ -173,6 +173,9 @@ def oversized_plan(ctx: Ctx) -> Written:
 
 NOT_ALLOWED = "which is not allowed"
 NOT_JSON = ("DeserializationError", "its data is not JSON")
+# A pickle is what RQ's default serializer writes: status says so (a job whose meta alone is a pickle is
+# no malformed job: it runs, see tests/integration/test_rq_without_json.py).
+REWRITTEN = ("was rewritten by a tool without -S json", "resubmit its config")
 ONE_ARGUMENT = "takes one argument, the plan as a JSON string"
 
 CATALOGUE = [
@@ -182,14 +185,12 @@ CATALOGUE = [
         "failed",
         NOT_JSON,
     ),
-    Case(
-        "data-pickle", lambda c: fresh(pickle_payload(c.marker)), "failed", (*NOT_JSON, "UnicodeDecodeError")
-    ),
+    Case("data-pickle", lambda c: fresh(pickle_payload(c.marker)), "failed", REWRITTEN),
     Case(
         "data-pickle-uncompressed",
         lambda c: (None, job_hash(pickle_payload(c.marker), compress=False)),
         "failed",
-        (*NOT_JSON, "UnicodeDecodeError"),
+        REWRITTEN,
     ),
     Case(
         "data-zlib-bomb",
@@ -289,12 +290,6 @@ CATALOGUE = [
         lambda c: fresh(json.dumps([JOB_FUNCTION, None, [c.plan_json], ["x"]]).encode()),
         "failed",
         (ONE_ARGUMENT, "got keyword arguments"),
-    ),
-    Case(
-        "meta-pickle",
-        lambda c: fresh(job_data(JOB_FUNCTION, c.plan_json), meta=pickle_payload(c.marker)),
-        "failed",
-        ("JobNotAllowed", "its meta is not JSON"),
     ),
     Case(
         "id-is-a-path",

@@ -26,6 +26,15 @@ the installed ``rq_dashboard``/``rq`` packages), each worked around here:
   not list six in its requirements. stablenew declares ``six``; should it still be missing (an
   install with ``--no-deps``), :func:`_import_web` lends rq-dashboard a stand-in for that one import.
 
+- **A paused worker looks idle.** The workers page (``workers.html``) shows no state, only the
+  current job, and ``web.py:230`` calls every worker without one "idle", also one of ours that
+  takes no job because its WebUI is down (RQ state ``suspended``). So the workers API says what
+  such a worker is doing instead (:func:`_worker_activity`, from ``stablenew workers``' own
+  :func:`~stablenew.jobs.worker_views.list_workers`), and the page's template prints that text.
+
+What the job page shows of our jobs is ``job.meta["stablenew"]``: the job's ``status --json``, which
+the worker writes with every state save (see docs/job-state.md).
+
 Operators change jobs with ``stablenew cancel`` / ``stablenew retry``, which keep them JSON.
 The serializer and the two classes are module globals of rq-dashboard (as its own ``--json`` is), so
 they apply to every rq-dashboard app in the process; the 403 guard and the templates are per app.
@@ -35,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import re
 import sys
 import types
@@ -78,6 +88,14 @@ _REMOVED_CONTROLS: dict[str, tuple[str, ...]] = {
     "rq_dashboard/job.html": (
         r'<button id="requeue-job-btn".*?</button>',
         r'<button id="delete-job-btn".*?</button>',
+    ),
+}
+
+# The workers page's current-job cell, as written in rq-dashboard 0.9.0: a job is an object, any
+# text (our "paused: ..." as well as rq-dashboard's "idle") is printed as it is.
+_REPLACED_IN_TEMPLATES: dict[str, tuple[tuple[str, str], ...]] = {
+    "rq_dashboard/workers.html": (
+        (r"<% if \(d\.current_job !== 'idle'\) \{ %>", "<% if (typeof d.current_job === 'object') { %>"),
     ),
 }
 
@@ -145,19 +163,43 @@ def _import_web() -> Any:
 
 
 def _read_only_templates(blueprint: Any) -> dict[str, str]:
-    """rq-dashboard's job and jobs templates without their state-changing buttons."""
-    templates = {}
+    """rq-dashboard's job and jobs templates without their state-changing buttons, and its workers
+    template printing what our API says a worker without a job is doing."""
+    edits: dict[str, list[tuple[str, str]]] = {}
     for name, controls in _REMOVED_CONTROLS.items():
+        edits.setdefault(name, []).extend((control, "") for control in controls)
+    for name, replacements in _REPLACED_IN_TEMPLATES.items():
+        edits.setdefault(name, []).extend(replacements)
+    templates = {}
+    for name, changes in edits.items():
         source: str = blueprint.jinja_loader.get_source(None, name)[0]
-        for control in controls:
-            source, found = re.subn(control, "", source, flags=re.DOTALL)
+        for pattern, replacement in changes:
+            source, found = re.subn(pattern, replacement, source, flags=re.DOTALL)
             if found != 1:
                 raise RuntimeError(
-                    f"rq-dashboard's {name} no longer matches {control!r} ({found} matches): "
+                    f"rq-dashboard's {name} no longer matches {pattern!r} ({found} matches): "
                     "review stablenew.cli.dashboard before serving it"
                 )
         templates[name] = source
     return templates
+
+
+def _worker_activity(connection: Redis, workers: list[dict[str, Any]]) -> None:
+    """Our word for each worker rq-dashboard lists, where it differs from rq-dashboard's: its
+    state as ``stablenew workers`` says it, and for a worker paused because its WebUI is failing,
+    ``current_job`` says so instead of "idle"."""
+    from stablenew.jobs.worker_views import list_workers
+
+    ours = {view.name: view for view in list_workers(connection)}
+    for worker in workers:
+        view = ours.get(worker.get("name", ""))
+        if view is None:
+            continue
+        worker["state"] = view.state
+        if view.state == "suspended" and not isinstance(worker.get("current_job"), dict):
+            worker["current_job"] = (
+                f"paused: its WebUI is failing ({view.webui_failures} failures in a row); probing it"
+            )
 
 
 def create_app(redis_url: str) -> Flask:
@@ -182,6 +224,15 @@ def create_app(redis_url: str) -> Flask:
         if request.method in SAFE_METHODS and request.endpoint not in MUTATING_ENDPOINTS:
             return None
         return Response(READ_ONLY_MESSAGE, status=403, mimetype="text/plain")
+
+    @app.after_request
+    def our_worker_states(response: Response) -> Response:
+        if request.endpoint != "rq_dashboard.list_workers" or response.status_code != 200:
+            return response
+        body = response.get_json()
+        _worker_activity(app.redis_conn, body["workers"])  # type: ignore[attr-defined]
+        response.set_data(json.dumps(body))
+        return response
 
     @app.errorhandler(NoSuchJobError)
     def job_not_found(exc: NoSuchJobError) -> tuple[str, int]:  # rq-dashboard answers 500

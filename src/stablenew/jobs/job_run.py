@@ -47,7 +47,7 @@ from stablenew.errors import (
 from stablenew.jobs.keys import cancel_key, inventory_key, stop_key
 from stablenew.jobs.resilience import WebUIBreaker, count_requeue, probe_webui, requeue_count
 from stablenew.jobs.rq_classes import StableNewJob, running_worker_settings
-from stablenew.jobs.state import StateStore
+from stablenew.jobs.state import StateStore, mirror_to_meta
 from stablenew.pipeline import StageExecutionPlan
 from stablenew.run import JobState, PlanRun, RunRecorder, callback_allowed, notify
 from stablenew.settings import Settings
@@ -267,15 +267,11 @@ class JobRun:
         return bool(self.connection.exists(stop_key(self.worker_name)))
 
     def _persist(self, state: JobState, progress_only: bool) -> None:
-        if progress_only:
-            self.store.save(state)
-            return
-        # The state key is the source of truth; job.meta gets a read-only copy for rq-dashboard (what
-        # Job.save_meta writes), in the same round trip.
-        self.job.meta["stablenew"] = state.view()
+        # The state key is the source of truth; job.meta gets a read-only copy for rq-dashboard,
+        # on every save (the throttled progress saves too), in the same round trip.
         with self.connection.pipeline(transaction=False) as pipe:
             self.store.save(state, pipeline=pipe)
-            pipe.hset(self.job.key, "meta", self.job.serializer.dumps(self.job.meta))
+            mirror_to_meta(self.job, state, pipeline=pipe)
             pipe.execute()
 
 

@@ -39,8 +39,15 @@ from stablenew.jobs.keys import JOB_FUNCTION, cancel_key, state_key
 from stablenew.jobs.listing import JobIndex, JobPage, entry_for, index_jobs
 from stablenew.jobs.lookup import resolve_job_id
 from stablenew.jobs.rq_classes import StableNewJob
-from stablenew.jobs.state import StateStore
-from stablenew.jobs.views import JobView, Submission, job_view, pending_state, queue_positions
+from stablenew.jobs.state import StateStore, mirror_to_meta
+from stablenew.jobs.views import (
+    JobView,
+    Submission,
+    data_rewritten,
+    job_view,
+    pending_state,
+    queue_positions,
+)
 from stablenew.pipeline import StageExecutionPlan
 from stablenew.queues import DEFAULT_QUEUE, QUEUES
 from stablenew.run import callback_allowed, callback_problem, is_valid_job_id
@@ -163,7 +170,10 @@ class Producer:
             if found is None:
                 raise
             return _same_plan(found, plan)
-        index_jobs(self.connection, [entry_for(job.id, queue, plan, source)])
+        with self.connection.pipeline(transaction=False) as pipe:
+            index_jobs(pipe, [entry_for(job.id, queue, plan, source)])
+            mirror_to_meta(job, None, pipeline=pipe, unless_written=True)  # a worker may have started it
+            pipe.execute()
         return Submission(job_id=job.id, queue=queue, plan=plan)
 
     @map_redis_errors()
@@ -197,6 +207,8 @@ class Producer:
             names = [sources[i] if sources else None for i in range(len(plans))]
             entries = [entry_for(j.id, queue, p, n) for j, p, n in zip(jobs, plans, names, strict=True)]
             index_jobs(pipe, entries)
+            for job in jobs:
+                mirror_to_meta(job, None, pipeline=pipe)
             pipe.execute()
         return [Submission(job_id=j.id, queue=queue, plan=p) for j, p in zip(jobs, plans, strict=True)]
 
@@ -326,7 +338,11 @@ class Producer:
             for st in state.stages:
                 if st.status == "pending":
                     st.status = "canceled"
-            self.store.save(state)
+            job.get_status(refresh=True)  # RQ's cancel set it in Redis, not on this object
+            with self.connection.pipeline(transaction=False) as pipe:
+                self.store.save(state, pipeline=pipe)
+                mirror_to_meta(job, state, pipeline=pipe)
+                pipe.execute()
             return "canceled (it had not started)"
         if status == JobStatus.STARTED:
             self.connection.set(cancel_key(job_id), "1", ex=self.settings.job_timeout_ceiling)
@@ -345,6 +361,7 @@ class Producer:
                 "or stopped jobs can be retried",
                 job_id=job_id,
             )
+        self._refuse_or_repair_rewritten(job)
         self.connection.delete(cancel_key(job_id))
         # A fresh budget of automatic retries: a permanent failure zeroed it, or the transient
         # ones used it up, and the rerun deserves the same policy as a new job.
@@ -360,6 +377,22 @@ class Producer:
         assert existing is not None
         index_jobs(self.connection, [entry_for(job_id, existing.queue, existing.plan, None)])
         return existing
+
+    def _refuse_or_repair_rewritten(self, job: Job) -> None:
+        """Before a retry: a job that a tool without ``-S json`` re-saved (``rq requeue``, say)
+        is requeued only if it can run. Its plan (``data``) no longer JSON cannot be recovered;
+        only its ``meta`` rewritten, it is written again as JSON from the stage state.
+
+        Raises:
+            JobError: the job's data is not JSON; nothing was changed.
+        """
+        if data_rewritten(job):
+            raise JobError(
+                f"job {job.id} was rewritten by a tool without -S json; resubmit its config", job_id=job.id
+            )
+        if isinstance(job, StableNewJob) and job.meta_not_json:
+            mirror_to_meta(job, self.store.load(job.id))
+            job.meta_not_json = False
 
 
 def _fetch_job(connection: redis.Redis, job_id: str) -> Job:

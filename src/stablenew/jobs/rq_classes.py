@@ -49,9 +49,11 @@ from stablenew.jobs.resilience import (
     provably_dead,
     reclaim_dead_namesake,
 )
-from stablenew.jobs.state import StateStore
+from stablenew.jobs.state import StateStore, mirror_to_meta
+from stablenew.jobs.views import data_rewritten
 from stablenew.pipeline import MAX_PLAN_JSON_CHARS
 from stablenew.queues import QUEUES
+from stablenew.run import JobState
 from stablenew.settings import Settings, redact_url
 
 log = logging.getLogger("stablenew.worker")
@@ -169,9 +171,10 @@ class StableNewJob(Job):
     injected into Redis could otherwise make the GPU host post to any address).
 
     A hash written straight into Redis is read defensively too: ``data`` that is not a JSON job
-    tuple (a pickle, say: it is never unpickled), over :data:`MAX_JOB_DATA_BYTES` once inflated, or
-    a ``meta`` that is not JSON make the job fail at once (no retry) saying so, and the job function
-    is called only with its one argument, the plan as a JSON string.
+    tuple (a pickle, say: it is never unpickled) or over :data:`MAX_JOB_DATA_BYTES` once inflated
+    makes the job fail at once (no retry) saying so; a ``meta`` that is not JSON is dropped unread
+    (the job runs, and its meta is written again as JSON); and the job function is called only with
+    its one argument, the plan as a JSON string.
     """
 
     def __init__(
@@ -181,9 +184,12 @@ class StableNewJob(Job):
         # code from Redis on Job.fetch, even when reading only meta (``rq worker -j`` without ``-S json``).
         super().__init__(id, connection=connection, serializer=JSONSerializer)
 
-    # Set by ``restore``: the hash's data was over the limit (and dropped unread), its meta not JSON.
-    _data_too_big = False
-    _meta_not_json = False
+    data_too_big = False
+    """Set by ``restore``: the hash's data was over :data:`MAX_JOB_DATA_BYTES` (dropped unread)."""
+    meta_not_json = False
+    """Set by ``restore``: the hash's meta was not JSON (dropped unread), e.g. re-saved by a tool
+    without ``-S json``. A worker runs such a job (its plan is in ``data``) and writes its meta
+    again as JSON; see :func:`~stablenew.jobs.views.rewritten_problem`."""
 
     hands_back: bool = False
     """Set by :class:`StableNewWorker` before the job runs: a job handed back (:class:`Requeued`)
@@ -222,8 +228,12 @@ class StableNewJob(Job):
         self._checked_callback("success", self._success_callback_name)
         self._checked_callback("failure", self._failure_callback_name)
         self._checked_callback("stopped", self._stopped_callback_name)
-        if self._meta_not_json:
-            self._refuse(f"job {self.id}: its meta is not JSON (a pickle?); jobs here are JSON only")
+        if self.meta_not_json:
+            log.warning(
+                "job %s: its meta was rewritten by a tool without -S json; it runs, and its meta is "
+                "written again as JSON from its stage state",
+                self.id,
+            )
         problem = _arguments_problem(self.args, self.kwargs)
         if problem:
             self._refuse(f"job {self.id}: {name} takes one argument, the plan as a JSON string ({problem})")
@@ -249,11 +259,11 @@ class StableNewJob(Job):
             raise
         except Exception as exc:  # e.g. RQ's parse_timeout asserts on a garbage ``timeout``
             raise ValueError(f"job {self.id}: {type(exc).__name__}: {exc}") from None
-        self._data_too_big = data is None
+        self.data_too_big = data is None
         self.data = data or b""
         unserialized = self.meta.get("unserialized") if isinstance(self.meta, dict) else None
-        self._meta_not_json = isinstance(unserialized, bytes)  # JSON never decodes to bytes
-        if self._meta_not_json:
+        self.meta_not_json = isinstance(unserialized, bytes)  # JSON never decodes to bytes
+        if self.meta_not_json:
             self.meta = {}
 
     def _deserialize_data(self) -> None:
@@ -262,7 +272,7 @@ class StableNewJob(Job):
         Raises:
             DeserializationError: what RQ's worker expects (it catches it by that name).
         """
-        if self._data_too_big:
+        if self.data_too_big:
             self.retries_left = 0
             raise DeserializationError(
                 f"job {self.id}: its data is over {MAX_JOB_DATA_BYTES:,} bytes "
@@ -274,9 +284,10 @@ class StableNewJob(Job):
             self.retries_left = 0
             cause = exc.__cause__
             reason = f"{type(cause).__name__}: {cause}" if cause is not None else "unreadable"
+            rewritten = " (a pickle: rewritten by a tool without -S json; resubmit its config)"
             raise DeserializationError(
                 f"job {self.id}: its data is not JSON of [function, instance, args, kwargs] "
-                f"({reason[:200]}); jobs here are JSON only"
+                f"({reason[:200]}); jobs here are JSON only{rewritten if data_rewritten(self) else ''}"
             ) from None
 
     def _checked_callback(self, kind: str, name: str | None) -> None:
@@ -339,8 +350,10 @@ class StableNewJob(Job):
             CanceledJobRegistry(
                 self.origin, self.connection, job_class=type(self), serializer=self.serializer
             ).add(self, ttl=ttl, pipeline=pipeline)
+            self._mirror_state(pipeline)
             pipeline.expire(self.key, ttl)
             return
+        state = None
         try:
             store = StateStore(self.connection)
             state = store.load(self.id)
@@ -351,6 +364,25 @@ class StableNewJob(Job):
         except redis.RedisError:
             log.warning("job %s: could not record its failure in the stage state", self.id)
         super()._handle_failure(exc_string, pipeline, *args, **kwargs)
+        self._mirror_state(pipeline, state, loaded=True)
+
+    def _handle_success(self, result_ttl: Any, pipeline: Any, *args: Any, **kwargs: Any) -> None:
+        super()._handle_success(result_ttl, pipeline, *args, **kwargs)
+        self._mirror_state(pipeline)
+
+    def retry(self, queue: Queue, pipeline: Any) -> None:
+        super().retry(queue, pipeline)
+        self._mirror_state(pipeline)
+
+    def _mirror_state(self, pipeline: Any, state: JobState | None = None, *, loaded: bool = False) -> None:
+        """Write the job's view into its meta for rq-dashboard, now that RQ has set how the job
+        ends (the worker's last write during the run still said *started*). Never raises."""
+        try:
+            if not loaded:
+                state = StateStore(self.connection).load(self.id)
+            mirror_to_meta(self, state, pipeline=pipeline)
+        except Exception:  # RQ's own end of the job must go on: the copy is for display only
+            log.warning("job %s: could not copy its state into its meta", self.id, exc_info=True)
 
 
 class StableNewBaseWorker(BaseWorker):
@@ -508,6 +540,8 @@ class StableNewBaseWorker(BaseWorker):
         with self.connection.pipeline() as pipe:
             self.cleanup_execution(job, pipeline=pipe)
             hand_back(queue, job, pipe)
+            if isinstance(job, StableNewJob):
+                job._mirror_state(pipe)
             pipe.execute()
 
 

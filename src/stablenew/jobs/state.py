@@ -4,16 +4,20 @@ The state of job ``J`` (a :class:`~stablenew.run.JobState`) is one JSON document
 ``stablenew:state:J`` (see :mod:`keys`), written only by the work horse running ``J`` (one writer,
 so no lost updates) and read by ``status``. It is never kept only in ``job.meta``: RQ's parent
 re-saves a stale meta when a horse dies under Retry. A copy is mirrored into
-``job.meta["stablenew"]`` so rq-dashboard shows it; that copy is a view.
+``job.meta["stablenew"]`` so rq-dashboard shows it (:func:`mirror_to_meta`); that copy is the
+job's ``status --json`` as of its last write, never read back.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import redis
+from rq.job import Job
 
 from stablenew.jobs.keys import state_key
+from stablenew.jobs.views import meta_view
 from stablenew.run import JobState, utcnow
 
 
@@ -50,3 +54,17 @@ class StateStore:
         """Store ``state`` (on ``pipeline`` when given, to share its round trip)."""
         state.updated_at = utcnow()
         (pipeline or self.connection).set(state_key(state.job_id), state.model_dump_json(), ex=self.ttl)
+
+
+def mirror_to_meta(
+    job: Job, state: JobState | None, *, pipeline: Any = None, unless_written: bool = False
+) -> None:
+    """Write ``job.meta["stablenew"]``, what rq-dashboard shows of the job: its ``status --json``
+    (:func:`~stablenew.jobs.views.meta_view`) with ``state`` and the job's RQ status as they are
+    now. On ``pipeline`` when given, so that it lands with the write it reflects. Always JSON,
+    which also replaces a meta another serializer wrote."""
+    job.meta.pop("unserialized", None)
+    job.meta["stablenew"] = meta_view(job, state)
+    (pipeline or job.connection).hset(
+        job.key, "meta", json.dumps(job.meta).encode()
+    )  # as rq's JSONSerializer

@@ -101,6 +101,9 @@ def job_view(
     if error is None and status == "failed":
         result = job.latest_result()
         error = _last_line(result.exc_string if result is not None else None)
+    rewritten = rewritten_problem(job)
+    if rewritten is not None:
+        error = rewritten  # what happened to it matters more than how an earlier run ended
     position = None
     if status == "queued":
         position = positions.get(job.id) if positions is not None else queue_position(job, queue)
@@ -114,6 +117,43 @@ def job_view(
         position=position,
         enqueued_at=job.enqueued_at.isoformat() if job.enqueued_at else None,
     )
+
+
+def meta_view(job: Job, state: JobState | None) -> dict[str, Any]:
+    """What ``job.meta["stablenew"]`` holds for rq-dashboard: the job's ``status --json``
+    (:func:`job_view`) as of now, without its queue position (which changes without the job
+    changing). ``state`` is copied, never changed."""
+    copied = state.model_copy(deep=True) if state is not None else None
+    view = job_view(job, copied, _no_queue, positions={}).to_dict()
+    del view["position"]
+    return view
+
+
+def _no_queue(name: str) -> Queue:
+    raise AssertionError("meta_view takes no queue position")  # positions={} answers every job
+
+
+def rewritten_problem(job: Job) -> str | None:
+    """What a tool using another serializer than JSON (``rq ...`` without ``-S json``) did to
+    ``job``, in words, or None: its ``data`` (the plan) is no longer JSON, which nothing can undo,
+    or only its ``meta`` is, which a worker rewrites as JSON from the stage state when it runs
+    the job (and ``stablenew retry`` at once)."""
+    if data_rewritten(job):
+        return f"job {job.id} was rewritten by a tool without -S json; resubmit its config"
+    if getattr(job, "meta_not_json", False):
+        return (
+            f"job {job.id}: its meta was rewritten by a tool without -S json (not JSON, so not read); "
+            "its plan is intact and its meta is written again as JSON when it runs"
+        )
+    return None
+
+
+def data_rewritten(job: Job) -> bool:
+    """Whether ``job``'s stored ``data`` was re-saved by RQ's default serializer, pickle (what any
+    ``rq`` tool or script without ``-S json`` writes). Looks at its first byte only, never
+    unpickles: every pickle RQ writes opens with the PROTO opcode, 0x80, which no JSON text does."""
+    data = job.__dict__.get("_data")  # RQ's raw field as read; not built from func and args
+    return isinstance(data, bytes) and data[:1] == b"\x80"
 
 
 def queue_position(job: Job, queue: Callable[[str], Queue]) -> int | None:
@@ -179,4 +219,14 @@ def _last_line(text: str | None) -> str | None:
     return lines[-1] if lines else None
 
 
-__all__ = ["JobView", "Submission", "job_view", "pending_state", "queue_position", "queue_positions"]
+__all__ = [
+    "JobView",
+    "Submission",
+    "data_rewritten",
+    "job_view",
+    "meta_view",
+    "pending_state",
+    "queue_position",
+    "queue_positions",
+    "rewritten_problem",
+]
