@@ -106,6 +106,7 @@ def wait_until_all_finished(connection: redis.Redis, deadline_s: float) -> None:
     raise AssertionError(f"only {done} of {PLANS} plans finished within {deadline_s} s")
 
 
+@pytest.mark.timeout(300)  # its own deadline says what went wrong; this only stops a hang
 def test_a_thousand_plans_under_transient_faults_all_finish_with_each_stage_succeeding_exactly_once(
     request: pytest.FixtureRequest,
     connection: redis.Redis,
