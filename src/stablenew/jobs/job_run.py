@@ -18,7 +18,9 @@ whose files are intact.
 Error policy: a transient WebUI error (down, timeout, 5xx, an answer cut short) is retried within
 the run with backoff (``stage_retries``); when those run out the job is handed back to its queue
 unfailed if the WebUI itself is down (the breaker is open, or it does not answer a probe), else
-re-raised so RQ's ``Retry`` runs it again. Permanent errors (bad plan, rejected by the WebUI,
+re-raised so RQ's ``Retry`` runs it again. A run that is the first since an answered probe (a
+trial) and fails transiently again while the WebUI still generates a test image fails for good:
+the job is the problem, not the WebUI, and must not hold the queue. Permanent errors (bad plan, rejected by the WebUI,
 unknown plan version) zero the job's remaining retries and fail at once. A cancel ends the job
 *canceled*; a stopping worker hands its job back after the running stage.
 """
@@ -45,7 +47,13 @@ from stablenew.errors import (
     is_transient,
 )
 from stablenew.jobs.keys import cancel_key, inventory_key, stop_key
-from stablenew.jobs.resilience import WebUIBreaker, count_requeue, probe_webui, requeue_count
+from stablenew.jobs.resilience import (
+    WebUIBreaker,
+    count_requeue,
+    probe_webui,
+    requeue_count,
+    webui_generates,
+)
 from stablenew.jobs.rq_classes import StableNewJob, running_worker_settings
 from stablenew.jobs.state import StateStore
 from stablenew.pipeline import StageExecutionPlan
@@ -94,6 +102,7 @@ class JobRun:
         except StableNewError as exc:
             self._record_unplannable(exc)
             raise  # permanent: StableNewJob.perform spends no retry on it
+        trial = self.breaker.take_trial()  # the first run since an answered probe
         plan_run = PlanRun(
             self.settings,
             plan,
@@ -129,6 +138,19 @@ class JobRun:
             self._hand_back(recorder, str(exc))
             raise
         except Exception as exc:
+            if is_transient(exc) and trial and webui_generates(self.settings):
+                # Right after an answered probe this job failed again, yet the WebUI generates a
+                # test image: the job is the problem (A1111 answers some bad inputs with a 500).
+                self.breaker.record_success()
+                self.job.retries_left = 0
+                exc.args = (
+                    f"{exc} (this job failed again right after the WebUI answered a probe, and the "
+                    "WebUI still generates a test image: this job is at fault; not tried again)",
+                )
+                message = recorder.failed(exc)
+                self._notify(plan, recorder.summary())
+                exc.args = (message,)
+                raise
             if is_transient(exc) and self._can_hand_back() and self._webui_is_down():
                 reason = (
                     f"handed back to the queue: the WebUI of worker {self.worker_name} is failing ({exc})"

@@ -48,6 +48,11 @@ def breaker_key(worker: str) -> str:
     return f"{_PREFIX}:breaker:{worker}"
 
 
+def trial_key(worker: str) -> str:
+    """Set when a worker's probe was answered: the next run on that worker is a trial of the WebUI."""
+    return f"{_PREFIX}:trial:{worker}"
+
+
 def stop_key(worker: str) -> str:
     """Set by a worker told to stop: its running job hands itself back after the current stage."""
     return f"{_PREFIX}:stop:{worker}"
