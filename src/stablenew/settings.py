@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # Hosts (host or host:port, comma-separated) a plan's callback_url may name; empty = any.
     # Set it on shared deployments: a submitter could otherwise make GPU hosts POST anywhere.
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # How long one webhook delivery may take in all (attempts and pauses): a receiver trickling
+    # its answer is cut off here. Deliveries run beside the worker's jobs, never holding them.
+    webhook_deadline: float = Field(30.0, gt=0)
 
     @field_validator("queues", "retry_intervals", "webhook_allowed_hosts", mode="before")
     @classmethod

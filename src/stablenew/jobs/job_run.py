@@ -46,6 +46,7 @@ from stablenew.errors import (
     is_permanent,
     is_transient,
 )
+from stablenew.jobs._webhooks import WebhookOutbox, deliver
 from stablenew.jobs.keys import cancel_key, inventory_key, stop_key
 from stablenew.jobs.resilience import (
     WebUIBreaker,
@@ -57,7 +58,7 @@ from stablenew.jobs.resilience import (
 from stablenew.jobs.rq_classes import StableNewJob, running_worker_settings
 from stablenew.jobs.state import StateStore
 from stablenew.pipeline import StageExecutionPlan
-from stablenew.run import JobState, PlanRun, RunRecorder, callback_allowed, notify
+from stablenew.run import JobState, PlanRun, RunRecorder
 from stablenew.settings import Settings
 from stablenew.webui import Inventory, WebUIClient, WebUIExecutor
 
@@ -243,17 +244,15 @@ class JobRun:
         log.warning("job %s: %s", self.job.id, reason)
 
     def _notify(self, plan: StageExecutionPlan, summary: dict[str, Any]) -> None:
-        """POST the summary to the plan's callback_url, if any. Never fails the job."""
+        """Leave the webhook for the plan's callback_url, if any, to :class:`StableNewWorker`, which
+        sends it once the job's end is recorded, beside its next job; under another worker class,
+        send it now (within ``webhook_deadline``). Never fails the job."""
         if not plan.callback_url:
             return
-        if not callback_allowed(self.settings, plan.callback_url):
-            log.warning("job %s: callback URL refused (bad URL or host not allowed); not sent", self.job.id)
+        if isinstance(self.job, StableNewJob) and self.job.hands_back:
+            WebhookOutbox(self.connection, ttl=self.ttl).put(self.job.id, plan.callback_url, summary)
             return
-        secret = self.settings.webhook_secret
-        try:
-            notify(plan.callback_url, summary, secret=secret.get_secret_value() if secret else None)
-        except Exception:  # a webhook must never fail the job
-            log.exception("job %s: webhook delivery crashed", self.job.id)
+        deliver(self.settings, plan.callback_url, summary)
 
     def _record_unplannable(self, exc: StableNewError) -> None:
         state = self.store.load(self.job.id) or JobState(job_id=self.job.id)

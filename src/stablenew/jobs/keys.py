@@ -63,6 +63,11 @@ def birth_key(worker: str) -> str:
     return f"{_PREFIX}:birth:{worker}"
 
 
+def webhook_key(job_id: str) -> str:
+    """The webhook a run of ``job_id`` left for its worker to send once the job's end is recorded."""
+    return f"{_PREFIX}:webhook:{job_id}"
+
+
 def requeues_key(job_id: str) -> str:
     """How many times a job was handed back to its queue without using up a retry."""
     return f"{_PREFIX}:requeues:{job_id}"

@@ -20,6 +20,7 @@ included, are pinned against the installed rq by ``tests/jobs/test_rq_classes.py
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -41,6 +42,7 @@ from rq.worker import WorkerStatus
 from rq.worker.base import BaseWorker
 
 from stablenew.errors import Canceled, JobNotAllowed, Requeued, WebUIError, is_permanent
+from stablenew.jobs._webhooks import WebhookOutbox, WebhookSender
 from stablenew.jobs.keys import ALLOWED_FUNCTIONS, PAUSED_QUEUES_KEY, birth_key, stop_key
 from stablenew.jobs.resilience import (
     WebUIBreaker,
@@ -279,6 +281,15 @@ class StableNewJob(Job):
                 f"({reason[:200]}); jobs here are JSON only"
             ) from None
 
+    def _callback_url(self) -> str | None:
+        """The plan's callback_url, read without trusting the plan (None if there is none)."""
+        try:
+            plan = json.loads(self.args[0])
+        except (ValueError, TypeError, IndexError, DeserializationError):
+            return None
+        url = plan.get("callback_url") if isinstance(plan, dict) else None
+        return url if isinstance(url, str) and url else None
+
     def _checked_callback(self, kind: str, name: str | None) -> None:
         if name:
             self._refuse(f"job {self.id} names {kind} callback {name!r}, which is not allowed")
@@ -348,6 +359,11 @@ class StableNewJob(Job):
                 lines = [line for line in exc_string.strip().splitlines() if line.strip()]
                 state.mark_failed(lines[-1] if lines else "the job died")
                 store.save(state)
+                url = self._callback_url()
+                if url:  # the run died before it could leave its webhook: the worker sends it
+                    WebhookOutbox(self.connection, ttl=store.ttl).put(
+                        self.id, url, {"job_id": self.id, **state.view()}
+                    )
         except redis.RedisError:
             log.warning("job %s: could not record its failure in the stage state", self.id)
         super()._handle_failure(exc_string, pipeline, *args, **kwargs)
@@ -450,6 +466,30 @@ class StableNewBaseWorker(BaseWorker):
             self.log.warning("Worker %s: the WebUI answers again; trying one job", self.name)
             return
 
+    # ------------------------------------------------------------------ webhooks
+    _webhooks: WebhookSender | None = None
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """RQ's, then the job's webhook (if its run left one): its end is recorded by now, RQ's
+        status included, and a thread sends it while this worker takes its next job."""
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self._send_webhook(job.id)
+
+    def _send_webhook(self, job_id: str) -> None:
+        s = self._settings()
+        try:
+            delivery = WebhookOutbox(self.connection, ttl=max(s.failure_ttl, s.result_ttl)).take(job_id)
+        except redis.RedisError:
+            self.log.warning("Worker %s: job %s: its webhook could not be read from Redis", self.name, job_id)
+            return
+        if delivery is None:
+            return
+        if self._webhooks is None:
+            self._webhooks = WebhookSender(s)
+        self._webhooks.send(*delivery)
+
     # ------------------------------------------------------------------ stopping
     def request_stop(self, signum: Any, frame: Any) -> None:
         if self.get_state() == WorkerStatus.BUSY:
@@ -481,6 +521,9 @@ class StableNewBaseWorker(BaseWorker):
     def teardown(self) -> None:
         with contextlib.suppress(redis.RedisError):
             self.connection.delete(stop_key(self.name))
+        if self._webhooks is not None:  # what is still waiting goes out, each within its deadline
+            self._webhooks.close(timeout=self._settings().webhook_deadline + 1)
+            self._webhooks = None
         super().teardown()  # type: ignore[no-untyped-call]
 
     # ------------------------------------------------------------------ hand-backs
