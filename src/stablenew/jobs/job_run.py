@@ -173,11 +173,26 @@ class JobRun:
         ``stage_retries`` times, backing off), resuming after the stages already finished."""
         recorder, client = plan_run.recorder, plan_run.client
         retries = 0
+        checked_outputs = False
         while True:
             try:
                 self._preflight(plan_run.executor, client, plan_run.plan)
                 plan_run.run()
-                return
+                missing = recorder.missing_outputs()
+                if not missing:
+                    return
+                if checked_outputs:
+                    raise FileNotFoundError(
+                        f"outputs missing on disk after the last stage: {', '.join(missing)}"
+                    )
+                # Deleted or damaged while the job ran: run again, redoing only the stages concerned.
+                log.warning(
+                    "job %s: outputs missing on disk (%s); running their stages again", self.job.id, missing
+                )
+                checked_outputs = True
+                recorder.current = None  # the last stage did finish: not to be marked failed
+                recorder.retrying(FileNotFoundError(f"outputs missing on disk: {', '.join(missing)}"))
+                continue
             except WebUIError as exc:
                 if not exc.transient:
                     raise

@@ -179,8 +179,23 @@ class RunRecorder:
         self._close()
 
     def _close(self) -> None:
-        self.state.manifest = str(self.outputs.write_manifest(self.manifest()))
+        # The end is recorded whatever the disk does: a manifest that cannot be written (disk
+        # full, folder gone) must neither hide why the job ended nor stop its state being saved.
+        try:
+            self.state.manifest = str(self.outputs.write_manifest(self.manifest()))
+        except OSError as exc:
+            self.state.manifest = None
+            log.error("job %s: manifest not written (%s: %s)", self.job_id, type(exc).__name__, exc.strerror)
         self.save()
+
+    def missing_outputs(self) -> list[str]:
+        """The recorded output files of finished stages that are not on disk as recorded."""
+        missing = []
+        for st in self.state.stages:
+            for record in st.outputs if st.status == "finished" else []:
+                if self.outputs.read_verified([OutputFile(**record.model_dump())]) is None:
+                    missing.append(record.path)
+        return missing
 
     # -------------------------------------------------------------- reports
     def summary(self) -> dict[str, Any]:
