@@ -41,13 +41,14 @@ from stablenew.errors import (
     Canceled,
     Requeued,
     StableNewError,
+    Superseded,
     WebUIError,
     WebUITimeout,
     is_permanent,
     is_transient,
 )
 from stablenew.jobs._webhooks import WebhookOutbox, deliver
-from stablenew.jobs.keys import cancel_key, inventory_key, stop_key
+from stablenew.jobs.keys import cancel_key, inventory_key, owner_key, stop_key
 from stablenew.jobs.resilience import (
     WebUIBreaker,
     count_requeue,
@@ -96,8 +97,36 @@ class JobRun:
         self.breaker = WebUIBreaker(
             self.connection, self.worker_name, threshold=settings.webui_failure_threshold
         )
+        self.owner = owner_key(job.id)
+        self.token = 0  # this run's ownership token, taken when it starts
 
     def run(self, plan_json: str) -> dict[str, Any]:
+        try:
+            return self._run(plan_json)
+        except Superseded as exc:
+            log.warning("job %s: %s; this run stops without writing anything more", self.job.id, exc)
+            raise
+
+    def _take_ownership(self) -> None:
+        """Take a new ownership token for this run: any earlier run still going is fenced off."""
+        with self.connection.pipeline() as pipe:
+            pipe.incr(self.owner)
+            pipe.expire(self.owner, self.ttl)
+            token, _ = pipe.execute()
+        self.token = int(token)
+
+    def _check_owner(self) -> None:
+        """Raises :class:`Superseded` when a later run of the job took a newer token."""
+        current = self.connection.get(self.owner)
+        if current is None or int(current) != self.token:
+            raise Superseded(
+                f"run {self.token} of the job was superseded by run {current and int(current)} "
+                f"(worker {self.worker_name} lost the job, frozen or cut off)",
+                job_id=self.job.id,
+            )
+
+    def _run(self, plan_json: str) -> dict[str, Any]:
+        self._take_ownership()
         try:
             plan = StageExecutionPlan.from_json(plan_json)
         except StableNewError as exc:
@@ -114,6 +143,7 @@ class JobRun:
             should_yield=self._stop_requested,
             worker=self.worker_name,
             on_stage_done=self.breaker.record_success,
+            check_owner=self._check_owner,
         )
         recorder = plan_run.recorder
         try:
@@ -130,6 +160,8 @@ class JobRun:
                         with contextlib.suppress(WebUIError):
                             plan_run.executor.interrupt_own()
                     raise
+        except Superseded:
+            raise
         except Canceled as exc:
             recorder.canceled(exc)
             self.connection.delete(cancel_key(self.job.id))
@@ -264,6 +296,7 @@ class JobRun:
         send it now (within ``webhook_deadline``). Never fails the job."""
         if not plan.callback_url:
             return
+        self._check_owner()  # a run that lost the job sends nothing: the run that has it will
         if isinstance(self.job, StableNewJob) and self.job.hands_back:
             WebhookOutbox(self.connection, ttl=self.ttl).put(self.job.id, plan.callback_url, summary)
             return
@@ -303,16 +336,24 @@ class JobRun:
         return bool(self.connection.exists(stop_key(self.worker_name)))
 
     def _persist(self, state: JobState, progress_only: bool) -> None:
-        if progress_only:
-            self.store.save(state)
-            return
+        """Save ``state`` while this run owns the job (checked in the same transaction).
+
+        Raises:
+            Superseded: a later run of the job holds the ownership token; nothing was written.
+        """
         # The state key is the source of truth; job.meta gets a read-only copy for rq-dashboard (what
         # Job.save_meta writes), in the same round trip.
-        self.job.meta["stablenew"] = state.view()
-        with self.connection.pipeline(transaction=False) as pipe:
-            self.store.save(state, pipeline=pipe)
-            pipe.hset(self.job.key, "meta", self.job.serializer.dumps(self.job.meta))
-            pipe.execute()
+        also = None
+        if not progress_only:
+            self.job.meta["stablenew"] = state.view()
+            meta = self.job.serializer.dumps(self.job.meta)
+
+            def also(pipe: Any) -> None:
+                pipe.hset(self.job.key, "meta", meta)
+
+        if not self.store.save_if_owner(state, self.owner, self.token, also=also):
+            self._check_owner()
+            raise Superseded("the job's state changed hands while saving it", job_id=self.job.id)
 
 
 __all__ = ["JobRun", "run_plan"]

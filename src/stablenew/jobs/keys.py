@@ -63,6 +63,12 @@ def birth_key(worker: str) -> str:
     return f"{_PREFIX}:birth:{worker}"
 
 
+def owner_key(job_id: str) -> str:
+    """The ownership token of ``job_id``: each run takes a new one (INCR); a run whose token is no
+    longer the current one writes nothing more (fencing)."""
+    return f"{_PREFIX}:owner:{job_id}"
+
+
 def webhook_key(job_id: str) -> str:
     """The webhook a run of ``job_id`` left for its worker to send once the job's end is recorded."""
     return f"{_PREFIX}:webhook:{job_id}"

@@ -41,7 +41,7 @@ from rq.utils import as_text, import_attribute
 from rq.worker import WorkerStatus
 from rq.worker.base import BaseWorker
 
-from stablenew.errors import Canceled, JobNotAllowed, Requeued, WebUIError, is_permanent
+from stablenew.errors import Canceled, JobNotAllowed, Requeued, Superseded, WebUIError, is_permanent
 from stablenew.jobs._webhooks import WebhookOutbox, WebhookSender
 from stablenew.jobs.keys import ALLOWED_FUNCTIONS, PAUSED_QUEUES_KEY, birth_key, stop_key
 from stablenew.jobs.resilience import (
@@ -192,9 +192,10 @@ class StableNewJob(Job):
     goes back to the front of its queue without using a retry. Under plain RQ's worker it stays
     False, and the job fails or retries as RQ does."""
 
-    ended_by: Canceled | Requeued | None = None
+    ended_by: Canceled | Requeued | Superseded | None = None
     """The signal that ended this run of the job, as :meth:`perform` caught it: canceled by
-    request, or handed back to its queue. None for a job that finished or failed."""
+    request, handed back to its queue, or superseded by a later run (which now owns the job's
+    status). None for a job that finished or failed."""
 
     def perform(self) -> Any:
         """RQ's ``perform``, reading the exception that ends the job: a :class:`Canceled` or any
@@ -202,7 +203,7 @@ class StableNewJob(Job):
         :attr:`ended_by` for the failure handling that follows (here and in the worker)."""
         try:
             return super().perform()
-        except (Canceled, Requeued) as exc:
+        except (Canceled, Requeued, Superseded) as exc:
             self.ended_by = exc
             if isinstance(exc, Canceled):
                 self.retries_left = 0
@@ -537,7 +538,7 @@ class StableNewBaseWorker(BaseWorker):
             _running_settings.reset(token)
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
-        if _handed_back(job):
+        if _handed_back(job) or _superseded(job):
             self.log.info("Worker %s: job %s handed back: %s", self.name, job.id, exc_info[1])
             return
         super().handle_exception(job, *exc_info)
@@ -545,6 +546,12 @@ class StableNewBaseWorker(BaseWorker):
     def handle_job_failure(
         self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
     ) -> None:
+        if _superseded(job):
+            # A later run owns the job and its status: this run only leaves the started registry.
+            with self.connection.pipeline() as pipe:
+                self.cleanup_execution(job, pipeline=pipe)
+                pipe.execute()
+            return
         if not _handed_back(job):
             super().handle_job_failure(job, queue, started_job_registry, exc_string)
             return
@@ -569,6 +576,11 @@ class StableNewSimpleWorker(StableNewBaseWorker, SimpleWorker):
 def _handed_back(job: Job) -> bool:
     """Whether ``job`` ended by :class:`Requeued` (it goes back to its queue, not to failed)."""
     return isinstance(job, StableNewJob) and isinstance(job.ended_by, Requeued)
+
+
+def _superseded(job: Job) -> bool:
+    """Whether this run of ``job`` was fenced off by a later run (which records the job's end)."""
+    return isinstance(job, StableNewJob) and isinstance(job.ended_by, Superseded)
 
 
 def _sleep_unless(stop: Any, seconds: float) -> None:

@@ -9,6 +9,7 @@ re-saves a stale meta when a horse dies under Retry. A copy is mirrored into
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -45,6 +46,28 @@ class StateStore:
                 except ValueError:
                     continue
         return found
+
+    def save_if_owner(
+        self, state: JobState, owner_key: str, token: int, *, also: Callable[[Any], None] | None = None
+    ) -> bool:
+        """Store ``state`` (and what ``also`` adds to the transaction) only while ``owner_key`` still
+        holds ``token``, atomically (WATCH): False, writing nothing, when a later run took the job."""
+        state.updated_at = utcnow()
+        doc = state.model_dump_json()
+        with self.connection.pipeline() as pipe:
+            try:
+                pipe.watch(owner_key)  # type: ignore[no-untyped-call]
+                current = pipe.get(owner_key)
+                if current is None or int(current) != token:
+                    return False
+                pipe.multi()
+                pipe.set(state_key(state.job_id), doc, ex=self.ttl)
+                if also is not None:
+                    also(pipe)
+                pipe.execute()
+            except redis.WatchError:
+                return False
+        return True
 
     def save(self, state: JobState, *, pipeline: Any = None) -> None:
         """Store ``state`` (on ``pipeline`` when given, to share its round trip)."""
