@@ -351,7 +351,8 @@ class JobRun:
             def also(pipe: Any) -> None:
                 pipe.hset(self.job.key, "meta", meta)
 
-        if not self.store.save_if_owner(state, self.owner, self.token, also=also):
+        patience = self.settings.redis_retry_seconds
+        if not self.store.save_if_owner(state, self.owner, self.token, also=also, patience=patience):
             self._check_owner()
             raise Superseded("the job's state changed hands while saving it", job_id=self.job.id)
 

@@ -9,6 +9,7 @@ re-saves a stale meta when a horse dies under Retry. A copy is mirrored into
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -48,26 +49,51 @@ class StateStore:
         return found
 
     def save_if_owner(
-        self, state: JobState, owner_key: str, token: int, *, also: Callable[[Any], None] | None = None
+        self,
+        state: JobState,
+        owner_key: str,
+        token: int,
+        *,
+        also: Callable[[Any], None] | None = None,
+        patience: float = 0.0,
     ) -> bool:
         """Store ``state`` (and what ``also`` adds to the transaction) only while ``owner_key`` still
-        holds ``token``, atomically (WATCH): False, writing nothing, when a later run took the job."""
+        holds ``token``, atomically (WATCH): False, writing nothing, when a later run took the job.
+
+        A transaction cut short by Redis itself (an ``OOM`` answer at maxmemory, a lost connection)
+        is tried again with backoff for up to ``patience`` seconds while the token is unchanged.
+
+        Raises:
+            redis.RedisError: Redis kept failing for longer than ``patience``.
+        """
         state.updated_at = utcnow()
         doc = state.model_dump_json()
-        with self.connection.pipeline() as pipe:
+        deadline = time.monotonic() + patience
+        pause = 0.25
+        while True:
             try:
-                pipe.watch(owner_key)  # type: ignore[no-untyped-call]
-                current = pipe.get(owner_key)
-                if current is None or int(current) != token:
-                    return False
-                pipe.multi()
-                pipe.set(state_key(state.job_id), doc, ex=self.ttl)
-                if also is not None:
-                    also(pipe)
-                pipe.execute()
-            except redis.WatchError:
-                return False
-        return True
+                with self.connection.pipeline() as pipe:
+                    pipe.watch(owner_key)  # type: ignore[no-untyped-call]
+                    current = pipe.get(owner_key)
+                    if current is None or int(current) != token:
+                        return False
+                    pipe.multi()
+                    pipe.set(state_key(state.job_id), doc, ex=self.ttl)
+                    if also is not None:
+                        also(pipe)
+                    pipe.execute()
+                return True
+            except (redis.WatchError, redis.OutOfMemoryError, redis.ConnectionError) as exc:
+                # A WatchError also stands for a failure redis-py met while watching: look again.
+                if time.monotonic() + pause > deadline and not isinstance(exc, redis.WatchError):
+                    raise
+                if time.monotonic() + pause > deadline:
+                    current = self.connection.get(owner_key)
+                    if current is None or int(current) != token:
+                        return False
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     def save(self, state: JobState, *, pipeline: Any = None) -> None:
         """Store ``state`` (on ``pipeline`` when given, to share its round trip)."""
