@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Sequence
@@ -412,6 +413,33 @@ class StableNewBaseWorker(BaseWorker):
         finally:
             self.connection.delete(lock)
         self.connection.delete(stop_key(self.name))  # a stop left by an earlier, dead life of this name
+        self._watch_registration()
+
+    registration_check_interval: float = 5.0
+    _registration_stop: threading.Event | None = None
+
+    def _watch_registration(self) -> None:
+        """Keep this worker registered: a Redis that restarted empty (no persistence, or a fail-over
+        to an empty replica) forgets every worker, and RQ registers only at start, so the worker
+        would vanish from ``stablenew workers`` while it runs. A thread of the worker's process
+        (none in its work horses) registers it again when its record is gone."""
+        stop = self._registration_stop = threading.Event()
+        pid = os.getpid()
+
+        def watch() -> None:
+            while not stop.wait(self.registration_check_interval):
+                if os.getpid() != pid:
+                    return
+                try:
+                    if not self.connection.exists(self.key):
+                        BaseWorker.register_birth(self)  # type: ignore[no-untyped-call]
+                        self.log.warning(
+                            "Worker %s: its record was gone from Redis; registered again", self.name
+                        )
+                except (redis.RedisError, ValueError) as exc:
+                    self.log.info("Worker %s: registration check failed (%s)", self.name, exc)
+
+        threading.Thread(target=watch, name="stablenew-registration", daemon=True).start()
 
     # ------------------------------------------------------------------ circuit breaker
     def dequeue_job_and_maintain_ttl(
@@ -520,6 +548,8 @@ class StableNewBaseWorker(BaseWorker):
             self.pubsub.close()
 
     def teardown(self) -> None:
+        if self._registration_stop is not None:
+            self._registration_stop.set()
         with contextlib.suppress(redis.RedisError):
             self.connection.delete(stop_key(self.name))
         if self._webhooks is not None:  # what is still waiting goes out, each within its deadline
