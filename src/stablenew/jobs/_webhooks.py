@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 from stablenew.jobs.keys import webhook_key
-from stablenew.run import callback_allowed, notify
+from stablenew.run import delivery_address, notify
 from stablenew.settings import Settings
 
 log = logging.getLogger("stablenew.worker")
@@ -80,8 +80,9 @@ class WebhookSender:
 def deliver(settings: Settings, url: str, summary: dict[str, Any]) -> bool:
     """Send one webhook within ``settings.webhook_deadline``, if the URL is still allowed; never raises."""
     job_id = summary.get("job_id")
-    if not callback_allowed(settings, url):
-        log.warning("job %s: callback URL refused (bad URL or host not allowed); not sent", job_id)
+    address, refusal = delivery_address(settings, url)
+    if refusal is not None:
+        log.warning("job %s: webhook not sent: the callback URL's %s", job_id, refusal)
         return False
     secret = settings.webhook_secret
     try:
@@ -90,6 +91,7 @@ def deliver(settings: Settings, url: str, summary: dict[str, Any]) -> bool:
             summary,
             secret=secret.get_secret_value() if secret else None,
             deadline=settings.webhook_deadline,
+            address=address,
         )
     except Exception:  # a webhook must never fail the job or stop the worker
         log.exception("job %s: webhook delivery crashed", job_id)

@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import hmac
 import http.client
+import ipaddress
 import json
 import logging
 import socket
@@ -94,17 +95,88 @@ def callback_host(url: str) -> tuple[str, int | None]:
 
 
 def callback_allowed(settings: Settings, url: str) -> bool:
-    """Whether ``url`` is an acceptable callback whose host ``settings.webhook_allowed_hosts`` allows.
+    """Whether ``url`` is an acceptable callback that ``settings`` lets a worker POST to.
 
-    Never raises: a URL that cannot be read safely is simply not allowed.
+    Never raises: a URL that cannot be read safely is simply not allowed. See
+    :func:`callback_refusal` for the rules.
     """
-    if callback_problem(url) is not None:
-        return False
+    return callback_refusal(settings, url, resolve=False) is None
+
+
+def _host_listed(settings: Settings, url: str) -> bool:
     allowed = {h.lower() for h in settings.webhook_allowed_hosts}
-    if not allowed:
-        return True
     host, port = callback_host(url)
     return host in allowed or (port is not None and f"{host}:{port}" in allowed)
+
+
+def _internal(address: str) -> bool:
+    """Loopback, link-local (cloud metadata), private, shared, reserved or unspecified."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def resolve_callback(url: str) -> list[str]:
+    """The addresses the callback's host resolves to now (an IP literal is its own); [] if none."""
+    host, port = callback_host(url)
+    try:
+        infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def callback_refusal(settings: Settings, url: str, *, resolve: bool = True) -> str | None:
+    """Why a worker must not POST to ``url``, or None.
+
+    The URL must be acceptable (:func:`callback_problem`); with ``STABLENEW_WEBHOOK_ALLOWED_HOSTS``
+    set its host must be listed. A host that is not listed must not be, nor resolve to, a
+    loopback, link-local (cloud metadata), private or otherwise non-public address: a submitter
+    could otherwise make GPU hosts POST into their own network. With ``resolve`` the host's
+    addresses are looked up now (the worker checks again at delivery, on the address it then
+    connects to); without, only an IP literal is checked. Never raises.
+    """
+    problem = callback_problem(url)
+    if problem is not None:
+        return problem
+    listed = _host_listed(settings, url)
+    if settings.webhook_allowed_hosts and not listed:
+        return "host is not in STABLENEW_WEBHOOK_ALLOWED_HOSTS"
+    if listed:
+        return None
+    host, _ = callback_host(url)
+    if host == "localhost" or host.endswith(".localhost"):
+        return _NOT_PUBLIC
+    try:
+        addresses = [str(ipaddress.ip_address(host))]
+    except ValueError:
+        addresses = resolve_callback(url) if resolve else []
+    if any(_internal(a) for a in addresses):
+        return _NOT_PUBLIC
+    return None
+
+
+def delivery_address(settings: Settings, url: str) -> tuple[str | None, str | None]:
+    """(the address to connect to, None) for a delivery, or (None, why it must not be sent).
+
+    The host is resolved once, here, and the POST goes to that very address: a name that
+    resolves to a public address when checked cannot send the POST elsewhere a moment later."""
+    refusal = callback_refusal(settings, url, resolve=False)
+    if refusal is not None:
+        return None, refusal
+    addresses = resolve_callback(url)
+    if not addresses:
+        return None, "host does not resolve"
+    if not _host_listed(settings, url) and any(_internal(a) for a in addresses):
+        return None, _NOT_PUBLIC
+    return addresses[0], None
+
+
+_NOT_PUBLIC = (
+    "host is or resolves to a loopback, link-local or private address; "
+    "list it in STABLENEW_WEBHOOK_ALLOWED_HOSTS to allow it"
+)
 
 
 def signature(body: bytes, secret: str, timestamp: str) -> str:
@@ -145,6 +217,7 @@ def notify(
     attempts: int = 3,
     backoff: Sequence[float] = (0.5, 2.0),
     deadline: float | None = None,
+    address: str | None = None,
 ) -> bool:
     """POST ``summary`` to ``callback_url``; True once the receiver answered 2xx.
 
@@ -152,7 +225,9 @@ def notify(
     attempts, each with ``timeout`` seconds to connect and to read the answer (the answer's body is
     never read); before attempt ``n + 1`` it waits ``backoff[n - 1]`` seconds (the last value
     repeats). ``deadline`` bounds the whole delivery, pauses included: an attempt still running
-    then is cut off, however steadily the receiver trickles bytes. Connection errors, timeouts,
+    then is cut off, however steadily the receiver trickles bytes. ``address`` (from
+    :func:`delivery_address`) is the IP to connect to instead of resolving the host again; the
+    Host header and TLS still name the host. Connection errors, timeouts,
     408/425/429 and 5xx are tried again; redirects and other 4xx are not. Never raises: a failed
     delivery is logged and returns False.
     """
@@ -179,7 +254,7 @@ def notify(
             left = None if ends is None else ends - time.monotonic()
             if left is not None and left <= 0:
                 break
-            outcome = _attempt(callback_url, body, event, delivery, secret, timeout, left)
+            outcome = _attempt(callback_url, body, event, delivery, secret, timeout, left, address)
             if outcome is None:
                 log.info("webhook %s for job %s delivered to %s", event, summary.get("job_id"), where)
                 return True
@@ -205,6 +280,7 @@ def _attempt(
     secret: str | None,
     timeout: float,
     left: float | None,
+    address: str | None = None,
 ) -> tuple[str, bool] | None:
     """One POST: None when delivered, else (what went wrong, whether another attempt may help).
 
@@ -225,13 +301,16 @@ def _attempt(
     parsed = parse_url(url)
     host = parsed.host or ""
     limit = timeout if left is None else min(timeout, left)
+    if address is not None:
+        headers["Host"] = host if parsed.port is None else f"{host}:{parsed.port}"
+        if ":" in host:
+            headers["Host"] = f"[{host}]" if parsed.port is None else f"[{host}]:{parsed.port}"
+    target = address or host
     conn: http.client.HTTPConnection
     if parsed.scheme == "https":
-        conn = http.client.HTTPSConnection(
-            host, parsed.port, timeout=limit, context=ssl.create_default_context()
-        )
+        conn = _HTTPSTo(target, host, parsed.port, limit)
     else:
-        conn = http.client.HTTPConnection(host, parsed.port, timeout=limit)
+        conn = http.client.HTTPConnection(target, parsed.port, timeout=limit)
     cut_off = threading.Event()
 
     def cut() -> None:
@@ -266,6 +345,19 @@ def _attempt(
     if 300 <= status < 400:
         return f"HTTP {status} redirect (not followed)", False
     return f"HTTP {status}", status >= 500 or status in _RETRY_STATUSES
+
+
+class _HTTPSTo(http.client.HTTPSConnection):
+    """HTTPS to ``address`` whose certificate must name ``hostname`` (SNI too)."""
+
+    def __init__(self, address: str, hostname: str, port: int | None, timeout: float) -> None:
+        self._context_for = ssl.create_default_context()
+        super().__init__(address, port, timeout=timeout, context=self._context_for)
+        self._hostname = hostname
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._context_for.wrap_socket(self.sock, server_hostname=self._hostname)
 
 
 def _origin(url: str) -> str:
