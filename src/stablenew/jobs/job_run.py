@@ -343,16 +343,12 @@ class JobRun:
         """
         # The state key is the source of truth; job.meta gets a read-only copy for rq-dashboard (what
         # Job.save_meta writes), in the same round trip.
-        also = None
+        meta = None
         if not progress_only:
             self.job.meta["stablenew"] = state.view()
-            meta = self.job.serializer.dumps(self.job.meta)
-
-            def also(pipe: Any) -> None:
-                pipe.hset(self.job.key, "meta", meta)
-
+            meta = (self.job.key, self.job.serializer.dumps(self.job.meta))
         patience = self.settings.redis_retry_seconds
-        if not self.store.save_if_owner(state, self.owner, self.token, also=also, patience=patience):
+        if not self.store.save_if_owner(state, self.owner, self.token, meta=meta, patience=patience):
             self._check_owner()
             raise Superseded("the job's state changed hands while saving it", job_id=self.job.id)
 

@@ -10,13 +10,20 @@ re-saves a stale meta when a horse dies under Retry. A copy is mirrored into
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from stablenew.jobs.keys import state_key
 from stablenew.run import JobState, utcnow
+
+# KEYS: owner token, state, job hash; ARGV: token, state JSON, ttl, meta ("" = leave the hash alone).
+_FENCED_SET = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], 'meta', ARGV[4]) end
+return 1
+"""
 
 
 class StateStore:
@@ -54,46 +61,39 @@ class StateStore:
         owner_key: str,
         token: int,
         *,
-        also: Callable[[Any], None] | None = None,
+        meta: tuple[str, str | bytes] | None = None,
         patience: float = 0.0,
     ) -> bool:
-        """Store ``state`` (and what ``also`` adds to the transaction) only while ``owner_key`` still
-        holds ``token``, atomically (WATCH): False, writing nothing, when a later run took the job.
+        """Store ``state`` (and ``meta`` = (job hash key, meta field value)) only while ``owner_key``
+        still holds ``token``, atomically (one Lua script): False, writing nothing, when a later run
+        took the job.
 
-        A transaction cut short by Redis itself (an ``OOM`` answer at maxmemory, a lost connection)
-        is tried again with backoff for up to ``patience`` seconds while the token is unchanged.
+        Redis refusing the write (an ``OOM`` answer at maxmemory, a lost connection) is tried again
+        with backoff for up to ``patience`` seconds.
 
         Raises:
             redis.RedisError: Redis kept failing for longer than ``patience``.
         """
         state.updated_at = utcnow()
-        doc = state.model_dump_json()
+        keys = [owner_key, state_key(state.job_id), meta[0] if meta else state_key(state.job_id)]
+        args: list[Any] = [str(token), state.model_dump_json(), self.ttl, meta[1] if meta else ""]
         deadline = time.monotonic() + patience
         pause = 0.25
         while True:
             try:
-                with self.connection.pipeline() as pipe:
-                    pipe.watch(owner_key)  # type: ignore[no-untyped-call]
-                    current = pipe.get(owner_key)
-                    if current is None or int(current) != token:
-                        return False
-                    pipe.multi()
-                    pipe.set(state_key(state.job_id), doc, ex=self.ttl)
-                    if also is not None:
-                        also(pipe)
-                    pipe.execute()
-                return True
-            except (redis.WatchError, redis.OutOfMemoryError, redis.ConnectionError) as exc:
-                # A WatchError also stands for a failure redis-py met while watching: look again.
-                if time.monotonic() + pause > deadline and not isinstance(exc, redis.WatchError):
-                    raise
+                return bool(self._fenced_set(keys=keys, args=args))
+            except (redis.OutOfMemoryError, redis.ConnectionError):
                 if time.monotonic() + pause > deadline:
-                    current = self.connection.get(owner_key)
-                    if current is None or int(current) != token:
-                        return False
                     raise
                 time.sleep(pause)
                 pause = min(pause * 2, 2.0)
+
+    @property
+    def _fenced_set(self) -> Any:
+        script = getattr(self, "_script", None)
+        if script is None:
+            script = self._script = self.connection.register_script(_FENCED_SET)
+        return script
 
     def save(self, state: JobState, *, pipeline: Any = None) -> None:
         """Store ``state`` (on ``pipeline`` when given, to share its round trip)."""

@@ -85,8 +85,7 @@ class RunRecorder:
 
     # -------------------------------------------------------------- runner hooks
     def before_stage(self, index: int, stage: StageExecution) -> StageResult | None:
-        self.current = index
-        self.check_owner()
+        self.current = index  # (a stage that runs is saved first: the owner check is in that save)
         if self.should_cancel():
             raise Canceled(f"canceled before stage {index} ({stage.stage_type.value})", job_id=self.job_id)
         if self.should_yield():
