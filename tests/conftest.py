@@ -70,10 +70,19 @@ def connection(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+# The tests' webhook receivers listen on loopback, which a callback may name only when allowed.
+LOOPBACK_RECEIVERS = "127.0.0.1"
+
+
 @pytest.fixture
 def producer(connection: redis.Redis, tmp_path: Path) -> Producer:
     """The public producer API, with immediate retries (what the worker processes are given too)."""
-    settings = Settings(retry_max=3, retry_intervals="0", output_dir=tmp_path / "outputs")
+    settings = Settings(
+        retry_max=3,
+        retry_intervals="0",
+        output_dir=tmp_path / "outputs",
+        webhook_allowed_hosts=LOOPBACK_RECEIVERS,
+    )
     return Producer(connection, settings)
 
 
@@ -95,7 +104,11 @@ def stablenew_env(redis_url: str, connection: redis.Redis, tmp_path: Path) -> di
     STABLENEW_* variables of the calling shell are dropped so that they cannot change the tests.
     """
     return subprocess_env(
-        redis_url, tmp_path / "outputs", stage_retry_backoff="0.05", webui_probe_interval="0.2"
+        redis_url,
+        tmp_path / "outputs",
+        stage_retry_backoff="0.05",
+        webui_probe_interval="0.2",
+        webhook_allowed_hosts=LOOPBACK_RECEIVERS,
     )
 
 

@@ -20,7 +20,8 @@ boundary that meets them, and never leak past it::
         ├── JobNotFound             no such job id
         ├── JobNotAllowed           a job names a function outside the allow-list
         ├── Canceled                the job was canceled by request
-        └── Requeued                the job went back to its queue unfinished (handed back)
+        ├── Requeued                the job went back to its queue unfinished (handed back)
+        └── Superseded              a later run of the job took it over: this run stops unwritten
 
 ``is_transient(exc)`` says whether a retry may help; ``is_permanent(exc)`` whether it cannot.
 """
@@ -199,6 +200,11 @@ class Requeued(JobError):
     the worker's WebUI is down. It resumes after its last finished stage wherever it runs next."""
 
 
+class Superseded(JobError):
+    """A later run of the job holds its ownership token (this run's worker froze, say, and the job
+    was given to another): this run stops without writing state, outputs or a webhook."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying the same work may succeed (WebUI down, timeout, 5xx)."""
     return isinstance(exc, WebUIError) and bool(exc.transient)
@@ -225,6 +231,7 @@ __all__ = [
     "Requeued",
     "SettingsError",
     "StableNewError",
+    "Superseded",
     "WebUIError",
     "WebUIHTTPError",
     "WebUIRejected",

@@ -62,9 +62,13 @@ class Settings(BaseSettings):
     redis_retry_seconds: float = Field(60.0, ge=0)
 
     webhook_secret: SecretStr | None = None
-    # Hosts (host or host:port, comma-separated) a plan's callback_url may name; empty = any.
-    # Set it on shared deployments: a submitter could otherwise make GPU hosts POST anywhere.
+    # Hosts (host or host:port, comma-separated) a plan's callback_url may name; empty = any host
+    # that is and resolves to a public address (loopback, link-local and private ones only when
+    # listed). Set it on shared deployments: a submitter could otherwise make GPU hosts POST anywhere.
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # How long one webhook delivery may take in all (attempts and pauses): a receiver trickling
+    # its answer is cut off here. Deliveries run beside the worker's jobs, never holding them.
+    webhook_deadline: float = Field(30.0, gt=0)
 
     @field_validator("queues", "retry_intervals", "webhook_allowed_hosts", mode="before")
     @classmethod

@@ -126,6 +126,7 @@ def env(monkeypatch: pytest.MonkeyPatch, sim: RecordingWebUI, output_dir: Path) 
     monkeypatch.setenv("STABLENEW_OUTPUT_DIR", str(output_dir))
     monkeypatch.setenv("STABLENEW_PROGRESS_INTERVAL", "0.05")
     monkeypatch.setenv("STABLENEW_RETRY_INTERVALS", "0")
+    monkeypatch.setenv("STABLENEW_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1")  # the receivers here
     # Job-level retries (RQ's Retry) are what these tests follow; in-run stage retries and the
     # breaker have their own tests, which set these themselves.
     monkeypatch.setenv("STABLENEW_STAGE_RETRIES", "0")

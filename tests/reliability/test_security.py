@@ -778,6 +778,7 @@ def test_no_secret_appears_in_logs_redis_outputs_cli_output_or_webhooks_of_a_ful
                 "STABLENEW_WEBUI_URL": webui.url,
                 "STABLENEW_WEBUI_AUTH": f"{WEBUI_USER}:{WEBUI_PASSWORD}",
                 "STABLENEW_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                "STABLENEW_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",  # the receiver listens on loopback
                 "STABLENEW_RETRY_MAX": "1",
             }
         )

@@ -23,8 +23,9 @@ from stablenew.settings import redact_url
 def connect(url: str, *, check: bool = True, retry_seconds: float = 0.0, **kwargs: Any) -> redis.Redis:
     """A Redis client for ``url`` (``redis://``, ``rediss://`` for TLS, ``unix://``).
 
-    ``retry_seconds`` > 0 makes every command ride out a lost connection (a Redis restart) for about
-    that long, reconnecting with backoff: what a worker wants. Without it, redis-py's few quick
+    ``retry_seconds`` > 0 makes every command ride out a lost connection (a Redis restart) or an
+    ``OOM`` answer (Redis at its maxmemory) for about that long, reconnecting with backoff: what a
+    worker wants. Without it, redis-py's few quick
     retries apply, so that a CLI command fails fast.
 
     Raises:
@@ -45,7 +46,12 @@ def connect(url: str, *, check: bool = True, retry_seconds: float = 0.0, **kwarg
             socket_connect_timeout=5,
             health_check_interval=30,
             retry=Retry(ExponentialBackoff(cap=2.0, base=0.25), retries),
-            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+            # Redis at maxmemory (noeviction) refuses writes until room is made: ride that out too.
+            retry_on_error=[
+                redis.exceptions.ConnectionError,
+                redis.exceptions.TimeoutError,
+                redis.exceptions.OutOfMemoryError,
+            ],
             **kwargs,
         )
     return client

@@ -18,7 +18,9 @@ whose files are intact.
 Error policy: a transient WebUI error (down, timeout, 5xx, an answer cut short) is retried within
 the run with backoff (``stage_retries``); when those run out the job is handed back to its queue
 unfailed if the WebUI itself is down (the breaker is open, or it does not answer a probe), else
-re-raised so RQ's ``Retry`` runs it again. Permanent errors (bad plan, rejected by the WebUI,
+re-raised so RQ's ``Retry`` runs it again. A run that is the first since an answered probe (a
+trial) and fails transiently again while the WebUI still generates a test image fails for good:
+the job is the problem, not the WebUI, and must not hold the queue. Permanent errors (bad plan, rejected by the WebUI,
 unknown plan version) zero the job's remaining retries and fail at once. A cancel ends the job
 *canceled*; a stopping worker hands its job back after the running stage.
 """
@@ -39,17 +41,25 @@ from stablenew.errors import (
     Canceled,
     Requeued,
     StableNewError,
+    Superseded,
     WebUIError,
     WebUITimeout,
     is_permanent,
     is_transient,
 )
-from stablenew.jobs.keys import cancel_key, inventory_key, stop_key
-from stablenew.jobs.resilience import WebUIBreaker, count_requeue, probe_webui, requeue_count
+from stablenew.jobs._webhooks import WebhookOutbox, deliver
+from stablenew.jobs.keys import cancel_key, inventory_key, owner_key, stop_key
+from stablenew.jobs.resilience import (
+    WebUIBreaker,
+    count_requeue,
+    probe_webui,
+    requeue_count,
+    webui_generates,
+)
 from stablenew.jobs.rq_classes import StableNewJob, running_worker_settings
-from stablenew.jobs.state import StateStore, mirror_to_meta
+from stablenew.jobs.state import StateStore, meta_field
 from stablenew.pipeline import StageExecutionPlan
-from stablenew.run import JobState, PlanRun, RunRecorder, callback_allowed, notify
+from stablenew.run import JobState, PlanRun, RunRecorder
 from stablenew.settings import Settings
 from stablenew.webui import Inventory, WebUIClient, WebUIExecutor
 
@@ -87,13 +97,42 @@ class JobRun:
         self.breaker = WebUIBreaker(
             self.connection, self.worker_name, threshold=settings.webui_failure_threshold
         )
+        self.owner = owner_key(job.id)
+        self.token = 0  # this run's ownership token, taken when it starts
 
     def run(self, plan_json: str) -> dict[str, Any]:
+        try:
+            return self._run(plan_json)
+        except Superseded as exc:
+            log.warning("job %s: %s; this run stops without writing anything more", self.job.id, exc)
+            raise
+
+    def _take_ownership(self) -> None:
+        """Take a new ownership token for this run: any earlier run still going is fenced off."""
+        with self.connection.pipeline() as pipe:
+            pipe.incr(self.owner)
+            pipe.expire(self.owner, self.ttl)
+            token, _ = pipe.execute()
+        self.token = int(token)
+
+    def _check_owner(self) -> None:
+        """Raises :class:`Superseded` when a later run of the job took a newer token."""
+        current = self.connection.get(self.owner)
+        if current is None or int(current) != self.token:
+            raise Superseded(
+                f"run {self.token} of the job was superseded by run {current and int(current)} "
+                f"(worker {self.worker_name} lost the job, frozen or cut off)",
+                job_id=self.job.id,
+            )
+
+    def _run(self, plan_json: str) -> dict[str, Any]:
+        self._take_ownership()
         try:
             plan = StageExecutionPlan.from_json(plan_json)
         except StableNewError as exc:
             self._record_unplannable(exc)
             raise  # permanent: StableNewJob.perform spends no retry on it
+        trial = self.breaker.take_trial()  # the first run since an answered probe
         plan_run = PlanRun(
             self.settings,
             plan,
@@ -104,6 +143,7 @@ class JobRun:
             should_yield=self._stop_requested,
             worker=self.worker_name,
             on_stage_done=self.breaker.record_success,
+            check_owner=self._check_owner,
         )
         recorder = plan_run.recorder
         try:
@@ -120,6 +160,8 @@ class JobRun:
                         with contextlib.suppress(WebUIError):
                             plan_run.executor.interrupt_own()
                     raise
+        except Superseded:
+            raise
         except Canceled as exc:
             recorder.canceled(exc)
             self.connection.delete(cancel_key(self.job.id))
@@ -129,6 +171,19 @@ class JobRun:
             self._hand_back(recorder, str(exc))
             raise
         except Exception as exc:
+            if is_transient(exc) and trial and webui_generates(self.settings):
+                # Right after an answered probe this job failed again, yet the WebUI generates a
+                # test image: the job is the problem (A1111 answers some bad inputs with a 500).
+                self.breaker.record_success()
+                self.job.retries_left = 0
+                exc.args = (
+                    f"{exc} (this job failed again right after the WebUI answered a probe, and the "
+                    "WebUI still generates a test image: this job is at fault; not tried again)",
+                )
+                message = recorder.failed(exc)
+                self._notify(plan, recorder.summary())
+                exc.args = (message,)
+                raise
             if is_transient(exc) and self._can_hand_back() and self._webui_is_down():
                 reason = (
                     f"handed back to the queue: the WebUI of worker {self.worker_name} is failing ({exc})"
@@ -150,11 +205,26 @@ class JobRun:
         ``stage_retries`` times, backing off), resuming after the stages already finished."""
         recorder, client = plan_run.recorder, plan_run.client
         retries = 0
+        checked_outputs = False
         while True:
             try:
                 self._preflight(plan_run.executor, client, plan_run.plan)
                 plan_run.run()
-                return
+                missing = recorder.missing_outputs()
+                if not missing:
+                    return
+                if checked_outputs:
+                    raise FileNotFoundError(
+                        f"outputs missing on disk after the last stage: {', '.join(missing)}"
+                    )
+                # Deleted or damaged while the job ran: run again, redoing only the stages concerned.
+                log.warning(
+                    "job %s: outputs missing on disk (%s); running their stages again", self.job.id, missing
+                )
+                checked_outputs = True
+                recorder.current = None  # the last stage did finish: not to be marked failed
+                recorder.retrying(FileNotFoundError(f"outputs missing on disk: {', '.join(missing)}"))
+                continue
             except WebUIError as exc:
                 if not exc.transient:
                     raise
@@ -221,17 +291,16 @@ class JobRun:
         log.warning("job %s: %s", self.job.id, reason)
 
     def _notify(self, plan: StageExecutionPlan, summary: dict[str, Any]) -> None:
-        """POST the summary to the plan's callback_url, if any. Never fails the job."""
+        """Leave the webhook for the plan's callback_url, if any, to :class:`StableNewWorker`, which
+        sends it once the job's end is recorded, beside its next job; under another worker class,
+        send it now (within ``webhook_deadline``). Never fails the job."""
         if not plan.callback_url:
             return
-        if not callback_allowed(self.settings, plan.callback_url):
-            log.warning("job %s: callback URL refused (bad URL or host not allowed); not sent", self.job.id)
+        self._check_owner()  # a run that lost the job sends nothing: the run that has it will
+        if isinstance(self.job, StableNewJob) and self.job.hands_back:
+            WebhookOutbox(self.connection, ttl=self.ttl).put(self.job.id, plan.callback_url, summary)
             return
-        secret = self.settings.webhook_secret
-        try:
-            notify(plan.callback_url, summary, secret=secret.get_secret_value() if secret else None)
-        except Exception:  # a webhook must never fail the job
-            log.exception("job %s: webhook delivery crashed", self.job.id)
+        deliver(self.settings, plan.callback_url, summary)
 
     def _record_unplannable(self, exc: StableNewError) -> None:
         state = self.store.load(self.job.id) or JobState(job_id=self.job.id)
@@ -267,12 +336,18 @@ class JobRun:
         return bool(self.connection.exists(stop_key(self.worker_name)))
 
     def _persist(self, state: JobState, progress_only: bool) -> None:
-        # The state key is the source of truth; job.meta gets a read-only copy for rq-dashboard,
-        # on every save (the throttled progress saves too), in the same round trip.
-        with self.connection.pipeline(transaction=False) as pipe:
-            self.store.save(state, pipeline=pipe)
-            mirror_to_meta(self.job, state, pipeline=pipe)
-            pipe.execute()
+        """Save ``state`` while this run owns the job (checked in the same transaction).
+
+        Raises:
+            Superseded: a later run of the job holds the ownership token; nothing was written.
+        """
+        # The state key is the source of truth; job.meta gets a read-only copy for rq-dashboard, on
+        # every save (the throttled progress saves too), in the same round trip.
+        meta = meta_field(self.job, state)
+        patience = self.settings.redis_retry_seconds
+        if not self.store.save_if_owner(state, self.owner, self.token, meta=meta, patience=patience):
+            self._check_owner()
+            raise Superseded("the job's state changed hands while saving it", job_id=self.job.id)
 
 
 __all__ = ["JobRun", "run_plan"]

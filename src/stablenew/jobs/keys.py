@@ -48,6 +48,11 @@ def breaker_key(worker: str) -> str:
     return f"{_PREFIX}:breaker:{worker}"
 
 
+def trial_key(worker: str) -> str:
+    """Set when a worker's probe was answered: the next run on that worker is a trial of the WebUI."""
+    return f"{_PREFIX}:trial:{worker}"
+
+
 def stop_key(worker: str) -> str:
     """Set by a worker told to stop: its running job hands itself back after the current stage."""
     return f"{_PREFIX}:stop:{worker}"
@@ -56,6 +61,17 @@ def stop_key(worker: str) -> str:
 def birth_key(worker: str) -> str:
     """Held while a worker of this name takes over a dead namesake's jobs and registers."""
     return f"{_PREFIX}:birth:{worker}"
+
+
+def owner_key(job_id: str) -> str:
+    """The ownership token of ``job_id``: each run takes a new one (INCR); a run whose token is no
+    longer the current one writes nothing more (fencing)."""
+    return f"{_PREFIX}:owner:{job_id}"
+
+
+def webhook_key(job_id: str) -> str:
+    """The webhook a run of ``job_id`` left for its worker to send once the job's end is recorded."""
+    return f"{_PREFIX}:webhook:{job_id}"
 
 
 def requeues_key(job_id: str) -> str:

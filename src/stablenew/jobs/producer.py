@@ -50,7 +50,7 @@ from stablenew.jobs.views import (
 )
 from stablenew.pipeline import StageExecutionPlan
 from stablenew.queues import DEFAULT_QUEUE, QUEUES
-from stablenew.run import callback_allowed, callback_problem, is_valid_job_id
+from stablenew.run import callback_refusal, is_valid_job_id
 from stablenew.settings import Settings
 
 _R = TypeVar("_R", bound=BaseRegistry)
@@ -99,9 +99,7 @@ class Producer:
         plan = build_checked_plan(config, source=source, lenient=lenient)
         url = plan.callback_url
         if url:
-            reason = callback_problem(url)
-            if reason is None and not callback_allowed(self.settings, url):
-                reason = "host is not in STABLENEW_WEBHOOK_ALLOWED_HOSTS"
+            reason = callback_refusal(self.settings, url)  # checked again when it is sent
             if reason is not None:
                 raise ConfigError([FieldProblem("callback_url", reason, url)], source=source)
         if self.preflight is not None:

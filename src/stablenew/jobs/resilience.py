@@ -29,7 +29,8 @@ from rq.registry import StartedJobRegistry
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, SCHEDULER_LOCKING_KEY_TEMPLATE
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
-from stablenew.jobs.keys import breaker_key, requeues_key
+from stablenew.errors import WebUIError
+from stablenew.jobs.keys import breaker_key, requeues_key, trial_key
 from stablenew.jobs.state import StateStore
 from stablenew.settings import Settings
 from stablenew.webui import WebUIClient
@@ -54,6 +55,7 @@ class WebUIBreaker:
     def __init__(self, connection: redis.Redis, worker: str, *, threshold: int) -> None:
         self.connection = connection
         self.key = breaker_key(worker)
+        self.trial_key = trial_key(worker)
         self.threshold = threshold
 
     def failures(self) -> int:
@@ -70,7 +72,7 @@ class WebUIBreaker:
         return int(count)
 
     def record_success(self) -> None:
-        self.connection.delete(self.key)
+        self.connection.delete(self.key, self.trial_key)
 
     def seen_since_success(self) -> bool:
         """Whether any failure (or a half-open trial) happened since the last success."""
@@ -81,14 +83,50 @@ class WebUIBreaker:
         self.connection.set(self.key, self.threshold, ex=_BREAKER_TTL_S)
 
     def half_open(self) -> None:
-        """After an answered probe: one more failure opens the breaker again."""
-        self.connection.set(self.key, self.threshold - 1, ex=_BREAKER_TTL_S)
+        """After an answered probe: one more failure opens the breaker again, and the next run is
+        a trial (:meth:`take_trial`)."""
+        with self.connection.pipeline() as pipe:
+            pipe.set(self.key, self.threshold - 1, ex=_BREAKER_TTL_S)
+            pipe.set(self.trial_key, "1", ex=_BREAKER_TTL_S)
+            pipe.execute()
+
+    def take_trial(self) -> bool:
+        """Whether this run is the first since an answered probe (asked once per run: it consumes
+        the mark). A trial run that fails again is suspected of being the problem itself."""
+        with self.connection.pipeline() as pipe:
+            pipe.exists(self.trial_key)
+            pipe.delete(self.trial_key)
+            found, _ = pipe.execute()
+        return bool(found)
 
 
 def probe_webui(settings: Settings) -> None:
     """Raises :class:`~stablenew.errors.WebUIError` unless the WebUI answers its cheapest GET."""
     with WebUIClient.from_settings(settings, read_timeout=30.0) as client:
         client.ping()
+
+
+# The cheapest generation any WebUI can run: it tells "the WebUI generates" from "this job fails".
+_TEST_GENERATION = {
+    "prompt": "stablenew test generation",
+    "width": 64,
+    "height": 64,
+    "steps": 1,
+    "batch_size": 1,
+    "n_iter": 1,
+    "save_images": False,
+    "do_not_save_samples": True,
+    "do_not_save_grid": True,
+}
+
+
+def webui_generates(settings: Settings) -> bool:
+    """Whether the WebUI answers a tiny txt2img with an image (never raises)."""
+    try:
+        with WebUIClient.from_settings(settings) as client:
+            return bool(client.txt2img(_TEST_GENERATION).images)
+    except WebUIError:
+        return False
 
 
 def count_requeue(connection: redis.Redis, job_id: str, *, ttl: int) -> int:

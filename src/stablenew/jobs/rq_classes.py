@@ -20,9 +20,11 @@ included, are pinned against the installed rq by ``tests/jobs/test_rq_classes.py
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Sequence
@@ -40,7 +42,8 @@ from rq.utils import as_text, import_attribute
 from rq.worker import WorkerStatus
 from rq.worker.base import BaseWorker
 
-from stablenew.errors import Canceled, JobNotAllowed, Requeued, WebUIError, is_permanent
+from stablenew.errors import Canceled, JobNotAllowed, Requeued, Superseded, WebUIError, is_permanent
+from stablenew.jobs._webhooks import WebhookOutbox, WebhookSender
 from stablenew.jobs.keys import ALLOWED_FUNCTIONS, PAUSED_QUEUES_KEY, birth_key, stop_key
 from stablenew.jobs.resilience import (
     WebUIBreaker,
@@ -196,9 +199,10 @@ class StableNewJob(Job):
     goes back to the front of its queue without using a retry. Under plain RQ's worker it stays
     False, and the job fails or retries as RQ does."""
 
-    ended_by: Canceled | Requeued | None = None
+    ended_by: Canceled | Requeued | Superseded | None = None
     """The signal that ended this run of the job, as :meth:`perform` caught it: canceled by
-    request, or handed back to its queue. None for a job that finished or failed."""
+    request, handed back to its queue, or superseded by a later run (which now owns the job's
+    status). None for a job that finished or failed."""
 
     def perform(self) -> Any:
         """RQ's ``perform``, reading the exception that ends the job: a :class:`Canceled` or any
@@ -206,7 +210,7 @@ class StableNewJob(Job):
         :attr:`ended_by` for the failure handling that follows (here and in the worker)."""
         try:
             return super().perform()
-        except (Canceled, Requeued) as exc:
+        except (Canceled, Requeued, Superseded) as exc:
             self.ended_by = exc
             if isinstance(exc, Canceled):
                 self.retries_left = 0
@@ -290,6 +294,15 @@ class StableNewJob(Job):
                 f"({reason[:200]}); jobs here are JSON only{rewritten if data_rewritten(self) else ''}"
             ) from None
 
+    def _callback_url(self) -> str | None:
+        """The plan's callback_url, read without trusting the plan (None if there is none)."""
+        try:
+            plan = json.loads(self.args[0])
+        except (ValueError, TypeError, IndexError, DeserializationError):
+            return None
+        url = plan.get("callback_url") if isinstance(plan, dict) else None
+        return url if isinstance(url, str) and url else None
+
     def _checked_callback(self, kind: str, name: str | None) -> None:
         if name:
             self._refuse(f"job {self.id} names {kind} callback {name!r}, which is not allowed")
@@ -361,6 +374,11 @@ class StableNewJob(Job):
                 lines = [line for line in exc_string.strip().splitlines() if line.strip()]
                 state.mark_failed(lines[-1] if lines else "the job died")
                 store.save(state)
+                url = self._callback_url()
+                if url:  # the run died before it could leave its webhook: the worker sends it
+                    WebhookOutbox(self.connection, ttl=store.ttl).put(
+                        self.id, url, {"job_id": self.id, **state.view()}
+                    )
         except redis.RedisError:
             log.warning("job %s: could not record its failure in the stage state", self.id)
         super()._handle_failure(exc_string, pipeline, *args, **kwargs)
@@ -427,6 +445,33 @@ class StableNewBaseWorker(BaseWorker):
         finally:
             self.connection.delete(lock)
         self.connection.delete(stop_key(self.name))  # a stop left by an earlier, dead life of this name
+        self._watch_registration()
+
+    registration_check_interval: float = 5.0
+    _registration_stop: threading.Event | None = None
+
+    def _watch_registration(self) -> None:
+        """Keep this worker registered: a Redis that restarted empty (no persistence, or a fail-over
+        to an empty replica) forgets every worker, and RQ registers only at start, so the worker
+        would vanish from ``stablenew workers`` while it runs. A thread of the worker's process
+        (none in its work horses) registers it again when its record is gone."""
+        stop = self._registration_stop = threading.Event()
+        pid = os.getpid()
+
+        def watch() -> None:
+            while not stop.wait(self.registration_check_interval):
+                if os.getpid() != pid:
+                    return
+                try:
+                    if not self.connection.exists(self.key):
+                        BaseWorker.register_birth(self)  # type: ignore[no-untyped-call]
+                        self.log.warning(
+                            "Worker %s: its record was gone from Redis; registered again", self.name
+                        )
+                except (redis.RedisError, ValueError) as exc:
+                    self.log.info("Worker %s: registration check failed (%s)", self.name, exc)
+
+        threading.Thread(target=watch, name="stablenew-registration", daemon=True).start()
 
     # ------------------------------------------------------------------ circuit breaker
     def dequeue_job_and_maintain_ttl(
@@ -482,6 +527,30 @@ class StableNewBaseWorker(BaseWorker):
             self.log.warning("Worker %s: the WebUI answers again; trying one job", self.name)
             return
 
+    # ------------------------------------------------------------------ webhooks
+    _webhooks: WebhookSender | None = None
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """RQ's, then the job's webhook (if its run left one): its end is recorded by now, RQ's
+        status included, and a thread sends it while this worker takes its next job."""
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self._send_webhook(job.id)
+
+    def _send_webhook(self, job_id: str) -> None:
+        s = self._settings()
+        try:
+            delivery = WebhookOutbox(self.connection, ttl=max(s.failure_ttl, s.result_ttl)).take(job_id)
+        except redis.RedisError:
+            self.log.warning("Worker %s: job %s: its webhook could not be read from Redis", self.name, job_id)
+            return
+        if delivery is None:
+            return
+        if self._webhooks is None:
+            self._webhooks = WebhookSender(s)
+        self._webhooks.send(*delivery)
+
     # ------------------------------------------------------------------ stopping
     def request_stop(self, signum: Any, frame: Any) -> None:
         if self.get_state() == WorkerStatus.BUSY:
@@ -511,8 +580,13 @@ class StableNewBaseWorker(BaseWorker):
             self.pubsub.close()
 
     def teardown(self) -> None:
+        if self._registration_stop is not None:
+            self._registration_stop.set()
         with contextlib.suppress(redis.RedisError):
             self.connection.delete(stop_key(self.name))
+        if self._webhooks is not None:  # what is still waiting goes out, each within its deadline
+            self._webhooks.close(timeout=self._settings().webhook_deadline + 1)
+            self._webhooks = None
         super().teardown()  # type: ignore[no-untyped-call]
 
     # ------------------------------------------------------------------ hand-backs
@@ -526,7 +600,7 @@ class StableNewBaseWorker(BaseWorker):
             _running_settings.reset(token)
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
-        if _handed_back(job):
+        if _handed_back(job) or _superseded(job):
             self.log.info("Worker %s: job %s handed back: %s", self.name, job.id, exc_info[1])
             return
         super().handle_exception(job, *exc_info)
@@ -534,6 +608,12 @@ class StableNewBaseWorker(BaseWorker):
     def handle_job_failure(
         self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
     ) -> None:
+        if _superseded(job):
+            # A later run owns the job and its status: this run only leaves the started registry.
+            with self.connection.pipeline() as pipe:
+                self.cleanup_execution(job, pipeline=pipe)
+                pipe.execute()
+            return
         if not _handed_back(job):
             super().handle_job_failure(job, queue, started_job_registry, exc_string)
             return
@@ -560,6 +640,11 @@ class StableNewSimpleWorker(StableNewBaseWorker, SimpleWorker):
 def _handed_back(job: Job) -> bool:
     """Whether ``job`` ended by :class:`Requeued` (it goes back to its queue, not to failed)."""
     return isinstance(job, StableNewJob) and isinstance(job.ended_by, Requeued)
+
+
+def _superseded(job: Job) -> bool:
+    """Whether this run of ``job`` was fenced off by a later run (which records the job's end)."""
+    return isinstance(job, StableNewJob) and isinstance(job.ended_by, Superseded)
 
 
 def _sleep_unless(stop: Any, seconds: float) -> None:

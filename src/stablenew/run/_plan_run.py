@@ -28,7 +28,8 @@ class PlanRun:
 
     Use it as a context manager: leaving it closes the WebUI client. ``on_progress`` hears each
     progress fraction after the recorder; ``on_stage_done`` is called each time the WebUI answered
-    a stage (not for a stage resumed from disk).
+    a stage (not for a stage resumed from disk); ``check_owner`` raises when this run no longer
+    owns the job (see :class:`RunRecorder`).
 
     Raises:
         ValueError: ``run_id`` is not a safe job id.
@@ -47,6 +48,7 @@ class PlanRun:
         worker: str | None = None,
         on_progress: ProgressListener | None = None,
         on_stage_done: Callable[[], None] | None = None,
+        check_owner: Callable[[], None] | None = None,
     ) -> None:
         self.plan = plan
         self.recorder = RunRecorder(
@@ -58,6 +60,7 @@ class PlanRun:
             should_yield=should_yield,
             webui_url=settings.webui_url,
             worker=worker,
+            **({} if check_owner is None else {"check_owner": check_owner}),
         )
         self._on_progress = on_progress
         self.client = WebUIClient.from_settings(settings)

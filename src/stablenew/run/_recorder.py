@@ -50,8 +50,12 @@ class RunRecorder:
         should_yield: Callable[[], bool] = never,
         webui_url: str = "",
         worker: str | None = None,
+        check_owner: Callable[[], None] = lambda: None,
     ) -> None:
         self.outputs = outputs
+        # Raises when this run no longer owns the job (a later run took it over): asked before each
+        # stage and before each file written, so a run that froze and woke writes nothing more.
+        self.check_owner = check_owner
         self.plan = plan
         self.persist = persist
         self.should_cancel = should_cancel
@@ -81,7 +85,7 @@ class RunRecorder:
 
     # -------------------------------------------------------------- runner hooks
     def before_stage(self, index: int, stage: StageExecution) -> StageResult | None:
-        self.current = index
+        self.current = index  # (a stage that runs is saved first: the owner check is in that save)
         if self.should_cancel():
             raise Canceled(f"canceled before stage {index} ({stage.stage_type.value})", job_id=self.job_id)
         if self.should_yield():
@@ -111,6 +115,7 @@ class RunRecorder:
     def after_stage(self, index: int, stage: StageExecution, result: StageResult) -> None:
         meta = dict(result.get("meta") or {})
         seeds = meta.get("seeds") or [meta.get("seed")]
+        self.check_owner()
         written = self.outputs.write_stage(index, stage.stage_type.value, result["images"], seeds)
         st = self.state.stages[index]
         st.outputs = [OutputRecord(**f.to_dict()) for f in written]
@@ -179,8 +184,24 @@ class RunRecorder:
         self._close()
 
     def _close(self) -> None:
-        self.state.manifest = str(self.outputs.write_manifest(self.manifest()))
+        # The end is recorded whatever the disk does: a manifest that cannot be written (disk
+        # full, folder gone) must neither hide why the job ended nor stop its state being saved.
+        self.check_owner()
+        try:
+            self.state.manifest = str(self.outputs.write_manifest(self.manifest()))
+        except OSError as exc:
+            self.state.manifest = None
+            log.error("job %s: manifest not written (%s: %s)", self.job_id, type(exc).__name__, exc.strerror)
         self.save()
+
+    def missing_outputs(self) -> list[str]:
+        """The recorded output files of finished stages that are not on disk as recorded."""
+        missing = []
+        for st in self.state.stages:
+            for record in st.outputs if st.status == "finished" else []:
+                if self.outputs.read_verified([OutputFile(**record.model_dump())]) is None:
+                    missing.append(record.path)
+        return missing
 
     # -------------------------------------------------------------- reports
     def summary(self) -> dict[str, Any]:

