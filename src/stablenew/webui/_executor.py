@@ -22,7 +22,9 @@
   ADetailer tabs are built and checked here too, so a plan from the queue with a bad tab fails
   before any GPU work, not at its last stage.
 - A stage call that returns no images (interrupted by someone else, ``send_images`` off) is a
-  failure (:class:`~stablenew.errors.WebUIHTTPError` with status 200), not an empty success.
+  failure (:class:`~stablenew.errors.WebUIHTTPError` with status 200), not an empty success; so is
+  one whose images do not all decode to their end (Pillow, bounded by ``MAX_OUTPUT_PIXELS``): both
+  transient, the WebUI may do better next time.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stablenew.errors import Canceled, WebUIError, WebUIHTTPError, WebUIRejected
-from stablenew.pipeline import StageExecutionPlan, StageType
+from stablenew.pipeline import MAX_OUTPUT_PIXELS, StageExecutionPlan, StageType, image_data_problem
 from stablenew.webui._client import GenerationResult, WebUIClient
 from stablenew.webui._images import image_size
 from stablenew.webui._payloads import (
@@ -340,6 +342,9 @@ class WebUIExecutor:
                         stage=stage_type.value,
                         transient=True,
                     )
+                _require_whole_images(
+                    result.images, self.client.base_url + STAGE_ROUTES[stage_type.value], stage_type
+                )
                 images.extend(result.images)
                 info = result.info or info
                 seeds.extend(self._seeds(stage_type, body, result, payload.get("input_seed")))
@@ -526,6 +531,18 @@ class _ProgressPoller:
 
 def _int(value: Any) -> int:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _require_whole_images(images: list[str], url: str, stage_type: StageType) -> None:
+    """Every returned image must decode to its end before the stage counts as done: a truncated PNG
+    would otherwise be recorded (its sha256 matches what was written) and reused by a retry. A bad one
+    fails the call as transient: the WebUI may send it whole next time, within the stage's retries."""
+    for index, image in enumerate(images):
+        problem = image_data_problem(image, max_pixels=MAX_OUTPUT_PIXELS)
+        if problem is not None:
+            raise WebUIHTTPError(
+                200, f"image {index} {problem}", url=url, stage=stage_type.value, transient=True
+            )
 
 
 def _without_images(body: Mapping[str, Any]) -> dict[str, Any]:
