@@ -14,6 +14,9 @@
   behind another client's, or where the WebUI cannot tell (``--nowebui`` has no ``/internal/progress``;
   extras take no task id), the call runs to its end and the stage stops after it. Either way the stage's
   output is discarded and it raises :class:`~stablenew.errors.Canceled`.
+  A cancel first aborts our own read of the call (:meth:`WebUIClient.abort`), so the stage ends within
+  seconds even while our request waits or a WebUI drips its answer. Each call's answer is bounded by
+  :func:`~stablenew.webui._bounded.answer_limit`.
 - ``preflight(plan)`` checks, once per WebUI (cached), that every checkpoint, VAE, sampler, scheduler,
   upscaler and ADetailer model the plan names exists there, and that the WebUI takes as many ADetailer
   tabs as the plan has passes (``/sdapi/v1/script-info``), and remembers each name's exact
@@ -41,6 +44,7 @@ from typing import Any
 
 from stablenew.errors import Canceled, WebUIError, WebUIHTTPError, WebUIRejected
 from stablenew.pipeline import MAX_OUTPUT_PIXELS, StageExecutionPlan, StageType, image_data_problem
+from stablenew.webui._bounded import answer_limit
 from stablenew.webui._client import GenerationResult, WebUIClient
 from stablenew.webui._images import image_size
 from stablenew.webui._payloads import (
@@ -324,7 +328,10 @@ class WebUIExecutor:
             poller.start()
         try:
             for number in range(total):
-                body = self._body(stage_type, payload, calls.pop())
+                image = calls.pop()
+                body = self._body(stage_type, payload, image)
+                limit = answer_limit(body, image)
+                del image
                 self._last_task = None
                 if stage_type is not StageType.UPSCALE:  # extras take no task id
                     body["force_task_id"] = self._last_task = f"task(stablenew-{uuid.uuid4().hex[:16]})"
@@ -332,7 +339,7 @@ class WebUIExecutor:
                 if poller:
                     poller.part = (number, total)
                     poller.task = body.get("force_task_id")
-                result = self._call(stage_type, body, poller)
+                result = self._call(stage_type, body, poller, limit)
                 if not result.images:
                     route = STAGE_ROUTES[stage_type.value]
                     raise WebUIHTTPError(
@@ -406,15 +413,15 @@ class WebUIExecutor:
         return body
 
     def _call(
-        self, stage_type: StageType, body: dict[str, Any], poller: _ProgressPoller | None
+        self, stage_type: StageType, body: dict[str, Any], poller: _ProgressPoller | None, limit: int
     ) -> GenerationResult:
         try:
             if stage_type is StageType.TXT2IMG:
-                result = self.client.txt2img(body, release_images=True)
+                result = self.client.txt2img(body, release_images=True, max_answer_bytes=limit)
             elif stage_type is StageType.UPSCALE:
-                result = self.client.extra_single_image(body, release_images=True)
+                result = self.client.extra_single_image(body, release_images=True, max_answer_bytes=limit)
             else:
-                result = self.client.img2img(body, release_images=True)
+                result = self.client.img2img(body, release_images=True, max_answer_bytes=limit)
         except WebUIError as exc:
             exc.stage = stage_type.value
             if poller and poller.canceled:
@@ -473,6 +480,7 @@ class _ProgressPoller:
             try:
                 if not self.canceled and ex.should_cancel and ex.should_cancel():
                     self.canceled = True
+                    ex.client.abort()  # our own read ends now: the stage does not wait for the WebUI
                 if self.canceled:
                     if self._interrupt_if_ours():
                         return
