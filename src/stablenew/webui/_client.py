@@ -324,7 +324,7 @@ class WebUIClient:
         with self._calls.guarded(seconds) as guard:
             try:
                 status, content_type, raw = self._send(
-                    method, url, timeout, payload, parse, release_images, limit, guard
+                    method, url, timeout, payload, parse, release_images, limit
                 )
             except WebUIError:
                 if guard.reason is None:
@@ -361,7 +361,6 @@ class WebUIClient:
         parse: bool,
         release_images: bool,
         limit: int,
-        guard: CallGuard,
     ) -> tuple[int, str, bytes | None]:
         """Send the request and read the answer's body within ``limit``: (status, content type, body).
 
