@@ -86,7 +86,8 @@ class WebUIClient:
     (an explicit ``auth`` wins) and never appear in ``base_url``, a repr or an error. All calls share one
     pooled session of up to ``pool_maxsize`` connections, so a generation and a progress poller may run in two
     threads at once. A ``session`` passed in is used as it is: its adapters and lifetime stay the caller's
-    (``pool_maxsize`` is then ignored and :meth:`close` leaves it open).
+    (``pool_maxsize`` is then ignored and :meth:`close` leaves it open; its connections are not ours to cut,
+    so its calls keep their size bound but not their deadline, and :meth:`abort` cannot reach them).
     """
 
     def __init__(
