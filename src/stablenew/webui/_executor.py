@@ -14,9 +14,9 @@
   behind another client's, or where the WebUI cannot tell (``--nowebui`` has no ``/internal/progress``;
   extras take no task id), the call runs to its end and the stage stops after it. Either way the stage's
   output is discarded and it raises :class:`~stablenew.errors.Canceled`.
-  A cancel first aborts our own read of the call (:meth:`WebUIClient.abort`), so the stage ends within
-  seconds even while our request waits or a WebUI drips its answer. Each call's answer is bounded by
-  :func:`~stablenew.webui._bounded.answer_limit`.
+  The interrupt of our own request also aborts our read of the call (:meth:`WebUIClient.abort`), so the
+  stage ends within seconds even when the WebUI ignores the interrupt or drips its answer. Each call's
+  answer is bounded by :func:`~stablenew.webui._bounded.answer_limit`.
 - ``preflight(plan)`` checks, once per WebUI (cached), that every checkpoint, VAE, sampler, scheduler,
   upscaler and ADetailer model the plan names exists there, and that the WebUI takes as many ADetailer
   tabs as the plan has passes (``/sdapi/v1/script-info``), and remembers each name's exact
@@ -480,7 +480,6 @@ class _ProgressPoller:
             try:
                 if not self.canceled and ex.should_cancel and ex.should_cancel():
                     self.canceled = True
-                    ex.client.abort()  # our own read ends now: the stage does not wait for the WebUI
                 if self.canceled:
                     if self._interrupt_if_ours():
                         return
@@ -513,6 +512,7 @@ class _ProgressPoller:
             return True
         if answer.get("active"):
             self._executor.client.interrupt()
+            self._executor.client.abort()  # our read ends now, whether or not the WebUI heeds the interrupt
             return True
         return False  # queued behind another client's request, or already done: ask again
 
