@@ -15,7 +15,8 @@ there is one), before anything is parsed further:
   a key given twice in one object (Python's parser would keep the last one silently), and objects or lists
   nested deeper than :data:`~stablenew.pipeline.MAX_DEPTH`; each is named by its field path;
 - an ``init_image_path`` that holds a control character, or names something that is not a PNG, JPEG or WebP
-  image of at most ``MAX_INIT_IMAGE_B64`` once encoded. The path may be absolute or go up (``../images/a.png``):
+  image of at most ``MAX_INIT_IMAGE_B64`` once encoded, that decodes completely (Pillow's ``verify()`` and a
+  full ``load()``, at most ``MAX_INIT_IMAGE_PIXELS``; a file cut short is refused here, not by the WebUI). The path may be absolute or go up (``../images/a.png``):
   it is read here, by whoever submits, with their own rights, and only an image is ever embedded.
 """
 
@@ -28,17 +29,17 @@ from typing import Any
 
 from stablenew.config_yaml import YamlConfigError, load_yaml_text
 from stablenew.errors import ConfigError, FieldProblem
-from stablenew.pipeline import MAX_INIT_IMAGE_B64, structure_problem, text_problem
+from stablenew.pipeline import (
+    MAX_INIT_IMAGE_B64,
+    MAX_INIT_IMAGE_PIXELS,
+    image_bytes_problem,
+    structure_problem,
+    text_problem,
+)
 
 YAML_SUFFIXES = (".yaml", ".yml")
 MAX_CONFIG_FILE_BYTES = 32 * 1024 * 1024  # larger init images belong in a file named by init_image_path
 MAX_INIT_IMAGE_BYTES = MAX_INIT_IMAGE_B64 // 4 * 3
-
-_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
-
-
-def _is_image(data: bytes) -> bool:
-    return data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
 class _NonFinite:
@@ -183,7 +184,8 @@ def _embed_init_images(raw: dict[str, Any], base_dir: Path, source: str) -> None
         if oversized:
             message = f"image is too large: at most {MAX_INIT_IMAGE_BYTES} bytes (got {oversized})"
             raise ConfigError([FieldProblem(field, message, has_value=False)], source=source)
-        if not _is_image(data):
-            raise ConfigError([FieldProblem(field, "is not a PNG, JPEG or WebP image", rel)], source=source)
+        problem = image_bytes_problem(data, max_pixels=MAX_INIT_IMAGE_PIXELS)
+        if problem is not None:
+            raise ConfigError([FieldProblem(field, problem, rel)], source=source)
         encoded = base64.b64encode(data).decode("ascii")
         section["init_images"] = [*section.get("init_images", []), encoded]

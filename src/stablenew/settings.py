@@ -8,6 +8,7 @@ up in a repr, a log line or job meta; a password written into the WebUI URL is h
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -62,6 +63,8 @@ class Settings(BaseSettings):
     redis_retry_seconds: float = Field(60.0, ge=0)
 
     webhook_secret: SecretStr | None = None
+    # user:password of `stablenew dashboard` (HTTP basic); without it the dashboard serves loopback only.
+    dashboard_auth: SecretStr | None = None
     # Hosts (host or host:port, comma-separated) a plan's callback_url may name; empty = any host
     # that is and resolves to a public address (loopback, link-local and private ones only when
     # listed). Set it on shared deployments: a submitter could otherwise make GPU hosts POST anywhere.
@@ -104,9 +107,9 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return url
 
-    @field_validator("webui_auth")
+    @field_validator("webui_auth", "dashboard_auth")
     @classmethod
-    def _webui_auth_is_a_pair(cls, auth: SecretStr | None) -> SecretStr | None:
+    def _auth_is_a_pair(cls, auth: SecretStr | None) -> SecretStr | None:
         if auth is not None and ":" not in auth.get_secret_value():
             raise ValueError("must be user:password")
         return auth
@@ -130,7 +133,7 @@ class Settings(BaseSettings):
 
 
 # Shown as "not shown" whatever their value; URLs are shown with their password hidden.
-_SECRET_FIELDS = frozenset({"webui_auth", "webhook_secret"})
+_SECRET_FIELDS = frozenset({"webui_auth", "webhook_secret", "dashboard_auth"})
 _URL_FIELDS = frozenset({"redis_url", "webui_url"})
 _REDIS_DATABASES = "0..15 unless your server sets databases"
 
@@ -228,22 +231,19 @@ def redis_url_problem(url: str) -> str | None:
 def redact_url(url: str) -> str:
     """Return ``url`` with any password (user info or ``?password=``) replaced by ``***``.
 
-    Works on the raw text, so a password holding ``/``, ``#`` or ``@`` is still hidden whole.
+    Works on the raw text, so a password holding ``/``, ``#`` or ``@`` is still hidden whole. Query
+    secrets go first: an ``@`` inside one must not be taken for the end of the user info (which would
+    leave the rest of that password in view).
     """
+    url = _SECRET_QUERY.sub(r"\1***", url)
     scheme_end = url.find("://")
     if scheme_end > 0 and "@" in url[scheme_end:]:
         head, _, tail = url.rpartition("@")
         scheme, userinfo = head[: scheme_end + 3], head[scheme_end + 3 :]
         user, has_password, _ = userinfo.partition(":")
         url = f"{scheme}{user}:***@{tail}" if has_password else f"{scheme}{user}@{tail}"
-    base, sep, query = url.partition("?")
-    if not sep:
-        return url
-    query, hashsep, fragment = query.partition("#")
-    pairs = []
-    for pair in query.split("&"):
-        key, eq, value = pair.partition("=")
-        if eq and any(word in key.lower() for word in ("pass", "token", "secret")):
-            value = "***"
-        pairs.append(f"{key}{eq}{value}")
-    return f"{base}?{'&'.join(pairs)}{hashsep}{fragment}"
+    return url
+
+
+# A query parameter whose name says it is a secret, up to the next parameter or the fragment.
+_SECRET_QUERY = re.compile(r"([?&][^=&#?]*(?:pass|token|secret)[^=&#?]*=)[^&#]*", re.IGNORECASE)

@@ -215,6 +215,8 @@ def test_the_dashboard_listens_on_all_interfaces_of_its_container_and_publishes_
     assert args.host == "0.0.0.0"
     assert any(str(p).endswith(f":{args.port}") for p in service["ports"])
     assert "${REDIS_PASSWORD" in env_of(service)["STABLENEW_REDIS_URL"]
+    # Bound beyond loopback (inside its container), the dashboard serves only with a user and password.
+    assert "${DASHBOARD_AUTH:?" in env_of(service)["STABLENEW_DASHBOARD_AUTH"]
 
 
 def test_the_simulator_profile_runs_the_simulator_and_a_worker_that_uses_it() -> None:

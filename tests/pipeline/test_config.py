@@ -13,7 +13,7 @@ from stablenew.errors import ConfigError, FieldProblem
 from stablenew.pipeline import PipelineConfig, parse_config
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "producer" / "examples"
-INIT_IMAGE_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB"
+INIT_IMAGE_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="  # a 1x1 PNG
 WRAPPER_SCHEMA = "stablenew.config.v2.6"
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from stablenew.config_files import load_config_file
 from stablenew.errors import ConfigError
@@ -15,10 +17,15 @@ from stablenew.pipeline import parse_config
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "producer" / "examples"
 
-# The smallest well-formed headers of each accepted format, padded so the bytes are distinct.
-PNG_BYTES = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
-JPEG_BYTES = b"\xff\xd8\xff\xe0" + bytes(range(64))
-WEBP_BYTES = b"RIFF\x24\x00\x00\x00WEBPVP8 " + bytes(range(64))
+
+def _image_bytes(fmt: str) -> bytes:
+    """A small, complete image of each accepted format (an init image must decode to its end)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 8), (200, 40, 90)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+PNG_BYTES, JPEG_BYTES, WEBP_BYTES = (_image_bytes(fmt) for fmt in ("PNG", "JPEG", "WEBP"))
 
 
 def write_config(directory: Path, config: dict[str, Any], name: str = "config.json") -> Path:

@@ -15,7 +15,7 @@ from stablenew.pipeline import PipelineRunner, StageExecution, StageExecutionPla
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "producer" / "examples"
 
 # A tiny base64 payload; the config only checks that init images are non-trivial strings.
-INIT_IMAGE_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB"
+INIT_IMAGE_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="  # a 1x1 PNG
 
 ADETAILER_MESSAGE = "ADetailer requires at least one generation stage (txt2img or img2img)."
 

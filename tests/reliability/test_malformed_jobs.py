@@ -24,13 +24,16 @@ when nothing in it is malformed.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import io
 import json
 import os
 import pathlib
 import pickle
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -44,6 +47,7 @@ from typing import Any
 
 import pytest
 import redis
+from PIL import Image
 from rq import Worker
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
@@ -310,12 +314,26 @@ CONTROL = Case("control-well-formed", lambda c: fresh(job_data(JOB_FUNCTION, c.p
 
 
 # ------------------------------------------------------------------------------------------ size limits
+def png_b64_of_length(chars: int) -> str:
+    """A whole 8x8 PNG (init images must decode to their end) padded by a private ancillary chunk, as
+    base64 of exactly ``chars`` characters (a multiple of 4)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    small = buffer.getvalue()
+    pad = chars // 4 * 3 - len(small) - 12
+    chunk = struct.pack(">I", pad) + b"prVt" + bytes(pad)
+    chunk += struct.pack(">I", zlib.crc32(b"prVt" + bytes(pad)))
+    image = base64.b64encode(small[:-12] + chunk + small[-12:]).decode("ascii")
+    assert len(image) == chars
+    return image
+
+
 # In-process, and before the catalogue: their ``connection`` fixture flushes the test DB.
 def test_the_producer_refuses_a_plan_longer_than_a_worker_reads_and_enqueues_nothing(
     producer: Producer, connection: redis.Redis
 ) -> None:
     """Producer and worker share one plan size limit: what one writes, the other reads."""
-    image = "iVBORw0KGgo" + "A" * (MAX_PLAN_JSON_CHARS // 2)
+    image = png_b64_of_length(MAX_PLAN_JSON_CHARS // 2 + 12)
     config = {"img2img_enabled": True, "img2img_config": {"init_images": [image, image]}}
 
     with pytest.raises(ConfigError) as info:
@@ -332,7 +350,7 @@ def test_a_plan_with_an_init_image_at_its_own_maximum_size_still_travels_to_a_wo
 ) -> None:
     """The limits leave room for what a config may hold: one init image at its own maximum is
     enqueued, and read back intact the way a worker fetches a job."""
-    image = "iVBORw0KGgo" + "A" * (MAX_INIT_IMAGE_B64 - 11)
+    image = png_b64_of_length(MAX_INIT_IMAGE_B64)
     config = {"img2img_enabled": True, "img2img_config": {"init_images": [image]}}
 
     submission = producer.submit(config)

@@ -34,6 +34,13 @@ the installed ``rq_dashboard``/``rq`` packages), each worked around here:
 
 What the job page shows of our jobs is ``job.meta["stablenew"]``: the job's ``status --json``, which
 the worker writes with every state save (see docs/job-state.md).
+- **The Redis password on every page.** ``web.py:313`` (``escape_format_instance_list``) hides only
+  ``user:pass@`` up to the *first* ``@`` (a password holding ``@`` shows its tail) and never a
+  ``?password=`` query; the queues, workers, jobs and job pages show the list. Fix: the module global
+  is replaced by one that uses :func:`stablenew.settings.redact_url`.
+- **No authentication.** rq-dashboard has none of its own. ``create_app(auth=(user, password))`` asks
+  for HTTP basic on every route (compared in constant time); ``cmd_dashboard`` takes it from
+  ``STABLENEW_DASHBOARD_AUTH=user:password`` and, without it, refuses to bind anything but loopback.
 
 Operators change jobs with ``stablenew cancel`` / ``stablenew retry``, which keep them JSON.
 The serializer and the two classes are module globals of rq-dashboard (as its own ``--json`` is), so
@@ -43,7 +50,9 @@ they apply to every rq-dashboard app in the process; the 403 guard and the templ
 from __future__ import annotations
 
 import argparse
+import hmac
 import importlib.util
+import ipaddress
 import json
 import re
 import sys
@@ -59,7 +68,8 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
-from stablenew.cli import EXIT_OK
+from stablenew.cli import EXIT_INPUT, EXIT_OK
+from stablenew.settings import redact_url
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -202,14 +212,27 @@ def _worker_activity(connection: Redis, workers: list[dict[str, Any]]) -> None:
             )
 
 
-def create_app(redis_url: str) -> Flask:
-    """The rq-dashboard Flask app bound to ``redis_url``: JSON jobs, read-only."""
+def redacted_instance_list(urls: str | list[str] | tuple[str, ...]) -> list[str]:
+    """rq-dashboard's list of Redis instances as its pages show it, every password hidden."""
+    return [redact_url(url) for url in ([urls] if isinstance(urls, str) else urls)]
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def create_app(redis_url: str, *, auth: tuple[str, str] | None = None) -> Flask:
+    """The rq-dashboard Flask app bound to ``redis_url``: JSON jobs, read-only, passwords hidden.
+
+    With ``auth`` (user, password) every request must carry them as HTTP basic authentication.
+    """
     web = _import_web()
     from rq_dashboard import default_settings
 
     web.config.serializer = JSONSerializer
     web.Worker = DashboardWorker
     web.Job = DashboardJob
+    web.escape_format_instance_list = redacted_instance_list
 
     app = Flask(__name__, static_folder=web.blueprint.static_folder)  # base.html links the app's favicon
     app.config.from_object(default_settings)
@@ -221,6 +244,18 @@ def create_app(redis_url: str) -> Flask:
 
     @app.before_request
     def refuse_changes() -> Response | None:  # app hooks run before the blueprint's: no Redis touched
+        if auth is not None:
+            given = request.authorization
+            # Both compared, always: how long the answer takes says nothing about which one was wrong.
+            user_ok = _same(given.username or "" if given else "", auth[0])
+            password_ok = _same(given.password or "" if given else "", auth[1])
+            if not (user_ok and password_ok):
+                return Response(
+                    "authentication required\n",
+                    status=401,
+                    mimetype="text/plain",
+                    headers={"WWW-Authenticate": 'Basic realm="stablenew dashboard", charset="UTF-8"'},
+                )
         if request.method in SAFE_METHODS and request.endpoint not in MUTATING_ENDPOINTS:
             return None
         return Response(READ_ONLY_MESSAGE, status=403, mimetype="text/plain")
@@ -241,13 +276,38 @@ def create_app(redis_url: str) -> Flask:
     return app
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` serves this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from stablenew.jobs.connection import connect
-    from stablenew.settings import redact_url
 
-    url = args.settings.redis_url.get_secret_value()
+    settings = args.settings
+    auth = None
+    if settings.dashboard_auth is not None:
+        user, _, password = settings.dashboard_auth.get_secret_value().partition(":")
+        auth = (user, password)
+    if auth is None and not is_loopback(args.host):
+        print(
+            f"error: the dashboard would serve {args.host} without authentication: set "
+            "STABLENEW_DASHBOARD_AUTH=user:password, or bind 127.0.0.1",
+            file=sys.stderr,
+        )
+        return EXIT_INPUT
+    url = settings.redis_url.get_secret_value()
     connect(url).close()  # an unreachable Redis is exit code 4 now, not an error page later
-    app = create_app(url)
-    print(f"rq-dashboard (read-only) for {redact_url(url)} at http://{args.host}:{args.port}/", flush=True)
+    app = create_app(url, auth=auth)
+    login = "HTTP basic authentication" if auth else "no authentication, loopback only"
+    print(
+        f"rq-dashboard (read-only, {login}) for {redact_url(url)} at http://{args.host}:{args.port}/",
+        flush=True,
+    )
     app.run(host=args.host, port=args.port, debug=False, use_reloader=False, threaded=True)
     return EXIT_OK

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import redis
+from redis.client import Pipeline
 from rq import Queue, Retry
 from rq.exceptions import DeserializationError, DuplicateJobError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
@@ -33,6 +34,7 @@ from stablenew.errors import (
     StableNewError,
     WebUIRejected,
 )
+from stablenew.jobs._status_change import change_status
 from stablenew.jobs.checks import ConfigInput, build_checked_plan, estimate_timeout, webui_preflight
 from stablenew.jobs.connection import map_redis_errors
 from stablenew.jobs.keys import JOB_FUNCTION, cancel_key, state_key
@@ -318,18 +320,25 @@ class Producer:
     @map_redis_errors()
     def cancel(self, job_id: str) -> str:
         """Cancel a job: a queued one at once, a running one cooperatively (the worker interrupts
-        the WebUI and ends the job canceled). Returns what happened, in words."""
+        the WebUI and ends the job canceled). Returns what happened, in words.
+
+        Reading the status and canceling are one atomic step (:mod:`_status_change`): of two cancels
+        at once, or a cancel racing a retry or a worker taking the job, one sees the other's result.
+        """
         job = self._fetch(job_id)
         job_id = job.id
-        status = job.get_status()
-        if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+
+        def cancel_queued(pipe: Pipeline, status: JobStatus) -> None:
             try:
-                job.cancel()
-            except InvalidJobOperation:
-                return "already canceled"
+                job.cancel(pipeline=pipe)
+            except InvalidJobOperation:  # RQ read the status anew: another cancel came first
+                raise redis.WatchError(job.key) from None  # read it again, as a lost WATCH would
             # A worker may have popped the job already (it is still "queued" until the worker marks
             # it started): the cancel key makes that worker end it canceled before any work.
-            self.connection.set(cancel_key(job_id), "1", ex=self.settings.job_timeout_ceiling)
+            pipe.set(cancel_key(job_id), "1", ex=self.settings.job_timeout_ceiling)
+
+        canceled, status = change_status(self.connection, job.key, _CANCELABLE, cancel_queued)
+        if canceled:
             state = self.store.load(job_id) or pending_state(job)
             state.status = "canceled"
             state.error = "canceled before it started"
@@ -342,6 +351,8 @@ class Producer:
                 mirror_to_meta(job, state, pipeline=pipe)
                 pipe.execute()
             return "canceled (it had not started)"
+        if status == JobStatus.CANCELED:
+            return "already canceled"
         if status == JobStatus.STARTED:
             self.connection.set(cancel_key(job_id), "1", ex=self.settings.job_timeout_ceiling)
             return "cancel requested: the worker will interrupt the WebUI and stop the job"
@@ -349,28 +360,50 @@ class Producer:
 
     @map_redis_errors()
     def retry(self, job_id: str) -> Submission:
-        """Requeue a failed or canceled job; it resumes after its last finished stage."""
+        """Requeue a failed or canceled job; it resumes after its last finished stage.
+
+        Checking the status and requeueing are one atomic step (:mod:`_status_change`): of two
+        retries at once, exactly one requeues the job; the other raises JobError "already requeued".
+
+        Raises:
+            JobNotFound: no such job.
+            JobError: the job is not failed, canceled or stopped (or was just requeued by another caller).
+        """
         job = self._fetch(job_id)
         job_id = job.id
         status = job.get_status()
-        if status not in (JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED):
+        if status not in _RETRYABLE:
+            # A retry that lost the race to another one finds the job queued (or running) already.
+            waiting = "already requeued, or yet to run; " if status in _WAITING else ""
             raise JobError(
-                f"job {job_id} is {status.value if status else 'gone'}; only failed, canceled "
+                f"job {job_id} is {status.value if status else 'gone'}: {waiting}only failed, canceled "
                 "or stopped jobs can be retried",
                 job_id=job_id,
             )
         self._refuse_or_repair_rewritten(job)
-        self.connection.delete(cancel_key(job_id))
+        queue = self.queue(job.origin)
         # A fresh budget of automatic retries: a permanent failure zeroed it, or the transient
         # ones used it up, and the rerun deserves the same policy as a new job.
         if self.settings.retry_max > 0:
             job.retries_left = self.settings.retry_max
             job.retry_intervals = list(self.settings.retry_intervals) or [0]
-        if status in (JobStatus.FAILED, JobStatus.STOPPED):  # RQ files stopped jobs as failed too
-            _registry(FailedJobRegistry, self.queue(job.origin)).requeue(job)
-        else:
-            _registry(CanceledJobRegistry, self.queue(job.origin)).remove(job)
-            self.queue(job.origin).enqueue_job(job)
+
+        def requeue(pipe: Pipeline, status: JobStatus) -> None:
+            for kind in (FailedJobRegistry, CanceledJobRegistry):  # RQ files stopped jobs as failed too
+                _registry(kind, queue).remove(job, pipeline=pipe)
+            pipe.delete(cancel_key(job_id))
+            job.started_at = None
+            job.ended_at = None
+            job._exc_info = ""  # what RQ's own requeue clears
+            queue.enqueue_job(job, pipeline=pipe)
+
+        requeued, now = change_status(self.connection, job.key, _RETRYABLE, requeue)
+        if not requeued:
+            raise JobError(
+                f"job {job_id} is already requeued (it is {now.value if now else 'gone'} now): "
+                "another retry or cancel came first",
+                job_id=job_id,
+            )
         existing = self._existing(job_id)
         assert existing is not None
         index_jobs(self.connection, [entry_for(job_id, existing.queue, existing.plan, None)])
@@ -391,6 +424,11 @@ class Producer:
         if isinstance(job, StableNewJob) and job.meta_not_json:
             mirror_to_meta(job, self.store.load(job.id))
             job.meta_not_json = False
+
+
+_RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED})
+_CANCELABLE = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
+_WAITING = _CANCELABLE | {JobStatus.STARTED}
 
 
 def _fetch_job(connection: redis.Redis, job_id: str) -> Job:

@@ -8,6 +8,7 @@ Every public name of the pipeline is imported from here; the modules behind it a
 - ``_adetailer_args``: ADetailer's own argument names, types and ranges (:data:`ADETAILER_ARGS`);
 - ``_keys``: every key a config may carry, and the ones accepted but never sent (:data:`NOT_SENT`);
 - ``_fill``: a prompt given on the command line, put in the config's own shape (:func:`fill_prompt`);
+- ``_image_data``: whether a string or bytes are an image that decodes to its end;
 - ``_normalise``: every accepted config shape onto those models (:func:`parse_config`);
 - ``_stage_models``: the plan (:class:`StageExecutionPlan`);
 - ``_sequencer``: config -> plan (:class:`StageSequencer`);
@@ -17,6 +18,7 @@ Every public name of the pipeline is imported from here; the modules behind it a
 from stablenew.pipeline._adetailer import ADetailerBase, ADetailerPass, ADetailerSection, ADetailerStageConfig
 from stablenew.pipeline._adetailer_args import ADETAILER_ARGS
 from stablenew.pipeline._config import (
+    MAX_INIT_IMAGE_PIXELS,
     GenerationSection,
     HiresSection,
     Img2ImgSection,
@@ -26,6 +28,7 @@ from stablenew.pipeline._config import (
     UpscaleSection,
 )
 from stablenew.pipeline._fill import fill_prompt
+from stablenew.pipeline._image_data import image_bytes_problem, image_data_problem
 from stablenew.pipeline._keys import KEPT_SECTIONS, NOT_SENT, section_keys
 from stablenew.pipeline._limits import (
     MAX_BATCH,
@@ -85,6 +88,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_IMAGES",
     "MAX_INIT_IMAGE_B64",
+    "MAX_INIT_IMAGE_PIXELS",
     "MAX_NAME_CHARS",
     "MAX_OUTPUT_PIXELS",
     "MAX_OUTPUT_SIDE",
@@ -124,6 +128,8 @@ __all__ = [
     "check_plan_invariants",
     "detect_shape",
     "fill_prompt",
+    "image_bytes_problem",
+    "image_data_problem",
     "name_problem",
     "output_limit_problems",
     "parse_config",

@@ -28,10 +28,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from stablenew.errors import FieldProblem
 from stablenew.pipeline._adetailer import ADetailerSection
+from stablenew.pipeline._image_data import image_data_problem
 from stablenew.pipeline._limits import (
     MAX_BATCH,
     MAX_INIT_IMAGE_B64,
@@ -126,6 +135,22 @@ def _asks_for_inpainting(key: str, value: Any) -> bool:
     return not (isinstance(value, str) and value.strip().lower() in _MASK_OFF)
 
 
+MAX_INIT_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE
+
+
+def _decodable_image(value: str) -> str:
+    problem = image_data_problem(value, max_pixels=MAX_INIT_IMAGE_PIXELS)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+# Base64 image data that decodes to its end, never a URL or a path: the WebUI would fetch a URL itself.
+InitImage = Annotated[
+    str, Field(min_length=16, max_length=MAX_INIT_IMAGE_B64), AfterValidator(_decodable_image)
+]
+
+
 class Img2ImgSection(GenerationSection):
     """The img2img stage. ``width``/``height`` default to the input image's size; give both or neither.
 
@@ -137,9 +162,7 @@ class Img2ImgSection(GenerationSection):
     height: Side | None = None
     prompt: Prompt | None = None  # type: ignore[assignment]
     negative_prompt: Prompt | None = None  # type: ignore[assignment]
-    init_images: list[Annotated[str, Field(min_length=16, max_length=MAX_INIT_IMAGE_B64)]] = Field(
-        default_factory=list, max_length=MAX_BATCH
-    )
+    init_images: list[InitImage] = Field(default_factory=list, max_length=MAX_BATCH)
 
     @model_validator(mode="after")
     def _size_given_whole(self) -> Img2ImgSection:

@@ -9,11 +9,17 @@ mapping and the checks on each answer live in :mod:`~stablenew.webui._responses`
 Timeouts are always a ``(connect, read)`` pair: ``(connect_timeout, read_timeout)`` for txt2img, img2img and
 extras (A1111 answers only when the generation is done); ``(t, t)`` with ``t = connect_timeout`` for progress
 and interrupt, so pollers never hang; ``(connect_timeout, min(read_timeout, 60))`` for lookups and ping.
+The pair's sum is also the **deadline** of the whole call, headers and body: an answer that drips in slower
+than that is cut (:mod:`~stablenew.webui._bounded`), and :meth:`WebUIClient.abort` cuts every call in flight
+at once. The decoded answer is bounded too: ``max_answer_bytes`` for a generation (the executor derives it
+from the images the request asks for), :data:`LOOKUP_ANSWER_BYTES` for anything else; a gzip or deflate body
+is inflated by us, never past that limit.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
@@ -23,7 +29,15 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from stablenew.errors import WebUIHTTPError, WebUIRejected
+from stablenew.errors import WebUIError, WebUIHTTPError, WebUIRejected, WebUITimeout, WebUIUnavailable
+from stablenew.webui._bounded import (
+    AnswerTooLarge,
+    CallGuard,
+    CallRegistry,
+    UnknownEncoding,
+    guard_adapter,
+    read_bounded,
+)
 from stablenew.webui._request_body import JsonBody
 from stablenew.webui._responses import (
     html_answer,
@@ -39,6 +53,9 @@ if TYPE_CHECKING:
 
 _Timeout = tuple[float, float]
 _LOOKUP_READ_TIMEOUT = 60.0
+LOOKUP_ANSWER_BYTES = 16 * 1024 * 1024  # model lists, progress, versions: never near this
+GENERATION_ANSWER_BYTES = 512 * 1024 * 1024  # a generation call not told its own limit
+_ERROR_BODY_BYTES = 1024 * 1024  # an error page: only its start is ever shown
 
 
 @dataclass(frozen=True)
@@ -69,7 +86,8 @@ class WebUIClient:
     (an explicit ``auth`` wins) and never appear in ``base_url``, a repr or an error. All calls share one
     pooled session of up to ``pool_maxsize`` connections, so a generation and a progress poller may run in two
     threads at once. A ``session`` passed in is used as it is: its adapters and lifetime stay the caller's
-    (``pool_maxsize`` is then ignored and :meth:`close` leaves it open).
+    (``pool_maxsize`` is then ignored and :meth:`close` leaves it open; its connections are not ours to cut,
+    so its calls keep their size bound but not their deadline, and :meth:`abort` cannot reach them).
     """
 
     def __init__(
@@ -90,10 +108,11 @@ class WebUIClient:
         self._owns_session = session is None
         if session is None:
             session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_maxsize, max_retries=0)
+            adapter = guard_adapter(HTTPAdapter(pool_connections=1, pool_maxsize=pool_maxsize, max_retries=0))
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self._session = session
+        self._calls = CallRegistry()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, read_timeout: float | None = None) -> Self:
@@ -119,12 +138,19 @@ class WebUIClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def abort(self) -> None:
+        """Cut every call of this client in flight, at once (from another thread: the progress poller on a
+        cancel). Each raises :class:`~stablenew.errors.WebUIUnavailable`; later calls are not affected."""
+        self._calls.abort()
+
     def close(self) -> None:
         """Close the pooled connections (a session passed in by the caller is left open)."""
         if self._owns_session:
             self._session.close()
 
-    def txt2img(self, payload: Mapping[str, Any], *, release_images: bool = False) -> GenerationResult:
+    def txt2img(
+        self, payload: Mapping[str, Any], *, release_images: bool = False, max_answer_bytes: int | None = None
+    ) -> GenerationResult:
         """POST ``/sdapi/v1/txt2img`` and wait for the images (up to ``read_timeout``).
 
         Raises:
@@ -134,15 +160,20 @@ class WebUIClient:
         ``release_images=True`` hands the request's images over: once encoded for sending, ``init_images`` /
         ``image`` in ``payload`` (a dict) are emptied, so a multi-MB image is not held while the answer
         downloads. The worker's executor uses it; callers that reuse the payload leave it off.
-        """
-        return self._generate("/sdapi/v1/txt2img", payload, release_images)
 
-    def img2img(self, payload: Mapping[str, Any], *, release_images: bool = False) -> GenerationResult:
+        ``max_answer_bytes`` bounds the decoded answer (default :data:`GENERATION_ANSWER_BYTES`); a larger
+        one is a WebUIHTTPError, not read further.
+        """
+        return self._generate("/sdapi/v1/txt2img", payload, release_images, max_answer_bytes)
+
+    def img2img(
+        self, payload: Mapping[str, Any], *, release_images: bool = False, max_answer_bytes: int | None = None
+    ) -> GenerationResult:
         """POST ``/sdapi/v1/img2img`` (also the ADetailer stage); raises as :meth:`txt2img` does."""
-        return self._generate("/sdapi/v1/img2img", payload, release_images)
+        return self._generate("/sdapi/v1/img2img", payload, release_images, max_answer_bytes)
 
     def extra_single_image(
-        self, payload: Mapping[str, Any], *, release_images: bool = False
+        self, payload: Mapping[str, Any], *, release_images: bool = False, max_answer_bytes: int | None = None
     ) -> GenerationResult:
         """POST ``/sdapi/v1/extra-single-image`` (upscale): ``images`` holds the one image returned."""
         url, body = self._call(
@@ -151,6 +182,7 @@ class WebUIClient:
             self._generation_timeout,
             payload,
             release_images=release_images,
+            limit=max_answer_bytes or GENERATION_ANSWER_BYTES,
         )
         image = body.get("image") if isinstance(body, dict) else None
         if not isinstance(image, str):
@@ -161,9 +193,16 @@ class WebUIClient:
         html_info = body.get("html_info")
         return GenerationResult([image], {}, {}, html_info if isinstance(html_info, str) else None)
 
-    def _generate(self, route: str, payload: Mapping[str, Any], release_images: bool) -> GenerationResult:
+    def _generate(
+        self, route: str, payload: Mapping[str, Any], release_images: bool, max_answer_bytes: int | None
+    ) -> GenerationResult:
         url, body = self._call(
-            "POST", route, self._generation_timeout, payload, release_images=release_images
+            "POST",
+            route,
+            self._generation_timeout,
+            payload,
+            release_images=release_images,
+            limit=max_answer_bytes or GENERATION_ANSWER_BYTES,
         )
         images = body.get("images") if isinstance(body, dict) else None
         if not isinstance(images, list) or not all(isinstance(image, str) for image in images):
@@ -273,6 +312,7 @@ class WebUIClient:
         parse: bool = True,
         *,
         release_images: bool = False,
+        limit: int = LOOKUP_ANSWER_BYTES,
     ) -> tuple[str, Any]:
         """Send one request; return the route URL and the parsed 2xx JSON body, or raise the mapped error.
 
@@ -281,7 +321,55 @@ class WebUIClient:
         (:class:`JsonBody`), and the answer is read into a single buffer that is released as it is parsed.
         """
         url = self.base_url + route
-        headers = {"Accept": "application/json"}
+        seconds = timeout[0] + timeout[1]
+        with self._calls.guarded(seconds) as guard:
+            try:
+                status, content_type, raw = self._send(
+                    method, url, timeout, payload, parse, release_images, limit
+                )
+            except WebUIError:
+                if guard.reason is None:
+                    raise
+                raise _cut(guard, url, seconds) from None
+            if guard.reason is not None:  # cut while the body ended as if whole (no length given)
+                raise _cut(guard, url, seconds)
+        if raw is None:
+            return url, None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise WebUIHTTPError(status, f"response is not UTF-8 JSON: {text_of(raw)!r}", url=url) from None
+        del raw
+        try:
+            return url, json.loads(text)
+        except ValueError:
+            page = html_answer(text.encode(), content_type, status)
+            if page is not None:
+                raise WebUIHTTPError(status, page, url=url) from None
+            # JSON that starts as a JSON document but breaks off was cut short on the way: a retry
+            # may get it whole. Anything else (an HTML page from a proxy) will come back the same.
+            cut_short = text.lstrip()[:1] in ("{", "[")
+            raise WebUIHTTPError(
+                status, f"response is not JSON: {text_of(text.encode())!r}", url=url, transient=cut_short
+            ) from None
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        timeout: _Timeout,
+        payload: Mapping[str, Any] | None,
+        parse: bool,
+        release_images: bool,
+        limit: int,
+    ) -> tuple[int, str, bytes | None]:
+        """Send the request and read the answer's body within ``limit``: (status, content type, body).
+
+        Raises:
+            WebUIError: no answer, a non-2xx answer, or a body over ``limit`` or in an unknown encoding.
+        """
+        # gzip and deflate only: read_bounded inflates them itself, within the limit.
+        headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
         data: JsonBody | None = None
         if payload is not None:
             # Serialised here, not by requests: a payload bug raises TypeError/ValueError to the caller rather
@@ -307,36 +395,41 @@ class WebUIClient:
         except (requests.RequestException, Urllib3HTTPError) as exc:
             raise translate_request_error(exc, url) from exc
         del data
+        status, content_type = response.status_code, response.headers.get("Content-Type", "")
         try:
-            if not 200 <= response.status_code < 300:
-                raise status_error(response, url, self._auth[0] if self._auth and self._auth[1] else None)
-            if not parse:
-                return url, None
+            ok = 200 <= status < 300
+            if ok and not parse:
+                return status, content_type, None
             try:
-                raw = response.raw.read(decode_content=True)
+                raw = read_bounded(response.raw, limit if ok else _ERROR_BODY_BYTES)
+            except AnswerTooLarge as exc:
+                if not ok:
+                    raw = b""  # an error page that large: its status still says what happened
+                else:
+                    raise WebUIHTTPError(status, f"answer is too large: {exc}", url=url) from None
+            except UnknownEncoding as exc:
+                detail = f"answer has Content-Encoding {text_of(str(exc).encode())!r}, not gzip or deflate"
+                raise WebUIHTTPError(status, detail, url=url) from None
+            except zlib.error as exc:
+                raise WebUIHTTPError(status, f"compressed answer does not inflate: {exc}", url=url) from None
             except (requests.RequestException, Urllib3HTTPError, OSError) as exc:
                 raise translate_request_error(exc, url) from exc
+            if not ok:
+                response._content = raw  # status_error reads .content: the bounded body, not a second read
+                raise status_error(response, url, self._auth[0] if self._auth and self._auth[1] else None)
         finally:
             response.close()
-        status, content_type = response.status_code, response.headers.get("Content-Type", "")
         del response  # with it the request object, which would keep the sent body's parts alive
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise WebUIHTTPError(status, f"response is not UTF-8 JSON: {text_of(raw)!r}", url=url) from None
-        del raw
-        try:
-            return url, json.loads(text)
-        except ValueError:
-            page = html_answer(text.encode(), content_type, status)
-            if page is not None:
-                raise WebUIHTTPError(status, page, url=url) from None
-            # JSON that starts as a JSON document but breaks off was cut short on the way: a retry
-            # may get it whole. Anything else (an HTML page from a proxy) will come back the same.
-            cut_short = text.lstrip()[:1] in ("{", "[")
-            raise WebUIHTTPError(
-                status, f"response is not JSON: {text_of(text.encode())!r}", url=url, transient=cut_short
-            ) from None
+        return status, content_type, raw
+
+
+def _cut(guard: CallGuard, url: str, seconds: float) -> WebUIError:
+    """The error of a call its guard cut: past its deadline, or aborted by :meth:`WebUIClient.abort`."""
+    if guard.reason == "deadline":
+        return WebUITimeout(
+            f"the WebUI did not finish answering {url} within {seconds:g} s (the call's deadline)", url=url
+        )
+    return WebUIUnavailable(f"the call to {url} was aborted while it waited for the answer", url=url)
 
 
 def _split_credentials(base_url: str) -> tuple[str, tuple[str, str] | None]:

@@ -14,6 +14,9 @@
   behind another client's, or where the WebUI cannot tell (``--nowebui`` has no ``/internal/progress``;
   extras take no task id), the call runs to its end and the stage stops after it. Either way the stage's
   output is discarded and it raises :class:`~stablenew.errors.Canceled`.
+  The interrupt of our own request also aborts our read of the call (:meth:`WebUIClient.abort`), so the
+  stage ends within seconds even when the WebUI ignores the interrupt or drips its answer. Each call's
+  answer is bounded by :func:`~stablenew.webui._bounded.answer_limit`.
 - ``preflight(plan)`` checks, once per WebUI (cached), that every checkpoint, VAE, sampler, scheduler,
   upscaler and ADetailer model the plan names exists there, and that the WebUI takes as many ADetailer
   tabs as the plan has passes (``/sdapi/v1/script-info``), and remembers each name's exact
@@ -22,7 +25,9 @@
   ADetailer tabs are built and checked here too, so a plan from the queue with a bad tab fails
   before any GPU work, not at its last stage.
 - A stage call that returns no images (interrupted by someone else, ``send_images`` off) is a
-  failure (:class:`~stablenew.errors.WebUIHTTPError` with status 200), not an empty success.
+  failure (:class:`~stablenew.errors.WebUIHTTPError` with status 200), not an empty success; so is
+  one whose images do not all decode to their end (Pillow, bounded by ``MAX_OUTPUT_PIXELS``): both
+  transient, the WebUI may do better next time.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stablenew.errors import Canceled, WebUIError, WebUIHTTPError, WebUIRejected
-from stablenew.pipeline import StageExecutionPlan, StageType
+from stablenew.pipeline import MAX_OUTPUT_PIXELS, StageExecutionPlan, StageType, image_data_problem
+from stablenew.webui._bounded import answer_limit
 from stablenew.webui._client import GenerationResult, WebUIClient
 from stablenew.webui._images import image_size
 from stablenew.webui._payloads import (
@@ -322,7 +328,10 @@ class WebUIExecutor:
             poller.start()
         try:
             for number in range(total):
-                body = self._body(stage_type, payload, calls.pop())
+                image = calls.pop()
+                body = self._body(stage_type, payload, image)
+                limit = answer_limit(body, image)
+                del image
                 self._last_task = None
                 if stage_type is not StageType.UPSCALE:  # extras take no task id
                     body["force_task_id"] = self._last_task = f"task(stablenew-{uuid.uuid4().hex[:16]})"
@@ -330,7 +339,7 @@ class WebUIExecutor:
                 if poller:
                     poller.part = (number, total)
                     poller.task = body.get("force_task_id")
-                result = self._call(stage_type, body, poller)
+                result = self._call(stage_type, body, poller, limit)
                 if not result.images:
                     route = STAGE_ROUTES[stage_type.value]
                     raise WebUIHTTPError(
@@ -340,6 +349,9 @@ class WebUIExecutor:
                         stage=stage_type.value,
                         transient=True,
                     )
+                _require_whole_images(
+                    result.images, self.client.base_url + STAGE_ROUTES[stage_type.value], stage_type
+                )
                 images.extend(result.images)
                 info = result.info or info
                 seeds.extend(self._seeds(stage_type, body, result, payload.get("input_seed")))
@@ -401,15 +413,15 @@ class WebUIExecutor:
         return body
 
     def _call(
-        self, stage_type: StageType, body: dict[str, Any], poller: _ProgressPoller | None
+        self, stage_type: StageType, body: dict[str, Any], poller: _ProgressPoller | None, limit: int
     ) -> GenerationResult:
         try:
             if stage_type is StageType.TXT2IMG:
-                result = self.client.txt2img(body, release_images=True)
+                result = self.client.txt2img(body, release_images=True, max_answer_bytes=limit)
             elif stage_type is StageType.UPSCALE:
-                result = self.client.extra_single_image(body, release_images=True)
+                result = self.client.extra_single_image(body, release_images=True, max_answer_bytes=limit)
             else:
-                result = self.client.img2img(body, release_images=True)
+                result = self.client.img2img(body, release_images=True, max_answer_bytes=limit)
         except WebUIError as exc:
             exc.stage = stage_type.value
             if poller and poller.canceled:
@@ -500,6 +512,7 @@ class _ProgressPoller:
             return True
         if answer.get("active"):
             self._executor.client.interrupt()
+            self._executor.client.abort()  # our read ends now, whether or not the WebUI heeds the interrupt
             return True
         return False  # queued behind another client's request, or already done: ask again
 
@@ -526,6 +539,18 @@ class _ProgressPoller:
 
 def _int(value: Any) -> int:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _require_whole_images(images: list[str], url: str, stage_type: StageType) -> None:
+    """Every returned image must decode to its end before the stage counts as done: a truncated PNG
+    would otherwise be recorded (its sha256 matches what was written) and reused by a retry. A bad one
+    fails the call as transient: the WebUI may send it whole next time, within the stage's retries."""
+    for index, image in enumerate(images):
+        problem = image_data_problem(image, max_pixels=MAX_OUTPUT_PIXELS)
+        if problem is not None:
+            raise WebUIHTTPError(
+                200, f"image {index} {problem}", url=url, stage=stage_type.value, transient=True
+            )
 
 
 def _without_images(body: Mapping[str, Any]) -> dict[str, Any]:
