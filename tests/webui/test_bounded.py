@@ -7,7 +7,7 @@ import io
 
 from PIL import Image
 
-from stablenew.webui._bounded import ANSWER_FLOOR_BYTES, answer_limit
+from stablenew.webui import ANSWER_FLOOR_BYTES, answer_limit
 
 
 def png_b64(width: int, height: int) -> str:

@@ -20,6 +20,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
+    "ANSWER_FLOOR_BYTES": "stablenew.webui._bounded",
+    "answer_limit": "stablenew.webui._bounded",
     "ADETAILER_ARGS": "stablenew.pipeline",  # one table; the config layer checks ad_* names with it
     "DEFAULT_CLIP_SKIP": "stablenew.webui._payloads",
     "DEFAULT_SAMPLER": "stablenew.webui._payloads",
@@ -55,6 +57,7 @@ _EXPORTS = {
 
 __all__ = [
     "ADETAILER_ARGS",
+    "ANSWER_FLOOR_BYTES",
     "DEFAULT_CLIP_SKIP",
     "DEFAULT_SAMPLER",
     "DEFAULT_VAE",
@@ -72,6 +75,7 @@ __all__ = [
     "WebUIExecutor",
     "adetailer_body",
     "adetailer_tab",
+    "answer_limit",
     "check_fields",
     "decode",
     "fetch_inventory",
@@ -103,6 +107,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from stablenew.pipeline import ADETAILER_ARGS
+    from stablenew.webui._bounded import ANSWER_FLOOR_BYTES, answer_limit
     from stablenew.webui._client import GenerationResult, WebUIClient
     from stablenew.webui._executor import (
         CancelCheck,
