@@ -46,6 +46,7 @@ from stablenew.errors import (
 )
 from stablenew.jobs.keys import cancel_key, inventory_key, stop_key
 from stablenew.jobs.resilience import WebUIBreaker, count_requeue, probe_webui, requeue_count
+from stablenew.jobs.reuse_index import RedisStageIndex
 from stablenew.jobs.rq_classes import StableNewJob, running_worker_settings
 from stablenew.jobs.state import StateStore, mirror_to_meta
 from stablenew.pipeline import StageExecutionPlan
@@ -61,14 +62,17 @@ log = logging.getLogger("stablenew.worker")
 # --------------------------------------------------------------------------------------------
 
 
-def run_plan(plan_json: str) -> dict[str, Any]:
-    """Run one serialized plan on this host's WebUI; return a JSON summary of every stage."""
+def run_plan(plan_json: str, reuse: bool = True) -> dict[str, Any]:
+    """Run one serialized plan on this host's WebUI; return a JSON summary of every stage.
+
+    ``reuse=False`` (``--no-reuse``) runs every stage on the WebUI even when another job already
+    ran the same request; its stages are still recorded for later jobs to reuse."""
     from rq import get_current_job
 
     job = get_current_job()
     if job is None:
         raise RuntimeError("run_plan must run inside an RQ job")
-    return JobRun(job, running_worker_settings() or Settings()).run(plan_json)
+    return JobRun(job, running_worker_settings() or Settings()).run(plan_json, reuse=reuse)
 
 
 class JobRun:
@@ -88,7 +92,7 @@ class JobRun:
             self.connection, self.worker_name, threshold=settings.webui_failure_threshold
         )
 
-    def run(self, plan_json: str) -> dict[str, Any]:
+    def run(self, plan_json: str, *, reuse: bool = True) -> dict[str, Any]:
         try:
             plan = StageExecutionPlan.from_json(plan_json)
         except StableNewError as exc:
@@ -104,6 +108,8 @@ class JobRun:
             should_yield=self._stop_requested,
             worker=self.worker_name,
             on_stage_done=self.breaker.record_success,
+            index=RedisStageIndex(self.connection, ttl=self.ttl),
+            reuse=bool(reuse),
         )
         recorder = plan_run.recorder
         try:

@@ -19,17 +19,21 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import secrets
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from stablenew.run._job_id import is_valid_job_id
 from stablenew.webui import decode, image_format, image_size
 
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "bin": "bin"}
+# The name of every image write_stage makes; nothing else is ever read as another job's output.
+_OUTPUT_NAME = re.compile(r"\d{2}-[a-z0-9]+-\d{2}\.(?:png|jpg|webp|bin)")
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,82 @@ class JobOutputs:
                 return None
             images.append(base64.b64encode(data).decode("ascii"))
         return images
+
+    def source_path(self, item: OutputFile) -> Path | None:
+        """Where a file recorded for another job of this output root is, if ``item.path`` is one we
+        could have written: ``<job id>/<NN>-<stage>-<MM>.<ext>``, inside the root, no symlink on the way.
+
+        Only paths our own index recorded come here, and each is re-checked: a record that names
+        anything else (``..``, an absolute path, a link) is treated as missing.
+        """
+        parts = PurePosixPath(item.path).parts
+        if len(parts) != 2 or not is_valid_job_id(parts[0]) or not _OUTPUT_NAME.fullmatch(parts[1]):
+            return None
+        folder = self.root / parts[0]
+        path = folder / parts[1]
+        if folder.is_symlink() or path.is_symlink() or folder.resolve() != folder:
+            return None
+        return path
+
+    def read_verified_elsewhere(self, files: Sequence[OutputFile]) -> list[str] | None:
+        """The base64 of files another job of this output root wrote, if every one is where it was
+        recorded with its recorded sha256; else None (then the stage runs)."""
+        images = []
+        for item in files:
+            path = self.source_path(item)
+            if path is None:
+                return None
+            try:
+                data = path.read_bytes()
+            except OSError:
+                return None
+            if hashlib.sha256(data).hexdigest() != item.sha256:
+                return None
+            images.append(base64.b64encode(data).decode("ascii"))
+        return images
+
+    def link_stage(self, index: int, stage: str, files: Sequence[OutputFile]) -> list[OutputFile]:
+        """Give this job stage ``index``'s files from another job's ``files``: a hard link when the
+        output root allows it, else a copy; each re-checked against its recorded sha256.
+
+        Raises:
+            ValueError: a file is missing, outside the root or changed (the stage must run).
+        """
+        if not stage.isidentifier():
+            raise ValueError(f"stage name {stage!r} is not a safe file name part")
+        self._make_folder()
+        taken = []
+        for number, item in enumerate(files):
+            source = self.source_path(item)
+            if source is None:
+                raise ValueError(f"{item.path} is not a file of this output root")
+            name = f"{index:02d}-{stage}-{number:02d}{source.suffix}"
+            target = self.folder / name
+            tmp = self.folder / f".{name}.{secrets.token_hex(4)}.tmp"
+            try:
+                try:
+                    os.link(source, tmp, follow_symlinks=False)
+                except OSError:  # another file system, or links not allowed there: copy
+                    atomic_write(tmp, source.read_bytes())
+                data = tmp.read_bytes()
+                if hashlib.sha256(data).hexdigest() != item.sha256:
+                    raise ValueError(f"{item.path} changed since it was recorded")
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+            taken.append(
+                OutputFile(
+                    path=f"{self.job_id}/{name}",
+                    sha256=item.sha256,
+                    width=item.width,
+                    height=item.height,
+                    seed=item.seed,
+                    bytes=len(data),
+                )
+            )
+        return taken
 
     def write_manifest(self, manifest: dict[str, Any]) -> Path:
         self._make_folder()

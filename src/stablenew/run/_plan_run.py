@@ -16,6 +16,7 @@ from typing import Any, Self
 from stablenew.pipeline import PipelineRunner, StageExecutionPlan, StageResult, StageType
 from stablenew.run._outputs import JobOutputs
 from stablenew.run._recorder import Persist, RunRecorder, never, no_persist
+from stablenew.run._reuse import ReusingExecutor, StageIndex
 from stablenew.run._state import JobState
 from stablenew.settings import Settings
 from stablenew.webui import WebUIClient, WebUIExecutor
@@ -28,7 +29,11 @@ class PlanRun:
 
     Use it as a context manager: leaving it closes the WebUI client. ``on_progress`` hears each
     progress fraction after the recorder; ``on_stage_done`` is called each time the WebUI answered
-    a stage (not for a stage resumed from disk).
+    a stage (not for a stage resumed from disk or reused).
+
+    ``index`` (the worker's Redis index) makes stages reusable: each finished stage is remembered
+    by its stage key, and, unless ``reuse`` is off, a stage another job already ran takes that job's
+    files instead of a WebUI call (see :mod:`stablenew.run._reuse`).
 
     Raises:
         ValueError: ``run_id`` is not a safe job id.
@@ -47,10 +52,13 @@ class PlanRun:
         worker: str | None = None,
         on_progress: ProgressListener | None = None,
         on_stage_done: Callable[[], None] | None = None,
+        index: StageIndex | None = None,
+        reuse: bool = True,
     ) -> None:
         self.plan = plan
+        outputs = JobOutputs(settings.output_dir, run_id)
         self.recorder = RunRecorder(
-            JobOutputs(settings.output_dir, run_id),
+            outputs,
             plan,
             state=state,
             persist=persist,
@@ -58,6 +66,7 @@ class PlanRun:
             should_yield=should_yield,
             webui_url=settings.webui_url,
             worker=worker,
+            index=index,
         )
         self._on_progress = on_progress
         self.client = WebUIClient.from_settings(settings)
@@ -67,7 +76,11 @@ class PlanRun:
             on_progress=self._progress,
             should_cancel=should_cancel,
         )
-        stages = self.executor if on_stage_done is None else _ReportingExecutor(self.executor, on_stage_done)
+        stages: Any = (
+            self.executor if on_stage_done is None else _ReportingExecutor(self.executor, on_stage_done)
+        )
+        if index is not None:
+            stages = ReusingExecutor(stages, self.executor, index, outputs, lookup=reuse)
         self.runner = PipelineRunner(stages, hooks=self.recorder)
 
     def __enter__(self) -> Self:
