@@ -167,6 +167,38 @@ def test_a_failed_source_stage_is_never_reused(
     assert [s["status"] for s in again.stages] == ["reused", "finished"]
 
 
+def test_a_stage_of_an_expired_job_is_not_reused(
+    producer: Producer, simulator: SimulatedWebUI, worker: Any, connection: Any
+) -> None:
+    from stablenew.jobs.keys import state_key
+
+    first = finished(producer, producer.submit(Configs.two_stage()).job_id)
+    connection.delete(state_key(first.job_id))  # what its TTL does
+    simulator.clear_requests()
+
+    again = finished(producer, producer.submit(Configs.two_stage()).job_id)
+
+    assert generation_calls(simulator) == ["txt2img", "img2img"]
+    assert [s["status"] for s in again.stages] == ["finished", "finished"]
+
+
+def test_stablenew_rerun_prints_the_new_job_and_status_says_where_its_stages_came_from(
+    producer: Producer, simulator: SimulatedWebUI, worker: Any, run_cli: Any
+) -> None:
+    first = finished(producer, producer.submit(Configs.four_stage()).job_id)
+
+    done = run_cli("rerun", first.job_id[:10], "--set", f"{DENOISE}=0.5", "--json")
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert body["stages"] == STAGES and body["queue"] == "default"
+    finished(producer, body["job_id"])
+
+    shown = run_cli("status", body["job_id"])
+    assert f"reused from job {first.job_id} stage 0" in shown.stdout
+    bad = run_cli("rerun", first.job_id, "--set", f"{DENOISE}=high")
+    assert bad.returncode == 2 and "adetailer_denoise" in bad.stderr
+
+
 def test_a_rerun_change_that_breaks_the_config_names_the_key_and_enqueues_nothing(
     producer: Producer, simulator: SimulatedWebUI, worker: Any
 ) -> None:
