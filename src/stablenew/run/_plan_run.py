@@ -80,7 +80,9 @@ class PlanRun:
             self.executor if on_stage_done is None else _ReportingExecutor(self.executor, on_stage_done)
         )
         if index is not None:
-            stages = ReusingExecutor(stages, self.executor, index, outputs, lookup=reuse)
+            stages = ReusingExecutor(
+                stages, self.executor, index, outputs, lookup=reuse, input_digests=self._written_before
+            )
         self.runner = PipelineRunner(stages, hooks=self.recorder)
 
     def __enter__(self) -> Self:
@@ -92,6 +94,10 @@ class PlanRun:
     def run(self) -> StageResult:
         """Run every stage of the plan not already done (see :class:`RunRecorder` for resume)."""
         return self.runner.run(self.plan)
+
+    def _written_before(self, index: int) -> list[str]:
+        """The sha256 of the images stage ``index - 1`` left, in the order it handed them on."""
+        return [o.sha256 for o in self.recorder.state.stages[index - 1].outputs]
 
     def _progress(self, stage_type: StageType, fraction: float) -> None:
         self.recorder.on_progress(stage_type, fraction)

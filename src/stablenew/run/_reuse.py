@@ -23,7 +23,7 @@ import binascii
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -49,7 +49,11 @@ class ModelIdentity:
     vae: str | None
 
 
-def _image_digest(image: Any) -> str:
+ImageDigest = Callable[[Any], str]
+
+
+def image_digest(image: Any) -> str:
+    """``sha256:<hex>`` of an image's bytes (base64 or a data URL decoded)."""
     if not isinstance(image, str):
         return f"<{type(image).__name__}>"
     try:
@@ -61,14 +65,14 @@ def _image_digest(image: Any) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def request_identity(body: Mapping[str, Any]) -> dict[str, Any]:
+def request_identity(body: Mapping[str, Any], digest: ImageDigest = image_digest) -> dict[str, Any]:
     """A request body as the stage key sees it: images replaced by their sha256, flags dropped."""
     slim: dict[str, Any] = {}
     for key, value in body.items():
         if key in _VOLATILE_FIELDS:
             continue
         if key in _IMAGE_FIELDS and value is not None:
-            value = [_image_digest(v) for v in value] if isinstance(value, list) else _image_digest(value)
+            value = [digest(v) for v in value] if isinstance(value, list) else digest(value)
         slim[key] = value
     return slim
 
@@ -83,16 +87,21 @@ def is_deterministic(bodies: Sequence[Mapping[str, Any]]) -> bool:
 
 
 def stage_key(
-    stage_type: StageType | str, bodies: Sequence[Mapping[str, Any]], models: ModelIdentity
+    stage_type: StageType | str,
+    bodies: Sequence[Mapping[str, Any]],
+    models: ModelIdentity,
+    *,
+    digest: ImageDigest = image_digest,
 ) -> str | None:
     """The stage key of a stage that sends ``bodies`` to a WebUI running ``models``; None when the
-    stage is not deterministic (a seed of -1), so it must run."""
+    stage is not deterministic (a seed of -1), so it must run. ``digest`` gives an input image's
+    sha256 (the recorder already knows those of the images it wrote)."""
     if not bodies or not is_deterministic(bodies):
         return None
     doc = {
         "v": STAGE_KEY_VERSION,
         "stage": stage_type.value if isinstance(stage_type, StageType) else stage_type,
-        "requests": [request_identity(body) for body in bodies],
+        "requests": [request_identity(body, digest) for body in bodies],
         "checkpoint": models.checkpoint,
         "vae": models.vae,
     }
@@ -160,16 +169,21 @@ class ReusingExecutor:
         outputs: JobOutputs,
         *,
         lookup: bool = True,
+        input_digests: Callable[[int], Sequence[str]] | None = None,
     ) -> None:
         self.inner = inner
         self.webui = webui
         self.index = index
         self.outputs = outputs
         self.lookup = lookup
+        # The sha256 of the images stage N-1 left (what stage N gets): known, so not hashed again.
+        self.input_digests = input_digests
+        self._loaded: str | None = None
 
     def run_stage(self, stage_type: StageType, payload: dict[str, Any]) -> StageResult:
         bodies, models = self._requests(stage_type, payload)
-        key = stage_key(stage_type, bodies, models) if bodies is not None else None
+        digest = self._digests(payload)
+        key = stage_key(stage_type, bodies, models, digest=digest) if bodies is not None else None
         if key is not None and self.lookup:
             reused = self._reuse(key, stage_type)
             if reused is not None:
@@ -177,10 +191,25 @@ class ReusingExecutor:
         result = self.inner.run_stage(stage_type, payload)
         meta = result.setdefault("meta", {})
         if key is None and bodies is not None and isinstance(meta.get("seed"), int):
-            key = stage_key(stage_type, with_seed(bodies, meta["seed"]), models)
+            key = stage_key(stage_type, with_seed(bodies, meta["seed"]), models, digest=digest)
         if key is not None:
             meta["stage_key"] = key
         return result
+
+    def _digests(self, payload: Mapping[str, Any]) -> ImageDigest:
+        inputs = payload.get("input_images") or []
+        index = payload.get("index")
+        if not inputs or self.input_digests is None or not isinstance(index, int) or index < 1:
+            return image_digest
+        known = list(self.input_digests(index))
+        if len(known) != len(inputs):
+            return image_digest
+        by_image = {id(image): f"sha256:{sha}" for image, sha in zip(inputs, known, strict=True)}
+
+        def digest(image: Any) -> str:
+            return by_image.get(id(image)) or image_digest(image)
+
+        return digest
 
     def _requests(
         self, stage_type: StageType, payload: Mapping[str, Any]
@@ -195,9 +224,12 @@ class ReusingExecutor:
             return bodies, ModelIdentity(None, None)
         overrides = bodies[0].get("override_settings") or {}
         checkpoint = overrides.get("sd_model_checkpoint")
-        if not checkpoint:
+        if checkpoint:
+            self._loaded = None  # the request loads it, and leaves it loaded (no restore afterwards)
+        else:
             try:
-                checkpoint = self.webui.loaded_checkpoint()
+                # Asked once per run: only a request that names a checkpoint changes it.
+                self._loaded = checkpoint = self._loaded or self.webui.loaded_checkpoint()
             except Exception:
                 return None, ModelIdentity(None, None)
             if not checkpoint:
