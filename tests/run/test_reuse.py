@@ -104,12 +104,14 @@ def recorded(tmp_path: Any) -> list[OutputFile]:
     return JobOutputs(tmp_path, "source").write_stage(0, "txt2img", [png()], [7])
 
 
-def test_link_stage_gives_the_new_job_the_same_bytes_under_its_own_name(tmp_path: Any) -> None:
+def test_take_stage_gives_the_new_job_the_same_bytes_under_its_own_name(tmp_path: Any) -> None:
     files = recorded(tmp_path)
-    taken = JobOutputs(tmp_path, "target").link_stage(0, "txt2img", files)
+    taken, images = JobOutputs(tmp_path, "target").take_stage(0, "txt2img", files)
 
+    source_bytes = (tmp_path / files[0].path).read_bytes()
     assert [t.path for t in taken] == ["target/00-txt2img-00.png"]
-    assert (tmp_path / taken[0].path).read_bytes() == (tmp_path / files[0].path).read_bytes()
+    assert (tmp_path / taken[0].path).read_bytes() == source_bytes
+    assert images == [base64.b64encode(source_bytes).decode("ascii")]
     assert taken[0].sha256 == files[0].sha256
     assert os.stat(tmp_path / taken[0].path).st_ino == os.stat(tmp_path / files[0].path).st_ino  # a hard link
 
@@ -121,24 +123,25 @@ def test_a_recorded_path_that_we_could_not_have_written_is_never_read(tmp_path: 
     item = recorded(tmp_path)[0]
     forged = OutputFile(path, item.sha256, None, None, None, 0)
 
-    assert JobOutputs(tmp_path, "target").read_verified_elsewhere([forged]) is None
-    with pytest.raises(ValueError):
-        JobOutputs(tmp_path, "target").link_stage(0, "txt2img", [forged])
+    with pytest.raises(ValueError, match="not a file of this output root"):
+        JobOutputs(tmp_path, "target").take_stage(0, "txt2img", [forged])
 
 
-def test_a_symlinked_source_file_or_a_changed_one_is_not_taken(tmp_path: Any) -> None:
+def test_a_symlinked_source_file_or_a_changed_one_is_not_taken_and_nothing_is_left(tmp_path: Any) -> None:
     item = recorded(tmp_path)[0]
     real = tmp_path / item.path
     elsewhere = tmp_path / "elsewhere.png"
     elsewhere.write_bytes(real.read_bytes())
     outputs = JobOutputs(tmp_path, "target")
-    assert outputs.read_verified_elsewhere([item]) is not None
 
     real.unlink()
     real.symlink_to(elsewhere)
-    assert outputs.read_verified_elsewhere([item]) is None
+    with pytest.raises(ValueError):
+        outputs.take_stage(0, "txt2img", [item])
 
     real.unlink()
     real.write_bytes(elsewhere.read_bytes() + b"x")
-    assert outputs.read_verified_elsewhere([item]) is None
+    with pytest.raises(ValueError, match="changed"):
+        outputs.take_stage(0, "txt2img", [item])
     assert hashlib.sha256(real.read_bytes()).hexdigest() != item.sha256
+    assert list((tmp_path / "target").iterdir()) == []

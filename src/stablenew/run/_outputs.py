@@ -162,65 +162,65 @@ class JobOutputs:
             return None
         return path
 
-    def read_verified_elsewhere(self, files: Sequence[OutputFile]) -> list[str] | None:
-        """The base64 of files another job of this output root wrote, if every one is where it was
-        recorded with its recorded sha256; else None (then the stage runs)."""
-        images = []
-        for item in files:
-            path = self.source_path(item)
-            if path is None:
-                return None
-            try:
-                data = path.read_bytes()
-            except OSError:
-                return None
-            if hashlib.sha256(data).hexdigest() != item.sha256:
-                return None
-            images.append(base64.b64encode(data).decode("ascii"))
-        return images
-
-    def link_stage(self, index: int, stage: str, files: Sequence[OutputFile]) -> list[OutputFile]:
+    def take_stage(
+        self, index: int, stage: str, files: Sequence[OutputFile]
+    ) -> tuple[list[OutputFile], list[str]]:
         """Give this job stage ``index``'s files from another job's ``files``: a hard link when the
-        output root allows it, else a copy; each re-checked against its recorded sha256.
+        output root allows it, else a copy. Each file is read once, where it now is in this job's
+        folder, and must have its recorded sha256. Returns the new files and their base64 (the next
+        stage's input).
 
         Raises:
-            ValueError: a file is missing, outside the root or changed (the stage must run).
+            ValueError / OSError: a file is missing, not one of ours or changed (then nothing is kept
+                and the stage must run).
         """
         if not stage.isidentifier():
             raise ValueError(f"stage name {stage!r} is not a safe file name part")
         self._make_folder()
-        taken = []
-        for number, item in enumerate(files):
-            source = self.source_path(item)
-            if source is None:
-                raise ValueError(f"{item.path} is not a file of this output root")
-            name = f"{index:02d}-{stage}-{number:02d}{source.suffix}"
-            target = self.folder / name
-            tmp = self.folder / f".{name}.{secrets.token_hex(4)}.tmp"
-            try:
-                try:
-                    os.link(source, tmp, follow_symlinks=False)
-                except OSError:  # another file system, or links not allowed there: copy
-                    atomic_write(tmp, source.read_bytes())
-                data = tmp.read_bytes()
-                if hashlib.sha256(data).hexdigest() != item.sha256:
-                    raise ValueError(f"{item.path} changed since it was recorded")
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise
-            taken.append(
-                OutputFile(
-                    path=f"{self.job_id}/{name}",
-                    sha256=item.sha256,
-                    width=item.width,
-                    height=item.height,
-                    seed=item.seed,
-                    bytes=len(data),
+        taken: list[OutputFile] = []
+        images: list[str] = []
+        try:
+            for number, item in enumerate(files):
+                source = self.source_path(item)
+                if source is None:
+                    raise ValueError(f"{item.path} is not a file of this output root")
+                name = f"{index:02d}-{stage}-{number:02d}{source.suffix}"
+                data = self._link_verified(source, self.folder / name, item.sha256)
+                taken.append(
+                    OutputFile(
+                        path=f"{self.job_id}/{name}",
+                        sha256=item.sha256,
+                        width=item.width,
+                        height=item.height,
+                        seed=item.seed,
+                        bytes=len(data),
+                    )
                 )
-            )
-        return taken
+                images.append(base64.b64encode(data).decode("ascii"))
+        except BaseException:
+            for done in taken:
+                with contextlib.suppress(OSError):
+                    (self.root / done.path).unlink()
+            raise
+        return taken, images
+
+    def _link_verified(self, source: Path, target: Path, sha256: str) -> bytes:
+        """Link (else copy) ``source`` to ``target`` atomically; return its bytes if they hash to ``sha256``."""
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            try:
+                os.link(source, tmp, follow_symlinks=False)
+            except OSError:  # another file system, or no links there: copy
+                atomic_write(tmp, source.read_bytes())
+            data = tmp.read_bytes()
+            if hashlib.sha256(data).hexdigest() != sha256:
+                raise ValueError(f"{source.name} of {source.parent.name} changed since it was recorded")
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        return data
 
     def write_manifest(self, manifest: dict[str, Any]) -> Path:
         self._make_folder()

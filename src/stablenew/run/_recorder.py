@@ -116,18 +116,10 @@ class RunRecorder:
         meta = dict(result.get("meta") or {})
         seeds = meta.get("seeds") or [meta.get("seed")]
         st = self.state.stages[index]
-        source = meta.get("reused_from")
-        written: list[OutputFile] | None = None
+        source = meta.get("reused_from")  # already in this job's folder (ReusingExecutor took them)
         if source is not None:
-            try:
-                written = self.outputs.link_stage(index, stage.stage_type.value, source["outputs"])
-            except (OSError, ValueError) as exc:
-                # Gone or changed between the check and the link: the images already read are the
-                # recorded bytes (sha256 checked), so they are written here instead.
-                log.info(
-                    "job %s: stage %d: %s's files not linked (%s)", self.job_id, index, source["job_id"], exc
-                )
-        if written is None:
+            written = list(source["outputs"])
+        else:
             written = self.outputs.write_stage(index, stage.stage_type.value, result["images"], seeds)
         st.outputs = [OutputRecord(**f.to_dict()) for f in written]
         st.status = "reused" if source is not None else "finished"

@@ -11,9 +11,10 @@ never does.
 
 :class:`ReusingExecutor` sits in front of the WebUI executor: before a stage it looks its key up in
 a :class:`StageIndex` (the worker's lives in Redis, :mod:`stablenew.jobs.reuse_index`), and when the
-stage recorded there still has every file intact it returns those images marked ``reused_from``
-instead of calling the WebUI. The recorder then links the files into the new job's folder
-(:meth:`~stablenew.run.JobOutputs.link_stage`) and remembers each stage it finished under its key.
+stage recorded there still has every file intact it links them into the new job's folder
+(:meth:`~stablenew.run.JobOutputs.take_stage`: sha256 checked) and returns them marked
+``reused_from`` instead of calling the WebUI. The recorder remembers each stage it finished under
+its key.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ class ReusingExecutor:
         digest = self._digests(payload)
         key = stage_key(stage_type, bodies, models, digest=digest) if bodies is not None else None
         if key is not None and self.lookup:
-            reused = self._reuse(key, stage_type)
+            reused = self._reuse(key, stage_type, int(payload.get("index") or 0))
             if reused is not None:
                 return reused
         result = self.inner.run_stage(stage_type, payload)
@@ -236,7 +237,7 @@ class ReusingExecutor:
                 return None, ModelIdentity(None, None)
         return bodies, ModelIdentity(str(checkpoint), overrides.get("sd_vae"))
 
-    def _reuse(self, key: str, stage_type: StageType) -> StageResult | None:
+    def _reuse(self, key: str, stage_type: StageType, index: int) -> StageResult | None:
         try:
             found = self.index.find(key)
         except Exception:  # an index that cannot be read is a miss, never a failed stage
@@ -246,13 +247,15 @@ class ReusingExecutor:
             return None
         if found is None or found.job_id == self.outputs.job_id or found.type != stage_type.value:
             return None
-        images = self.outputs.read_verified_elsewhere(found.outputs)
-        if images is None:
+        try:
+            taken, images = self.outputs.take_stage(index, stage_type.value, found.outputs)
+        except (OSError, ValueError) as exc:
             log.info(
-                "job %s: %s of job %s has a missing or changed file; running the stage",
+                "job %s: %s of job %s not taken (%s); running the stage",
                 self.outputs.job_id,
                 stage_type.value,
                 found.job_id,
+                exc,
             )
             return None
         log.info(
@@ -268,6 +271,6 @@ class ReusingExecutor:
             "seed": found.seed,
             "seeds": [o.seed for o in found.outputs],
             "stage_key": key,
-            "reused_from": {"job_id": found.job_id, "index": found.index, "outputs": found.outputs},
+            "reused_from": {"job_id": found.job_id, "index": found.index, "outputs": taken},
         }
         return {"images": images, "meta": meta}
