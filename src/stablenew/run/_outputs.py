@@ -185,7 +185,7 @@ class JobOutputs:
                 if source is None:
                     raise ValueError(f"{item.path} is not a file of this output root")
                 name = f"{index:02d}-{stage}-{number:02d}{source.suffix}"
-                data = self._link_verified(source, self.folder / name, item.sha256)
+                data = self._link_verified(source, self.folder / name, item.sha256, images)
                 taken.append(
                     OutputFile(
                         path=f"{self.job_id}/{name}",
@@ -196,7 +196,6 @@ class JobOutputs:
                         bytes=len(data),
                     )
                 )
-                images.append(base64.b64encode(data).decode("ascii"))
         except BaseException:
             for done in taken:
                 with contextlib.suppress(OSError):
@@ -204,8 +203,9 @@ class JobOutputs:
             raise
         return taken, images
 
-    def _link_verified(self, source: Path, target: Path, sha256: str) -> bytes:
-        """Link (else copy) ``source`` to ``target`` atomically; return its bytes if they hash to ``sha256``."""
+    def _link_verified(self, source: Path, target: Path, sha256: str, images: list[str]) -> bytes:
+        """Link (else copy) ``source`` to ``target`` atomically if its bytes hash to ``sha256``; return
+        them, their base64 appended to ``images``."""
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
         try:
             try:
@@ -213,7 +213,10 @@ class JobOutputs:
             except OSError:  # another file system, or no links there: copy
                 atomic_write(tmp, source.read_bytes())
             data = tmp.read_bytes()
-            if hashlib.sha256(data).hexdigest() != sha256:
+            digest = _sha256_async(data)  # beside the base64 encoding: together they cost about one
+            images.append(base64.b64encode(data).decode("ascii"))
+            if digest.result() != sha256:
+                images.pop()
                 raise ValueError(f"{source.name} of {source.parent.name} changed since it was recorded")
             os.replace(tmp, target)
         except BaseException:
