@@ -105,7 +105,7 @@ def run(smoke: bool) -> BenchResult:
         def measure(variant: str) -> dict[str, Any]:
             reset(conn)
             if variant == "ours":
-                producer.submit(config)
+                producer.submit(config, reuse=False)
             argv = [
                 sys.executable,
                 "-m",

@@ -89,7 +89,7 @@ def run(smoke: bool) -> BenchResult:
 
         def ours() -> dict[str, float]:
             def enqueue() -> None:
-                producer.submit(four_stage_config())
+                producer.submit(four_stage_config(), reuse=False)
 
             argv = [STABLENEW, "worker", "default", "--burst", "--name", f"bench-{uuid.uuid4().hex[:8]}"]
             return first_call(argv, enqueue)

@@ -130,7 +130,7 @@ class _Processes:
     def feed(self, name: str, count: int) -> None:
         """Run one batch of ``count`` plans through variant ``name``; return when all are done."""
         if name == "ours":
-            self.producer.submit_many([four_stage_config()] * count)
+            self.producer.submit_many([four_stage_config()] * count, reuse=False)  # every plan on the WebUI
             self._wait_rq(name, count)
         elif name == "a":
             bodies = json.loads(self.bodies_file.read_text())

@@ -27,7 +27,18 @@ CANONICAL = ["txt2img", "img2img", "upscale", "adetailer"]
 
 VIEW_KEYS = {"job_id", "status", "stages", "error", "manifest"}
 VIEW_OPTIONAL_KEYS = {"queue", "position", "enqueued_at"}
-STAGE_KEYS = {"index", "type", "status", "progress", "started_at", "ended_at", "attempts", "outputs", "error"}
+STAGE_KEYS = {
+    "index",
+    "type",
+    "status",
+    "progress",
+    "started_at",
+    "ended_at",
+    "attempts",
+    "outputs",
+    "error",
+    "reused_from",
+}
 OUTPUT_KEYS = {"path", "sha256", "width", "height", "seed"}
 
 

@@ -29,6 +29,7 @@ CALLS: dict[str, tuple[Callable[[Producer], Any], bool]] = {
     "resolve_job_id": (lambda p: p.resolve_job_id("job-1-abcdef"), True),
     "cancel": (lambda p: p.cancel("job-1"), True),
     "retry": (lambda p: p.retry("job-1"), True),
+    "rerun": (lambda p: p.rerun("job-1", {"txt2img_config.steps": 5}), True),
 }
 REDIS_CALLS = [name for name, (_, talks) in CALLS.items() if talks]
 

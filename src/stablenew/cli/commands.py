@@ -170,12 +170,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if len(files) == 1 and not Path(args.configs[0]).is_dir():
         subs = [
             producer.submit(
-                configs[0], queue=args.queue, job_id=args.job_id, source=str(files[0]), lenient=args.lenient
+                configs[0],
+                queue=args.queue,
+                job_id=args.job_id,
+                source=str(files[0]),
+                lenient=args.lenient,
+                reuse=args.reuse,
             )
         ]
     else:
         sources = [str(f) for f in files]
-        subs = producer.submit_many(configs, queue=args.queue, sources=sources, lenient=args.lenient)
+        subs = producer.submit_many(
+            configs, queue=args.queue, sources=sources, lenient=args.lenient, reuse=args.reuse
+        )
     for s, f in zip(subs, files, strict=True):
         _warn(s.warnings, f)
     batch = len(subs) > 1 or Path(args.configs[0]).is_dir()
@@ -193,6 +200,26 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from stablenew.cli.watch import watch_jobs
 
     return watch_jobs(producer, [s.job_id for s in subs], interval=0.5, quiet=args.json)
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from stablenew.jobs.rerun import parse_assignment
+
+    changes = dict(parse_assignment(text) for text in args.changes)
+    producer = _producer(args)
+    sub = producer.rerun(args.job_id, changes, queue=args.queue, reuse=args.reuse)
+    if args.json:
+        _print_json(sub.to_dict())
+    else:
+        changed = (
+            ", ".join(f"{key}={json.dumps(value)}" for key, value in changes.items()) or "nothing changed"
+        )
+        print(f"{sub.job_id}  queue={sub.queue}  stages={' -> '.join(sub.to_dict()['stages'])}  ({changed})")
+    if not args.wait:
+        return EXIT_OK
+    from stablenew.cli.watch import watch_jobs
+
+    return watch_jobs(producer, [sub.job_id], interval=0.5, quiet=args.json)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -238,11 +265,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("no jobs")
     for v in page.views:
         current = next((s for s in v.stages if s["status"] == "running"), None)
-        done = sum(1 for s in v.stages if s["status"] == "finished")
+        done = sum(1 for s in v.stages if s["status"] in ("finished", "reused"))
+        reused = sum(1 for s in v.stages if s["status"] == "reused")
         where = (
             f"running {current['type']} {current['progress']:.0%}"
             if current
-            else f"{done}/{len(v.stages)} stages"
+            else f"{done}/{len(v.stages)} stages" + (f" ({reused} reused)" if reused else "")
         )
         print(f"{v.job_id}  {_local_time(v.enqueued_at)}  {v.queue:<7} {v.status:<9} {where}")
     if more:

@@ -138,6 +138,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help='print {"job_id", "queue", "stages"} (a list for a batch)'
     )
     _config_flags(p)
+    p.add_argument(
+        "--no-reuse",
+        dest="reuse",
+        action="store_false",
+        help="run every stage on the WebUI, even one another job already ran with the same request",
+    )
+
+    p = _command(
+        sub,
+        "rerun",
+        "a new job from a job's config with some keys changed; the stages the change does not touch are reused",
+        "stablenew rerun 3f1c... --set adetailer_config.adetailer_denoise=0.5",
+        (cmds, "cmd_rerun"),
+    )
+    p.add_argument("job_id", help="the job id, or a unique prefix of at least 8 characters")
+    p.add_argument(
+        "--set",
+        dest="changes",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a dotted key of the config as written and its new value (read as JSON, else as text); repeatable",
+    )
+    p.add_argument("--queue", choices=QUEUES, help="default: the job's own queue")
+    p.add_argument("--json", action="store_true", help='print {"job_id", "queue", "stages"} of the new job')
+    p.add_argument(
+        "--no-reuse", dest="reuse", action="store_false", help="run every stage again on the WebUI"
+    )
+    p.add_argument("--wait", action="store_true", help="watch the new job until it ends; exit 5 if it fails")
 
     p = _command(
         sub,

@@ -29,6 +29,7 @@ ICONS = {
     "failed": "✘",
     "skipped": "↷",
     "canceled": "■",
+    "reused": "♻",
 }
 SHORT_ID = 12  # what the rows show; every command accepts a unique prefix of 8 or more
 
@@ -78,7 +79,7 @@ class JobProgress:
             if status == "running" and not self.progress.tasks[self._index(task)].started:
                 self.progress.start_task(task)
             self.progress.update(task, completed=float(stage["progress"]), state=label, job=job, stage=name)
-            if status in ("finished", "failed", "skipped", "canceled"):
+            if status in ("finished", "failed", "skipped", "canceled", "reused"):
                 self.progress.stop_task(task)
             if not self.live:
                 self._print_change(key, job_id, stage, task)

@@ -28,6 +28,9 @@ def render_text(view: Any) -> str:
             f"  {ICONS.get(st['status'], '?')} {st['index']}. {st['type']:<9} {st['status']:<9} "
             f"[{bar:<20}] {st['progress']:4.0%} attempts={st['attempts']}"
         )
+        if st.get("reused_from"):
+            source = st["reused_from"]
+            lines.append(f"       reused from job {source['job_id']} stage {source['index']} (no WebUI call)")
         for out in st["outputs"]:
             lines.append(f"       {out['path']} ({out['width']}x{out['height']}, seed {out['seed']})")
         if st["error"]:
@@ -59,8 +62,12 @@ def print_outcome(view: Any, out: TextIO) -> None:
     """What a job ended with: its status, its images, its error, its manifest."""
     print(f"job {view.job_id}: {view.status}", file=out)
     for st in view.stages:
+        source = st.get("reused_from")
+        note = f"  reused from {source['job_id']}" if source else ""
         for o in st["outputs"]:
-            print(f"  {st['index']}. {st['type']:<9} {o['path']} ({o['width']}x{o['height']})", file=out)
+            print(
+                f"  {st['index']}. {st['type']:<9} {o['path']} ({o['width']}x{o['height']}){note}", file=out
+            )
     if view.error:
         print(f"  error: {view.error}", file=out)
     for line in _where(view):

@@ -56,6 +56,7 @@ from stablenew.jobs.resilience import (
     requeue_count,
     webui_generates,
 )
+from stablenew.jobs.reuse_index import RedisStageIndex
 from stablenew.jobs.rq_classes import StableNewJob, running_worker_settings
 from stablenew.jobs.state import StateStore, meta_field
 from stablenew.pipeline import StageExecutionPlan
@@ -71,14 +72,17 @@ log = logging.getLogger("stablenew.worker")
 # --------------------------------------------------------------------------------------------
 
 
-def run_plan(plan_json: str) -> dict[str, Any]:
-    """Run one serialized plan on this host's WebUI; return a JSON summary of every stage."""
+def run_plan(plan_json: str, reuse: bool = True) -> dict[str, Any]:
+    """Run one serialized plan on this host's WebUI; return a JSON summary of every stage.
+
+    ``reuse=False`` (``--no-reuse``) runs every stage on the WebUI even when another job already
+    ran the same request; its stages are still recorded for later jobs to reuse."""
     from rq import get_current_job
 
     job = get_current_job()
     if job is None:
         raise RuntimeError("run_plan must run inside an RQ job")
-    return JobRun(job, running_worker_settings() or Settings()).run(plan_json)
+    return JobRun(job, running_worker_settings() or Settings()).run(plan_json, reuse=reuse)
 
 
 class JobRun:
@@ -100,9 +104,9 @@ class JobRun:
         self.owner = owner_key(job.id)
         self.token = 0  # this run's ownership token, taken when it starts
 
-    def run(self, plan_json: str) -> dict[str, Any]:
+    def run(self, plan_json: str, *, reuse: bool = True) -> dict[str, Any]:
         try:
-            return self._run(plan_json)
+            return self._run(plan_json, reuse=reuse)
         except Superseded as exc:
             log.warning("job %s: %s; this run stops without writing anything more", self.job.id, exc)
             raise
@@ -125,7 +129,7 @@ class JobRun:
                 job_id=self.job.id,
             )
 
-    def _run(self, plan_json: str) -> dict[str, Any]:
+    def _run(self, plan_json: str, *, reuse: bool) -> dict[str, Any]:
         self._take_ownership()
         try:
             plan = StageExecutionPlan.from_json(plan_json)
@@ -144,6 +148,8 @@ class JobRun:
             worker=self.worker_name,
             on_stage_done=self.breaker.record_success,
             check_owner=self._check_owner,
+            index=RedisStageIndex(self.connection, ttl=self.ttl),
+            reuse=bool(reuse),
         )
         recorder = plan_run.recorder
         try:

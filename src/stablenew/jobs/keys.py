@@ -29,6 +29,16 @@ def state_key(job_id: str) -> str:
     return f"{_PREFIX}:state:{job_id}"
 
 
+def config_key(job_id: str) -> str:
+    """The config of a job as it was written (JSON), kept with the job's TTL for ``rerun``."""
+    return f"{_PREFIX}:config:{job_id}"
+
+
+def stage_index_key(stage_key: str) -> str:
+    """The finished stage recorded under a stage key (JSON), kept with the results' TTL for reuse."""
+    return f"{_PREFIX}:stage:{stage_key}"
+
+
 def cancel_key(job_id: str) -> str:
     """Set by a producer to ask the worker running ``job_id`` to stop."""
     return f"{_PREFIX}:cancel:{job_id}"

@@ -1,4 +1,4 @@
-"""The producer side: submit, submit_many, status, cancel, retry, list_jobs.
+"""The producer side: submit, submit_many, rerun, status, cancel, retry, list_jobs.
 
 These functions are the API a GUI or a script calls; the CLI calls the same ones. Nothing is
 enqueued unless the config validates and builds a non-empty plan (ADetailer tabs included, see
@@ -8,7 +8,8 @@ modules' public names stay importable from here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
@@ -37,9 +38,10 @@ from stablenew.errors import (
 from stablenew.jobs._status_change import change_status
 from stablenew.jobs.checks import ConfigInput, build_checked_plan, estimate_timeout, webui_preflight
 from stablenew.jobs.connection import map_redis_errors
-from stablenew.jobs.keys import JOB_FUNCTION, cancel_key, state_key
+from stablenew.jobs.keys import JOB_FUNCTION, cancel_key, config_key, state_key
 from stablenew.jobs.listing import JobIndex, JobPage, entry_for, index_jobs
 from stablenew.jobs.lookup import resolve_job_id
+from stablenew.jobs.rerun import apply_changes, pin_seeds
 from stablenew.jobs.rq_classes import StableNewJob
 from stablenew.jobs.state import StateStore, mirror_to_meta
 from stablenew.jobs.views import (
@@ -50,7 +52,7 @@ from stablenew.jobs.views import (
     pending_state,
     queue_positions,
 )
-from stablenew.pipeline import StageExecutionPlan
+from stablenew.pipeline import PipelineConfig, StageExecutionPlan
 from stablenew.queues import DEFAULT_QUEUE, QUEUES
 from stablenew.run import callback_refusal, is_valid_job_id
 from stablenew.settings import Settings
@@ -115,11 +117,15 @@ class Producer:
                 raise ConfigError([problem], source=source) from None
         return plan
 
-    def _enqueue_args(self, plan: StageExecutionPlan, job_id: str | None) -> dict[str, Any]:
+    def _enqueue_args(
+        self, plan: StageExecutionPlan, job_id: str | None, *, reuse: bool = True
+    ) -> dict[str, Any]:
         s = self.settings
         intervals = list(s.retry_intervals) or [0]
         return {
             "args": (plan.to_json(),),
+            # Absent unless off: run_plan reuses by default, and a job without kwargs runs anywhere.
+            "kwargs": {} if reuse else {"reuse": False},
             "job_id": job_id,
             "timeout": estimate_timeout(plan, ceiling=s.job_timeout_ceiling),
             "result_ttl": s.result_ttl,
@@ -137,12 +143,17 @@ class Producer:
         job_id: str | None = None,
         source: str | None = None,
         lenient: bool = False,
+        reuse: bool = True,
     ) -> Submission:
         """Validate, plan and enqueue one config.
 
         A known ``job_id`` with the same plan returns the existing job (submitting twice is safe); with a
         different plan it is an error, never a silent keep of the old job. ``lenient`` turns unknown config
         keys into warnings (:attr:`Submission.warnings`, also logged) instead of errors.
+
+        A stage another job already ran with the same request (same seed, models, inputs) takes
+        that job's files instead of running again; ``reuse=False`` runs every stage on the WebUI.
+        The config is kept as written, with the job, for :meth:`rerun`.
 
         Raises:
             ConfigError / InvalidStagePlanError: nothing was enqueued.
@@ -152,6 +163,18 @@ class Producer:
         """
         _check_job_id(job_id)
         plan = self._checked(config, source, lenient)
+        return self._enqueue_one(plan, config, queue=queue, job_id=job_id, source=source, reuse=reuse)
+
+    def _enqueue_one(
+        self,
+        plan: StageExecutionPlan,
+        config: ConfigInput,
+        *,
+        queue: str,
+        job_id: str | None,
+        source: str | None,
+        reuse: bool,
+    ) -> Submission:
         q = self.queue(queue)
         if job_id is not None:
             existing = self._existing(job_id)
@@ -159,7 +182,7 @@ class Producer:
                 return _same_plan(existing, plan)
             # An id reused after its job expired: the old run's stage state must not linger.
             self.connection.delete(state_key(job_id), cancel_key(job_id))
-        kwargs = self._enqueue_args(plan, job_id)
+        kwargs = self._enqueue_args(plan, job_id, reuse=reuse)
         # Queue.enqueue spells it job_timeout (prepare_data, used by submit_many, says timeout);
         # an unknown keyword next to args= is silently dropped, leaving RQ's 180 s default.
         kwargs["job_timeout"] = kwargs.pop("timeout")
@@ -173,8 +196,54 @@ class Producer:
         with self.connection.pipeline(transaction=False) as pipe:
             index_jobs(pipe, [entry_for(job.id, queue, plan, source)])
             mirror_to_meta(job, None, pipeline=pipe, unless_written=True)  # a worker may have started it
+            self._keep_config(pipe, job.id, config)
             pipe.execute()
         return Submission(job_id=job.id, queue=queue, plan=plan)
+
+    def _keep_config(self, connection: Any, job_id: str, config: ConfigInput) -> None:
+        """Keep ``config`` as written (JSON) beside the job, for :meth:`rerun`; a plan is not a config."""
+        written = _written_config(config)
+        if written is not None:
+            s = self.settings
+            ttl = max(s.result_ttl, s.failure_ttl) + s.job_timeout_ceiling
+            connection.set(config_key(job_id), written, ex=ttl)
+
+    @map_redis_errors()
+    def rerun(
+        self,
+        job_id: str,
+        changes: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        reuse: bool = True,
+    ) -> Submission:
+        """A new job from ``job_id``'s config as written, with ``changes`` (dotted key -> value) made
+        and the seed ``job_id`` really ran with pinned where its config said -1.
+
+        The stages before the first one a change touches make the same requests as ``job_id``'s, so
+        they reuse its files (unless ``reuse=False``): changing an ADetailer setting costs one
+        ADetailer stage. ``queue`` defaults to ``job_id``'s queue.
+
+        Raises:
+            JobNotFound: no such job.
+            JobError: the job's config was not kept (submitted as a plan, or expired).
+            ConfigError: a change makes the config invalid (naming the key), nothing was enqueued.
+        """
+        job = self._fetch(job_id)
+        job_id = job.id
+        raw = self.connection.get(config_key(job_id))
+        if raw is None:
+            raise JobError(
+                f"job {job_id} has no kept config to rerun (it was submitted as a plan, or its config "
+                "expired with its results): submit the config again",
+                job_id=job_id,
+            )
+        config = apply_changes(json.loads(raw), changes or {})
+        source = f"rerun of {job_id}"
+        plan = pin_seeds(self._checked(config, source, False), self.store.load(job_id))
+        return self._enqueue_one(
+            plan, config, queue=queue or job.origin, job_id=None, source=source, reuse=reuse
+        )
 
     @map_redis_errors()
     def submit_many(
@@ -184,6 +253,7 @@ class Producer:
         queue: str = DEFAULT_QUEUE,
         sources: Sequence[str] | None = None,
         lenient: bool = False,
+        reuse: bool = True,
     ) -> list[Submission]:
         """Validate every config first (all-or-nothing), then enqueue them in one pipeline.
 
@@ -201,14 +271,17 @@ class Producer:
             except InvalidStagePlanError as exc:
                 raise InvalidStagePlanError(f"config {source}: {exc}") from None
         q = self.queue(queue)
-        datas = [Queue.prepare_data(JOB_FUNCTION, **self._enqueue_args(plan, None)) for plan in plans]
+        datas = [
+            Queue.prepare_data(JOB_FUNCTION, **self._enqueue_args(plan, None, reuse=reuse)) for plan in plans
+        ]
         with self.connection.pipeline() as pipe:
             jobs = q.enqueue_many(datas, pipeline=pipe)
             names = [sources[i] if sources else None for i in range(len(plans))]
             entries = [entry_for(j.id, queue, p, n) for j, p, n in zip(jobs, plans, names, strict=True)]
             index_jobs(pipe, entries)
-            for job in jobs:
+            for job, config in zip(jobs, configs, strict=True):
                 mirror_to_meta(job, None, pipeline=pipe)
+                self._keep_config(pipe, job.id, config)
             pipe.execute()
         return [Submission(job_id=j.id, queue=queue, plan=p) for j, p in zip(jobs, plans, strict=True)]
 
@@ -450,6 +523,17 @@ def _fetch_job(connection: redis.Redis, job_id: str) -> Job:
             f"job {job_id} exists but cannot be read ({type(exc).__name__}); it was not written by stablenew",
             job_id=job_id,
         ) from None
+
+
+def _written_config(config: ConfigInput) -> str | None:
+    """The config as its author wrote it, as JSON (None for a plan, or a config that is not JSON)."""
+    if isinstance(config, StageExecutionPlan):
+        return None
+    doc = config.model_dump(mode="json") if isinstance(config, PipelineConfig) else dict(config)
+    try:
+        return json.dumps(doc, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
 
 
 def _registry(kind: type[_R], queue: Queue) -> _R:

@@ -92,9 +92,15 @@ def _arguments_problem(args: Any, kwargs: Any) -> str | None:
         return f"got {len(args):,} positional arguments"
     if not isinstance(args[0], str):
         return f"got a {type(args[0]).__name__}"
-    if not isinstance(kwargs, dict) or kwargs:
-        return "got keyword arguments"
+    if not isinstance(kwargs, dict) or set(kwargs) - _KEYWORDS:
+        return "got keyword arguments (only reuse, true or false, is known)"
+    if not all(isinstance(value, bool) for value in kwargs.values()):
+        return "got keyword arguments (only reuse, true or false, is known)"
     return None
+
+
+# The job function's one keyword argument: run_plan(plan_json, reuse=False) is --no-reuse.
+_KEYWORDS = frozenset({"reuse"})
 
 
 # The settings of the worker running the current job (its flags included), for the job function in the work

@@ -2,7 +2,8 @@
 
 ``stablenew run`` and the queue worker both run plans through :class:`PlanRun` (client, executor,
 runner and :class:`RunRecorder` wired from settings once). Here too: the per-stage state model
-(:class:`JobState`), the job's files on disk (:class:`JobOutputs`), which job ids are safe, and
+(:class:`JobState`), the job's files on disk (:class:`JobOutputs`), stage reuse across jobs by
+stage key (:class:`ReusingExecutor`, :func:`stage_key`, the :class:`StageIndex` it looks in), which job ids are safe, and
 the webhook that tells a plan's ``callback_url`` how its job ended (:func:`notify`). Nothing here
 knows of Redis or RQ: where a queued job's state is stored is :mod:`stablenew.jobs`' business.
 """
@@ -29,10 +30,20 @@ from stablenew.run._notify import (
 from stablenew.run._outputs import JobOutputs, OutputFile, atomic_write
 from stablenew.run._plan_run import PlanRun, ProgressListener
 from stablenew.run._recorder import PROGRESS_SAVE_INTERVAL_S, Persist, RunRecorder
+from stablenew.run._reuse import (
+    ModelIdentity,
+    ReusableStage,
+    ReusingExecutor,
+    StageIndex,
+    request_identity,
+    stage_key,
+)
 from stablenew.run._state import (
+    DONE_STATUSES,
     JobRunStatus,
     JobState,
     OutputRecord,
+    ReusedFrom,
     StageState,
     StageStatus,
     plan_digest,
@@ -42,6 +53,7 @@ from stablenew.run._state import (
 __all__ = [
     "DEFAULT_TOLERANCE_S",
     "DELIVERY_HEADER",
+    "DONE_STATUSES",
     "EVENTS",
     "EVENT_HEADER",
     "JOB_ID_PATTERN",
@@ -51,12 +63,17 @@ __all__ = [
     "JobOutputs",
     "JobRunStatus",
     "JobState",
+    "ModelIdentity",
     "OutputFile",
     "OutputRecord",
     "Persist",
     "PlanRun",
     "ProgressListener",
+    "ReusableStage",
+    "ReusedFrom",
+    "ReusingExecutor",
     "RunRecorder",
+    "StageIndex",
     "StageState",
     "StageStatus",
     "atomic_write",
@@ -68,7 +85,9 @@ __all__ = [
     "is_valid_job_id",
     "notify",
     "plan_digest",
+    "request_identity",
     "signature",
+    "stage_key",
     "utcnow",
     "verify_signature",
 ]

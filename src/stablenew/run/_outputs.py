@@ -19,17 +19,21 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import secrets
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from stablenew.run._job_id import is_valid_job_id
 from stablenew.webui import decode, image_format, image_size
 
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "bin": "bin"}
+# The name of every image write_stage makes; nothing else is ever read as another job's output.
+_OUTPUT_NAME = re.compile(r"\d{2}-[a-z0-9]+-\d{2}\.(?:png|jpg|webp|bin)")
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,85 @@ class JobOutputs:
                 return None
             images.append(base64.b64encode(data).decode("ascii"))
         return images
+
+    def source_path(self, item: OutputFile) -> Path | None:
+        """Where a file recorded for another job of this output root is, if ``item.path`` is one we
+        could have written: ``<job id>/<NN>-<stage>-<MM>.<ext>``, inside the root, no symlink on the way.
+
+        Only paths our own index recorded come here, and each is re-checked: a record that names
+        anything else (``..``, an absolute path, a link) is treated as missing.
+        """
+        parts = PurePosixPath(item.path).parts
+        if len(parts) != 2 or not is_valid_job_id(parts[0]) or not _OUTPUT_NAME.fullmatch(parts[1]):
+            return None
+        folder = self.root / parts[0]
+        path = folder / parts[1]
+        if folder.is_symlink() or path.is_symlink() or folder.resolve() != folder:
+            return None
+        return path
+
+    def take_stage(
+        self, index: int, stage: str, files: Sequence[OutputFile]
+    ) -> tuple[list[OutputFile], list[str]]:
+        """Give this job stage ``index``'s files from another job's ``files``: a hard link when the
+        output root allows it, else a copy. Each file is read once, where it now is in this job's
+        folder, and must have its recorded sha256. Returns the new files and their base64 (the next
+        stage's input).
+
+        Raises:
+            ValueError / OSError: a file is missing, not one of ours or changed (then nothing is kept
+                and the stage must run).
+        """
+        if not stage.isidentifier():
+            raise ValueError(f"stage name {stage!r} is not a safe file name part")
+        self._make_folder()
+        taken: list[OutputFile] = []
+        images: list[str] = []
+        try:
+            for number, item in enumerate(files):
+                source = self.source_path(item)
+                if source is None:
+                    raise ValueError(f"{item.path} is not a file of this output root")
+                name = f"{index:02d}-{stage}-{number:02d}{source.suffix}"
+                data = self._link_verified(source, self.folder / name, item.sha256, images)
+                taken.append(
+                    OutputFile(
+                        path=f"{self.job_id}/{name}",
+                        sha256=item.sha256,
+                        width=item.width,
+                        height=item.height,
+                        seed=item.seed,
+                        bytes=len(data),
+                    )
+                )
+        except BaseException:
+            for done in taken:
+                with contextlib.suppress(OSError):
+                    (self.root / done.path).unlink()
+            raise
+        return taken, images
+
+    def _link_verified(self, source: Path, target: Path, sha256: str, images: list[str]) -> bytes:
+        """Link (else copy) ``source`` to ``target`` atomically if its bytes hash to ``sha256``; return
+        them, their base64 appended to ``images``."""
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            try:
+                os.link(source, tmp, follow_symlinks=False)
+            except OSError:  # another file system, or no links there: copy
+                atomic_write(tmp, source.read_bytes())
+            data = tmp.read_bytes()
+            digest = _sha256_async(data)  # beside the base64 encoding: together they cost about one
+            images.append(base64.b64encode(data).decode("ascii"))
+            if digest.result() != sha256:
+                images.pop()
+                raise ValueError(f"{source.name} of {source.parent.name} changed since it was recorded")
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        return data
 
     def write_manifest(self, manifest: dict[str, Any]) -> Path:
         self._make_folder()

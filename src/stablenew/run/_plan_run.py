@@ -16,6 +16,7 @@ from typing import Any, Self
 from stablenew.pipeline import PipelineRunner, StageExecutionPlan, StageResult, StageType
 from stablenew.run._outputs import JobOutputs
 from stablenew.run._recorder import Persist, RunRecorder, never, no_persist
+from stablenew.run._reuse import ReusingExecutor, StageIndex
 from stablenew.run._state import JobState
 from stablenew.settings import Settings
 from stablenew.webui import WebUIClient, WebUIExecutor
@@ -28,8 +29,12 @@ class PlanRun:
 
     Use it as a context manager: leaving it closes the WebUI client. ``on_progress`` hears each
     progress fraction after the recorder; ``on_stage_done`` is called each time the WebUI answered
-    a stage (not for a stage resumed from disk); ``check_owner`` raises when this run no longer
-    owns the job (see :class:`RunRecorder`).
+    a stage (not for a stage resumed from disk or reused); ``check_owner`` raises when this run no
+    longer owns the job (see :class:`RunRecorder`).
+
+    ``index`` (the worker's Redis index) makes stages reusable: each finished stage is remembered
+    by its stage key, and, unless ``reuse`` is off, a stage another job already ran takes that job's
+    files instead of a WebUI call (see :mod:`stablenew.run._reuse`).
 
     Raises:
         ValueError: ``run_id`` is not a safe job id.
@@ -49,10 +54,13 @@ class PlanRun:
         on_progress: ProgressListener | None = None,
         on_stage_done: Callable[[], None] | None = None,
         check_owner: Callable[[], None] | None = None,
+        index: StageIndex | None = None,
+        reuse: bool = True,
     ) -> None:
         self.plan = plan
+        outputs = JobOutputs(settings.output_dir, run_id)
         self.recorder = RunRecorder(
-            JobOutputs(settings.output_dir, run_id),
+            outputs,
             plan,
             state=state,
             persist=persist,
@@ -61,6 +69,7 @@ class PlanRun:
             webui_url=settings.webui_url,
             worker=worker,
             **({} if check_owner is None else {"check_owner": check_owner}),
+            index=index,
         )
         self._on_progress = on_progress
         self.client = WebUIClient.from_settings(settings)
@@ -70,7 +79,13 @@ class PlanRun:
             on_progress=self._progress,
             should_cancel=should_cancel,
         )
-        stages = self.executor if on_stage_done is None else _ReportingExecutor(self.executor, on_stage_done)
+        stages: Any = (
+            self.executor if on_stage_done is None else _ReportingExecutor(self.executor, on_stage_done)
+        )
+        if index is not None:
+            stages = ReusingExecutor(
+                stages, self.executor, index, outputs, lookup=reuse, input_digests=self._written_before
+            )
         self.runner = PipelineRunner(stages, hooks=self.recorder)
 
     def __enter__(self) -> Self:
@@ -82,6 +97,10 @@ class PlanRun:
     def run(self) -> StageResult:
         """Run every stage of the plan not already done (see :class:`RunRecorder` for resume)."""
         return self.runner.run(self.plan)
+
+    def _written_before(self, index: int) -> list[str]:
+        """The sha256 of the images stage ``index - 1`` left, in the order it handed them on."""
+        return [o.sha256 for o in self.recorder.state.stages[index - 1].outputs]
 
     def _progress(self, stage_type: StageType, fraction: float) -> None:
         self.recorder.on_progress(stage_type, fraction)

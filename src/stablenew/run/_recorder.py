@@ -17,7 +17,8 @@ from stablenew import __version__
 from stablenew.errors import Canceled, Requeued
 from stablenew.pipeline import StageExecution, StageExecutionPlan, StageResult, StageType
 from stablenew.run._outputs import JobOutputs, OutputFile
-from stablenew.run._state import JobState, OutputRecord, utcnow
+from stablenew.run._reuse import ReusableStage, StageIndex
+from stablenew.run._state import DONE_STATUSES, JobState, OutputRecord, ReusedFrom, utcnow
 from stablenew.settings import redact_url
 
 log = logging.getLogger("stablenew.recorder")
@@ -51,6 +52,7 @@ class RunRecorder:
         webui_url: str = "",
         worker: str | None = None,
         check_owner: Callable[[], None] = lambda: None,
+        index: StageIndex | None = None,
     ) -> None:
         self.outputs = outputs
         # Raises when this run no longer owns the job (a later run took it over): asked before each
@@ -61,6 +63,7 @@ class RunRecorder:
         self.should_cancel = should_cancel
         self.should_yield = should_yield  # e.g. the worker is stopping: hand the job back between stages
         self.webui_url = webui_url
+        self.index = index  # where each finished stage is remembered by its stage key, for reuse
         job_id = outputs.job_id
         if state is None or not state.matches(plan):
             state = JobState.for_plan(job_id, plan)
@@ -96,7 +99,7 @@ class RunRecorder:
         st = self.state.stages[index]
         # A stored stage is only reused while every stage before it was reused too: a stage made
         # from an input that was just regenerated must be regenerated as well.
-        if st.status == "finished" and st.outputs and not self._ran_a_stage:
+        if st.status in DONE_STATUSES and st.outputs and not self._ran_a_stage:
             images = self.outputs.read_verified([OutputFile(**o.model_dump()) for o in st.outputs])
             if images is not None:
                 log.info("job %s: stage %d (%s) already done, resuming after it", self.job_id, index, st.type)
@@ -109,6 +112,7 @@ class RunRecorder:
         st.ended_at = None
         st.error = None
         st.outputs = []
+        st.reused_from = None
         self.save()
         return None
 
@@ -116,15 +120,27 @@ class RunRecorder:
         meta = dict(result.get("meta") or {})
         seeds = meta.get("seeds") or [meta.get("seed")]
         self.check_owner()
-        written = self.outputs.write_stage(index, stage.stage_type.value, result["images"], seeds)
         st = self.state.stages[index]
+        source = meta.get("reused_from")  # already in this job's folder (ReusingExecutor took them)
+        if source is not None:
+            written = list(source["outputs"])
+        else:
+            written = self.outputs.write_stage(index, stage.stage_type.value, result["images"], seeds)
         st.outputs = [OutputRecord(**f.to_dict()) for f in written]
-        st.status = "finished"
+        st.status = "reused" if source is not None else "finished"
+        st.reused_from = ReusedFrom(job_id=source["job_id"], index=source["index"]) if source else None
         st.progress = 1.0
         st.ended_at = utcnow()
         st.seed = meta.get("seed")
         st.meta = {k: meta[k] for k in _KEPT_META if k in meta}
         self.save()
+        key = meta.get("stage_key")
+        if self.index is not None and isinstance(key, str):
+            record = ReusableStage(self.job_id, index, st.type, written, st.seed, st.meta)
+            try:
+                self.index.remember(key, record)
+            except Exception:  # reuse is an optimisation: never fail a finished stage over it
+                log.warning("job %s: stage %d not recorded for reuse", self.job_id, index, exc_info=True)
 
     def on_progress(self, stage_type: StageType, fraction: float) -> None:
         """Step progress from the executor; saved at most every PROGRESS_SAVE_INTERVAL_S."""

@@ -1,7 +1,9 @@
 """The per-stage state of one run of a plan: its schema and its transitions (pure pydantic).
 
 Stage status: ``pending -> running -> finished | failed | canceled``; ``skipped`` for a stage a
-resumed job did not need to run again (its outputs were already on disk). Where a state is stored
+resumed job did not need to run again (its outputs were already on disk); ``reused`` for a stage
+whose request another job had already run: its files are that job's (hard-linked or copied, sha256
+checked), ``reused_from`` names the job and stage, and no WebUI call was made. Where a state is stored
 is not this module's business: the worker keeps it in Redis (:mod:`stablenew.jobs.state`),
 ``stablenew run`` nowhere.
 """
@@ -16,7 +18,9 @@ from pydantic import BaseModel, Field
 
 from stablenew.pipeline import StageExecutionPlan
 
-StageStatus = Literal["pending", "running", "finished", "failed", "skipped", "canceled"]
+StageStatus = Literal["pending", "running", "finished", "failed", "skipped", "canceled", "reused"]
+# A stage whose outputs are on disk and whole: ran here, or taken from another job.
+DONE_STATUSES: tuple[StageStatus, ...] = ("finished", "reused")
 JobRunStatus = Literal["queued", "running", "finished", "failed", "canceled"]
 
 
@@ -38,6 +42,13 @@ class OutputRecord(BaseModel):
     bytes: int = 0
 
 
+class ReusedFrom(BaseModel):
+    """Where a ``reused`` stage's files came from: a stage of another job with the same stage key."""
+
+    job_id: str
+    index: int
+
+
 class StageState(BaseModel):
     index: int
     type: str
@@ -50,6 +61,7 @@ class StageState(BaseModel):
     error: str | None = None
     seed: int | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
+    reused_from: ReusedFrom | None = None
 
 
 class JobState(BaseModel):
@@ -120,6 +132,7 @@ class JobState(BaseModel):
                         for o in s.outputs
                     ],
                     "error": s.error,
+                    "reused_from": s.reused_from.model_dump() if s.reused_from else None,
                 }
                 for s in self.stages
             ],

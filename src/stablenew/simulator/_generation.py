@@ -178,6 +178,8 @@ class Generation:
             if read.enabled:
                 extra["ADetailer model"] = read.live[0]["ad_model"]
                 extra["ADetailer version"] = ADETAILER_VERSION
+                # ADetailer writes its pass's settings into the infotext, so they change the PNG.
+                extra["ADetailer denoising strength"] = read.live[0].get("ad_denoising_strength")
                 steps = num(body, "steps", self._default_steps, int)
                 passes = [Pass(1, 1 if read.skip else steps)]  # skip img2img: a 1-step dummy pass
                 for tab in read.live:  # each tab: detection adds its masks to job_count, one job per mask

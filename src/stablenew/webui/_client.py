@@ -247,6 +247,13 @@ class WebUIClient:
         """GET ``/sdapi/v1/sd-models``: checkpoints, each with ``title`` and ``model_name``."""
         return self._get_list("/sdapi/v1/sd-models")
 
+    def options(self) -> dict[str, Any]:
+        """GET ``/sdapi/v1/options``: the WebUI's settings in force (``sd_model_checkpoint`` is the loaded one)."""
+        url, body = self._call("GET", "/sdapi/v1/options", self._lookup_timeout)
+        if not isinstance(body, dict):
+            raise WebUIHTTPError(200, "options response is not a JSON object", url=url)
+        return body
+
     def sd_vae(self) -> list[dict[str, Any]]:
         """GET ``/sdapi/v1/sd-vae``: VAE files, each with ``model_name`` (the ``sd_vae`` value) and ``filename``."""
         return self._get_list("/sdapi/v1/sd-vae")

@@ -377,6 +377,26 @@ class WebUIExecutor:
         }
         return {"images": images, "meta": meta}
 
+    def stage_requests(self, stage_type: StageType, payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The request bodies :meth:`run_stage` would send for ``payload`` (one per input image), built
+        but not sent, with the names preflight made canonical. The payload is left as it is.
+
+        Raises:
+            ValueError / ConfigError: as :meth:`run_stage` would, before its first call.
+        """
+        inputs = list(payload.get("input_images") or [])
+        if stage_type is StageType.IMG2IMG and not inputs:
+            inputs = list(payload["config"].get("init_images") or [])
+        if stage_type is not StageType.TXT2IMG and not inputs:
+            raise ValueError(f"stage {stage_type.value} has no input image")
+        calls: list[str | None] = [None] if stage_type is StageType.TXT2IMG else inputs
+        return [self._body(stage_type, payload, image) for image in calls]
+
+    def loaded_checkpoint(self) -> str | None:
+        """The checkpoint the WebUI has loaded now (its title, with the hash A1111 shows)."""
+        value = self.client.options().get("sd_model_checkpoint")
+        return str(value) if value else None
+
     def _body(self, stage_type: StageType, payload: Mapping[str, Any], image: str | None) -> dict[str, Any]:
         if stage_type is StageType.TXT2IMG:
             body = txt2img_body(payload)
