@@ -44,11 +44,12 @@ from stablenew.errors import (
     is_permanent,
     is_transient,
 )
+from stablenew.jobs.affinity import record_loaded
 from stablenew.jobs.keys import cancel_key, inventory_key, stop_key
 from stablenew.jobs.resilience import WebUIBreaker, count_requeue, probe_webui, requeue_count
 from stablenew.jobs.rq_classes import StableNewJob, running_worker_settings
 from stablenew.jobs.state import StateStore, mirror_to_meta
-from stablenew.pipeline import StageExecutionPlan
+from stablenew.pipeline import StageExecutionPlan, StageResult, StageType
 from stablenew.run import JobState, PlanRun, RunRecorder, callback_allowed, notify
 from stablenew.settings import Settings
 from stablenew.webui import Inventory, WebUIClient, WebUIExecutor
@@ -87,6 +88,7 @@ class JobRun:
         self.breaker = WebUIBreaker(
             self.connection, self.worker_name, threshold=settings.webui_failure_threshold
         )
+        self._executor: WebUIExecutor | None = None
 
     def run(self, plan_json: str) -> dict[str, Any]:
         try:
@@ -104,7 +106,9 @@ class JobRun:
             should_yield=self._stop_requested,
             worker=self.worker_name,
             on_stage_done=self.breaker.record_success,
+            on_answer=self._track_checkpoint,
         )
+        self._executor = plan_run.executor
         recorder = plan_run.recorder
         try:
             with plan_run:
@@ -177,6 +181,29 @@ class JobRun:
                 )
                 recorder.retrying(exc)
                 self._pause(delay)
+
+    def _track_checkpoint(self, stage_type: StageType, payload: dict[str, Any], result: StageResult) -> None:
+        """After a generation, record the checkpoint the WebUI now holds (the one asked for, else the
+        one it reports in ``info.sd_model_name``) and count a swap when it changed. Never fails the job."""
+        if stage_type not in (StageType.TXT2IMG, StageType.IMG2IMG):
+            return
+        overrides = payload.get("override_settings")
+        asked = overrides.get("sd_model_checkpoint") if isinstance(overrides, dict) else None
+        info = result.get("info") if isinstance(result, dict) else None
+        reported = info.get("sd_model_name") if isinstance(info, dict) else None
+        name = asked or reported
+        if not isinstance(name, str) or not name:
+            return
+        inventory = self._executor.inventory if self._executor is not None else None
+        if inventory is not None:  # any alias (file name, model name) -> the title A1111 lists
+            name = inventory.checkpoints.get(name.lower(), name)
+        try:
+            if record_loaded(self.connection, self.worker_name, name):
+                log.info(
+                    "job %s: worker %s swapped its checkpoint to %s", self.job.id, self.worker_name, name
+                )
+        except redis.RedisError:
+            log.warning("job %s: could not record the checkpoint loaded", self.job.id)
 
     def _pause(self, seconds: float) -> None:
         """Sleep, but answer a cancel or a stop request at once."""

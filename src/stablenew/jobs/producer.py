@@ -8,6 +8,7 @@ modules' public names stay importable from here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -32,6 +33,14 @@ from stablenew.errors import (
     JobNotFound,
     StableNewError,
     WebUIRejected,
+)
+from stablenew.jobs.affinity import (
+    affinity_queue,
+    band_of,
+    checkpoint_name,
+    checkpoint_served,
+    plan_checkpoint,
+    register_queue,
 )
 from stablenew.jobs.checks import ConfigInput, build_checked_plan, estimate_timeout, webui_preflight
 from stablenew.jobs.connection import map_redis_errors
@@ -90,9 +99,17 @@ class Producer:
 
     @map_redis_errors()
     def queue(self, name: str) -> Queue:
-        if name not in QUEUES:
+        """The RQ queue ``name``: a band (``high``, ``default``, ``low``) or one of its checkpoint
+        queues (``default.ckpt.<slug>``, see :mod:`stablenew.jobs.affinity`)."""
+        if band_of(name) is None:
             raise ConfigError([FieldProblem("queue", f"must be one of {list(QUEUES)}", name)])
         return Queue(name, connection=self.connection, serializer=JSONSerializer, job_class=StableNewJob)
+
+    def _target(self, band: str, plan: StageExecutionPlan) -> Queue:
+        """The queue a plan of ``band`` goes to: its checkpoint's, else the band's."""
+        if band not in QUEUES:
+            raise ConfigError([FieldProblem("queue", f"must be one of {list(QUEUES)}", band)])
+        return self.queue(affinity_queue(band, plan_checkpoint(plan)))
 
     # ------------------------------------------------------------------ submit
     def _checked(self, config: ConfigInput, source: str | None, lenient: bool) -> StageExecutionPlan:
@@ -152,7 +169,7 @@ class Producer:
         """
         _check_job_id(job_id)
         plan = self._checked(config, source, lenient)
-        q = self.queue(queue)
+        q = self._target(queue, plan)
         if job_id is not None:
             existing = self._existing(job_id)
             if existing is not None:
@@ -163,6 +180,9 @@ class Producer:
         # Queue.enqueue spells it job_timeout (prepare_data, used by submit_many, says timeout);
         # an unknown keyword next to args= is silently dropped, leaving RQ's 180 s default.
         kwargs["job_timeout"] = kwargs.pop("timeout")
+        checkpoint = plan_checkpoint(plan)
+        if checkpoint:  # known to the workers before the plan lands on it
+            register_queue(self.connection, q.name, checkpoint)
         try:
             job = q.enqueue(JOB_FUNCTION, unique=job_id is not None, **kwargs)
         except DuplicateJobError:
@@ -200,10 +220,23 @@ class Producer:
                 plans.append(self._checked(config, source, lenient))
             except InvalidStagePlanError as exc:
                 raise InvalidStagePlanError(f"config {source}: {exc}") from None
-        q = self.queue(queue)
-        datas = [Queue.prepare_data(JOB_FUNCTION, **self._enqueue_args(plan, None)) for plan in plans]
+        targets = [self._target(queue, plan) for plan in plans]
+        by_queue: dict[str, list[int]] = {}
+        for index, target in enumerate(targets):
+            by_queue.setdefault(target.name, []).append(index)
         with self.connection.pipeline() as pipe:
-            jobs = q.enqueue_many(datas, pipeline=pipe)
+            jobs: list[Job] = [None] * len(plans)  # type: ignore[list-item]
+            for name, indexes in by_queue.items():
+                checkpoint = plan_checkpoint(plans[indexes[0]])
+                if checkpoint:
+                    register_queue(pipe, name, checkpoint)
+                datas = [
+                    Queue.prepare_data(JOB_FUNCTION, **self._enqueue_args(plans[i], None)) for i in indexes
+                ]
+                for i, job in zip(
+                    indexes, targets[indexes[0]].enqueue_many(datas, pipeline=pipe), strict=True
+                ):
+                    jobs[i] = job
             names = [sources[i] if sources else None for i in range(len(plans))]
             entries = [entry_for(j.id, queue, p, n) for j, p, n in zip(jobs, plans, names, strict=True)]
             index_jobs(pipe, entries)
@@ -224,7 +257,7 @@ class Producer:
             raise JobError(
                 f"job {job_id} exists but is not a stablenew plan: {reason}", job_id=job_id
             ) from None
-        return Submission(job_id=job_id, queue=job.origin, plan=plan, existing=True)
+        return Submission(job_id=job_id, queue=band_of(job.origin) or job.origin, plan=plan, existing=True)
 
     # ------------------------------------------------------------------ inspect
     @map_redis_errors()
@@ -256,7 +289,19 @@ class Producer:
             JobNotFound: no such job.
         """
         job = self._fetch(job_id)
-        return job_view(job, self.store.load(job.id), self.queue)
+        view = job_view(job, self.store.load(job.id), self.queue)
+        if view.status == "queued" and view.checkpoint and view.position is not None:
+            served = checkpoint_served(self.connection, view.checkpoint)
+            if not served:
+                wait = self.settings.affinity_max_wait
+                view = dataclasses.replace(
+                    view,
+                    waiting_for=(
+                        f"a worker holding {checkpoint_name(view.checkpoint)} "
+                        + (f"(or any worker once it has waited {wait:g} s)" if wait > 0 else "")
+                    ).strip(),
+                )
+        return view
 
     @map_redis_errors()
     def list_jobs(

@@ -13,6 +13,7 @@ from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 
 from stablenew.errors import StableNewError
+from stablenew.jobs.affinity import band_of, checkpoint_queues, plan_checkpoint
 from stablenew.pipeline import StageExecutionPlan, StageType
 from stablenew.queues import QUEUES
 from stablenew.run import JobState, StageState
@@ -38,6 +39,7 @@ class Submission:
             "job_id": self.job_id,
             "queue": self.queue,
             "stages": [t.value for t in self.plan.get_stage_types()],
+            "checkpoint": plan_checkpoint(self.plan),
         }
 
 
@@ -53,6 +55,8 @@ class JobView:
     manifest: str | None
     position: int | None = None  # 1 = the next job a worker takes; counts higher-priority queues
     enqueued_at: str | None = None
+    checkpoint: str | None = None  # the checkpoint its plan asks for (None: any)
+    waiting_for: str | None = None  # why a queued plan may wait longer than its position says
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,6 +69,8 @@ class JobView:
             "queue": self.queue,
             "position": self.position,
             "enqueued_at": self.enqueued_at,
+            "checkpoint": self.checkpoint,
+            "waiting_for": self.waiting_for,
         }
 
     @property
@@ -110,7 +116,8 @@ def job_view(
     return JobView(
         job_id=job.id,
         status=status,
-        queue=job.origin,
+        queue=band_of(job.origin) or job.origin,
+        checkpoint=job_checkpoint(job),
         stages=view["stages"],
         error=error,
         manifest=view["manifest"],
@@ -157,37 +164,60 @@ def data_rewritten(job: Job) -> bool:
 
 
 def queue_position(job: Job, queue: Callable[[str], Queue]) -> int | None:
-    """Where a queued job stands: N means N-1 jobs will be taken before it (the next job is 1).
+    """Where a queued job stands: N means N-1 plans will be taken before it (the next is 1).
 
-    Workers take ``high`` before ``default`` before ``low``, so every job in a higher-priority queue
-    counts as ahead. ``None`` when the job is not in its queue's list (e.g. scheduled or deferred).
-    """
-    if job.origin not in QUEUES:
+    See :func:`queue_positions`. ``None`` when the job is not in its queue's list (e.g. scheduled
+    or deferred)."""
+    if band_of(job.origin) is None:
         return None
-    index = queue(job.origin).get_job_position(job.id)
-    if index is None:
-        return None
-    higher = QUEUES[: QUEUES.index(job.origin)]
-    ahead = sum(queue(name).count for name in higher)
-    return ahead + index + 1
+    return queue_positions(queue(job.origin).connection, [job]).get(job.id)
 
 
 def queue_positions(connection: Any, jobs: Sequence[Job]) -> dict[str, int | None]:
-    """:func:`queue_position` of many jobs in one round trip (every job given, queued or not)."""
-    known = [job for job in jobs if job.origin in QUEUES]
+    """Where each queued job stands, in two round trips (every job given, queued or not).
+
+    Workers take ``high`` before ``default`` before ``low``, so every plan waiting in a higher band
+    (any of its queues) counts as ahead. Within a band, dispatch is by checkpoint
+    (:mod:`stablenew.jobs.affinity`): a plan on a checkpoint's queue waits for the plans ahead of it
+    on that queue (plans for other checkpoints run on the workers that hold those), and a plan
+    without a checkpoint for the plans ahead of it on the band queue.
+    """
+    known = [job for job in jobs if band_of(job.origin) is not None]
+    extra = checkpoint_queues(connection)
+    names = list(dict.fromkeys([*QUEUES, *extra, *(job.origin for job in known)]))
     pipe = connection.pipeline(transaction=False)
-    for name in QUEUES:
+    for name in names:
         pipe.llen(f"{Queue.redis_queue_namespace_prefix}{name}")
     for job in known:
         pipe.lpos(f"{Queue.redis_queue_namespace_prefix}{job.origin}", job.id)
     answers = pipe.execute()
-    lengths = dict(zip(QUEUES, answers[: len(QUEUES)], strict=True))
+    lengths = dict(zip(names, answers[: len(names)], strict=True))
+    band_totals = {band: 0 for band in QUEUES}
+    for name, length in lengths.items():
+        band = band_of(name)
+        if band is not None:
+            band_totals[band] += int(length or 0)
     found: dict[str, int | None] = {job.id: None for job in jobs}
-    for job, index in zip(known, answers[len(QUEUES) :], strict=True):
-        if index is not None:
-            ahead = sum(lengths[name] for name in QUEUES[: QUEUES.index(job.origin)])
+    for job, index in zip(known, answers[len(names) :], strict=True):
+        band = band_of(job.origin)
+        if index is not None and band is not None:
+            ahead = sum(band_totals[name] for name in QUEUES[: QUEUES.index(band)])
             found[job.id] = ahead + int(index) + 1
     return found
+
+
+def job_checkpoint(job: Job) -> str | None:
+    """The checkpoint a job's plan asks for (its first generation stage's ``model``), read from
+    the plan's JSON without validating it again; None for none, or a plan that does not read."""
+    try:
+        stages = json.loads(job.args[0])["stages"]
+        for stage in stages:
+            if stage["stage_type"] in (StageType.TXT2IMG.value, StageType.IMG2IMG.value):
+                model = stage.get("config", {}).get("model")
+                return str(model) if model else None
+    except (DeserializationError, IndexError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return None
 
 
 def _unstarted_state(job: Job) -> JobState:
@@ -223,6 +253,7 @@ __all__ = [
     "JobView",
     "Submission",
     "data_rewritten",
+    "job_checkpoint",
     "job_view",
     "meta_view",
     "pending_state",

@@ -28,7 +28,8 @@ class PlanRun:
 
     Use it as a context manager: leaving it closes the WebUI client. ``on_progress`` hears each
     progress fraction after the recorder; ``on_stage_done`` is called each time the WebUI answered
-    a stage (not for a stage resumed from disk).
+    a stage (not for a stage resumed from disk); ``on_answer`` hears that stage's type, request and
+    answer (e.g. which checkpoint the WebUI now holds).
 
     Raises:
         ValueError: ``run_id`` is not a safe job id.
@@ -47,6 +48,7 @@ class PlanRun:
         worker: str | None = None,
         on_progress: ProgressListener | None = None,
         on_stage_done: Callable[[], None] | None = None,
+        on_answer: Callable[[StageType, dict[str, Any], StageResult], None] | None = None,
     ) -> None:
         self.plan = plan
         self.recorder = RunRecorder(
@@ -67,7 +69,11 @@ class PlanRun:
             on_progress=self._progress,
             should_cancel=should_cancel,
         )
-        stages = self.executor if on_stage_done is None else _ReportingExecutor(self.executor, on_stage_done)
+        stages = (
+            self.executor
+            if on_stage_done is None and on_answer is None
+            else _ReportingExecutor(self.executor, on_stage_done, on_answer)
+        )
         self.runner = PipelineRunner(stages, hooks=self.recorder)
 
     def __enter__(self) -> Self:
@@ -89,11 +95,20 @@ class PlanRun:
 class _ReportingExecutor:
     """Passes stages to the WebUI executor and reports each one it answered."""
 
-    def __init__(self, inner: WebUIExecutor, on_stage_done: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        inner: WebUIExecutor,
+        on_stage_done: Callable[[], None] | None,
+        on_answer: Callable[[StageType, dict[str, Any], StageResult], None] | None = None,
+    ) -> None:
         self.inner = inner
         self.on_stage_done = on_stage_done
+        self.on_answer = on_answer
 
     def run_stage(self, stage_type: StageType, payload: dict[str, Any]) -> StageResult:
         result = self.inner.run_stage(stage_type, payload)
-        self.on_stage_done()
+        if self.on_stage_done is not None:
+            self.on_stage_done()
+        if self.on_answer is not None:
+            self.on_answer(stage_type, payload, result)
         return result
