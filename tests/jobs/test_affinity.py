@@ -1,0 +1,161 @@
+"""Model-aware dispatch on one Redis: queue names, the producer's routing, the order a worker takes
+queues in, and our in-process worker taking plans for the checkpoint its WebUI holds first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from stablenew.jobs.affinity import (
+    QueueHead,
+    affinity_queue,
+    band_of,
+    checkpoint_queues,
+    checkpoint_slug,
+    order_queues,
+    read_held,
+    record_loaded,
+)
+from stablenew.jobs.producer import Producer
+from stablenew.settings import Settings
+
+BASE = "sd_xl_base_1.0.safetensors"
+REFINER = "sd_xl_refiner_1.0.safetensors"
+SD15 = "v1-5-pruned-emaonly.safetensors"
+
+
+# ------------------------------------------------------------------------------------------ names
+def test_a_checkpoint_title_with_or_without_its_hash_gets_one_readable_queue() -> None:
+    assert checkpoint_slug(f"{BASE} [31e35c80fc]") == checkpoint_slug(BASE) == BASE
+    assert affinity_queue("default", BASE) == f"default.ckpt.{BASE}"
+    assert affinity_queue("high", None) == "high"
+    assert band_of(f"low.ckpt.{BASE}") == "low"
+    assert band_of("default") == "default"
+    assert band_of("other.ckpt.x") is None
+    assert band_of("default.ckpt.") is None
+
+
+def test_a_checkpoint_name_unsafe_for_a_queue_is_made_safe_and_kept_apart_from_its_lookalikes() -> None:
+    spaced, slashed = checkpoint_slug("my model v2.safetensors"), checkpoint_slug("my/model v2.safetensors")
+    assert spaced != slashed
+    for slug in (spaced, slashed, checkpoint_slug("x" * 300)):
+        assert all(c.isalnum() or c in "._-" for c in slug), slug
+        assert len(slug) <= 90
+    with pytest.raises(ValueError):
+        affinity_queue("urgent", BASE)
+
+
+# ------------------------------------------------------------------------------------------ producer
+def test_the_producer_puts_a_plan_on_its_checkpoint_queue_and_a_plan_without_one_on_the_band(
+    producer: Producer, conn: Any, configs: Any
+) -> None:
+    with_model = producer.submit(configs.txt2img(model=f"{BASE} [31e35c80fc]"), queue="high")
+    without = producer.submit(configs.txt2img())
+    many = producer.submit_many(
+        [configs.txt2img(model=REFINER), configs.txt2img(), configs.txt2img(model=REFINER)]
+    )
+
+    def ids(name: str) -> list[str]:
+        return Queue(name, connection=conn, serializer=JSONSerializer).get_job_ids()
+
+    assert ids(f"high.ckpt.{BASE}") == [with_model.job_id]
+    assert ids("default") == [without.job_id, many[1].job_id]
+    assert ids(f"default.ckpt.{REFINER}") == [many[0].job_id, many[2].job_id]
+    assert checkpoint_queues(conn) == {f"default.ckpt.{REFINER}": REFINER, f"high.ckpt.{BASE}": BASE}
+    view = producer.status(with_model.job_id)
+    assert (view.queue, view.checkpoint, view.position) == ("high", f"{BASE} [31e35c80fc]", 1)
+    assert view.to_dict()["checkpoint"] == f"{BASE} [31e35c80fc]"
+    assert "a worker holding" in (view.waiting_for or "")  # no worker holds it
+    assert [v.checkpoint for v in producer.list_jobs(queue="default")] == [REFINER, None, REFINER, None]
+
+
+# ------------------------------------------------------------------------------------------ order
+def head(name: str, waiting: int, age: float, checkpoint: str | None = None) -> QueueHead:
+    return QueueHead(name=name, band=band_of(name) or name, checkpoint=checkpoint, waiting=waiting, age_s=age)
+
+
+A, B, C = "default.ckpt.a", "default.ckpt.b", "default.ckpt.c"
+
+
+def test_a_worker_takes_its_own_checkpoint_before_an_older_plan_for_another() -> None:
+    heads = [head("default", 0, 0), head(A, 3, 5, "a"), head(B, 3, 50, "b")]
+    assert order_queues(heads, ["default"], held="a", max_wait=300)[0] == A
+    # a plan without a checkpoint runs anywhere without a swap: oldest of the two first
+    heads.append(head("default", 1, 9))
+    heads = [h for h in heads if not (h.name == "default" and h.waiting == 0)]
+    assert order_queues(heads, ["default"], held="a", max_wait=300)[:2] == ["default", A]
+
+
+def test_with_nothing_for_its_checkpoint_a_worker_takes_the_one_under_most_pressure() -> None:
+    heads = [head(A, 1, 100, "a"), head(B, 10, 20, "b"), head(C, 2, 60, "c")]
+    assert order_queues(heads, ["default"], held="z", max_wait=300) == [B, C, A]
+    # ... preferring a checkpoint no other worker serves
+    assert order_queues(heads, ["default"], held="z", max_wait=300, served_elsewhere={"b": 1})[0] == C
+
+
+def test_a_plan_past_the_max_wait_goes_first_whatever_the_worker_holds() -> None:
+    heads = [head(A, 5, 10, "a"), head(B, 1, 400, "b")]
+    assert order_queues(heads, ["default"], held="a", max_wait=300)[0] == B
+
+
+def test_affinity_off_is_fifo_across_the_band() -> None:
+    heads = [head(A, 5, 10, "a"), head(B, 1, 40, "b"), head("default", 2, 20)]
+    assert order_queues(heads, ["default"], held="a", max_wait=0) == [B, "default", A]
+
+
+def test_bands_keep_strict_priority() -> None:
+    heads = [head("high", 0, 0), head("high.ckpt.b", 1, 1, "b"), head(A, 9, 900, "a"), head("low", 3, 999)]
+    order = order_queues(heads, ["low", "default", "high"], held="a", max_wait=300)
+    assert order.index("high.ckpt.b") < order.index(A) < order.index("low")
+    assert order.index("high") < order.index(A)  # empty queues stay listed (a blocking wait sees them)
+
+
+# ------------------------------------------------------------------------------------------ worker
+def test_our_worker_takes_the_plans_for_the_checkpoint_its_webui_holds_first_and_counts_its_swaps(
+    producer: Producer, conn: Any, configs: Any, run_our_worker: Any
+) -> None:
+    # Given plans submitted interleaved for two checkpoints; the WebUI holds the first one loaded
+    subs = producer.submit_many([configs.txt2img(str(i), model=(SD15 if i % 2 else BASE)) for i in range(6)])
+    # When our worker drains the queues
+    performed = run_our_worker()
+    # Then it ran every plan for the loaded checkpoint first, in order, then the others: one swap
+    ids = [s.job_id for s in subs]
+    assert performed == ids[0::2] + ids[1::2]
+    assert all(producer.status(i).status == "finished" for i in ids)
+    assert [v.status for v in producer.list_jobs()] == ["finished"] * 6
+
+
+def test_a_worker_whose_webui_lacks_a_checkpoint_never_takes_its_plans(
+    producer: Producer, configs: Any, run_our_worker: Any
+) -> None:
+    missing = producer.submit(configs.txt2img(model="not_on_this_host.safetensors"))
+    fine = producer.submit(configs.txt2img(model=BASE))
+    assert run_our_worker() == [fine.job_id]
+    assert producer.status(missing.job_id).status == "queued"
+
+
+def test_the_swap_record_counts_changes_only(conn: Any) -> None:
+    record_loaded(conn, "w1", f"{BASE} [31e35c80fc]", count_swap=False)
+    record_loaded(conn, "w1", BASE)  # the same checkpoint, another spelling
+    record_loaded(conn, "w1", SD15)
+    held = read_held(conn, "w1")
+    assert (held.checkpoint, held.swaps) == (SD15, 1)
+
+
+def test_retry_puts_a_failed_checkpoint_plan_back_on_its_own_queue(
+    conn: Any, configs: Any, run_our_worker: Any, env: None, sim: Any
+) -> None:
+    producer = Producer(conn, Settings(retry_max=0))
+    job = producer.submit(configs.txt2img(model=BASE))
+    conn.hset(f"rq:job:{job.job_id}", "status", "failed")  # as RQ leaves it
+    from rq.registry import FailedJobRegistry
+
+    q = Queue(f"default.ckpt.{BASE}", connection=conn, serializer=JSONSerializer)
+    q.remove(job.job_id)
+    FailedJobRegistry(q.name, connection=conn).add(producer._fetch(job.job_id), ttl=60)
+    producer.retry(job.job_id)
+    assert q.get_job_ids() == [job.job_id]
+    assert run_our_worker() == [job.job_id]
