@@ -159,3 +159,17 @@ def test_retry_puts_a_failed_checkpoint_plan_back_on_its_own_queue(
     producer.retry(job.job_id)
     assert q.get_job_ids() == [job.job_id]
     assert run_our_worker() == [job.job_id]
+
+
+def test_the_worker_records_the_checkpoint_each_generation_loaded_and_its_swaps(
+    producer: Producer, conn: Any, configs: Any, run_our_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two plans for checkpoints other than the one the WebUI holds at start
+    producer.submit_many([configs.txt2img(model=SD15), configs.txt2img(model=REFINER)])
+    monkeypatch.setattr("stablenew.jobs.rq_classes.forget_worker", lambda *_: None)  # keep it to read
+    # When our worker runs them
+    run_our_worker()
+    # Then its record says what the WebUI holds now, and the two swaps it made
+    (key,) = [k.decode() for k in conn.keys("stablenew:checkpoint:*")]
+    held = read_held(conn, key.rsplit(":", 1)[1])
+    assert (held.checkpoint, held.swaps, held.serving) == (REFINER, 2, REFINER)

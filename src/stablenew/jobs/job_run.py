@@ -187,8 +187,8 @@ class JobRun:
         one it reports in ``info.sd_model_name``) and count a swap when it changed. Never fails the job."""
         if stage_type not in (StageType.TXT2IMG, StageType.IMG2IMG):
             return
-        overrides = payload.get("override_settings")
-        asked = overrides.get("sd_model_checkpoint") if isinstance(overrides, dict) else None
+        config = payload.get("config")
+        asked = config.get("model") if isinstance(config, dict) else None
         info = result.get("info") if isinstance(result, dict) else None
         reported = info.get("sd_model_name") if isinstance(info, dict) else None
         name = asked or reported

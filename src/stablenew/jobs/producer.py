@@ -221,22 +221,19 @@ class Producer:
             except InvalidStagePlanError as exc:
                 raise InvalidStagePlanError(f"config {source}: {exc}") from None
         targets = [self._target(queue, plan) for plan in plans]
-        by_queue: dict[str, list[int]] = {}
-        for index, target in enumerate(targets):
-            by_queue.setdefault(target.name, []).append(index)
         with self.connection.pipeline() as pipe:
-            jobs: list[Job] = [None] * len(plans)  # type: ignore[list-item]
-            for name, indexes in by_queue.items():
-                checkpoint = plan_checkpoint(plans[indexes[0]])
-                if checkpoint:
-                    register_queue(pipe, name, checkpoint)
-                datas = [
-                    Queue.prepare_data(JOB_FUNCTION, **self._enqueue_args(plans[i], None)) for i in indexes
-                ]
-                for i, job in zip(
-                    indexes, targets[indexes[0]].enqueue_many(datas, pipeline=pipe), strict=True
-                ):
-                    jobs[i] = job
+            for target, plan in {t.name: (t, p) for t, p in zip(targets, plans, strict=True)}.values():
+                checkpoint = plan_checkpoint(plan)
+                if checkpoint:  # known to the workers before the plans land on it
+                    register_queue(pipe, target.name, checkpoint)
+            # One by one in submission order (each on its own queue): a plan's enqueue time is
+            # its age, which orders dispatch across a band's queues.
+            jobs = [
+                target.enqueue_many(
+                    [Queue.prepare_data(JOB_FUNCTION, **self._enqueue_args(plan, None))], pipeline=pipe
+                )[0]
+                for target, plan in zip(targets, plans, strict=True)
+            ]
             names = [sources[i] if sources else None for i in range(len(plans))]
             entries = [entry_for(j.id, queue, p, n) for j, p, n in zip(jobs, plans, names, strict=True)]
             index_jobs(pipe, entries)
