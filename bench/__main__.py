@@ -13,7 +13,15 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import image_persistence, job_listing, memory, startup, submit_throughput, worker_overhead
+from bench import (
+    fleet_affinity,
+    image_persistence,
+    job_listing,
+    memory,
+    startup,
+    submit_throughput,
+    worker_overhead,
+)
 from bench.harness import BenchResult, commit, machine, write_json
 
 BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
@@ -23,6 +31,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     memory.NAME: memory.run,
     startup.NAME: startup.run,
     job_listing.NAME: job_listing.run,
+    fleet_affinity.NAME: fleet_affinity.run,
 }
 
 

@@ -173,3 +173,15 @@ def test_the_worker_records_the_checkpoint_each_generation_loaded_and_its_swaps(
     (key,) = [k.decode() for k in conn.keys("stablenew:checkpoint:*")]
     held = read_held(conn, key.rsplit(":", 1)[1])
     assert (held.checkpoint, held.swaps, held.serving) == (REFINER, 2, REFINER)
+
+
+def test_a_queued_plans_position_counts_the_older_plans_on_every_queue_of_its_band_and_higher_bands(
+    producer: Producer, configs: Any
+) -> None:
+    subs = producer.submit_many(
+        [configs.txt2img(), configs.txt2img(model=BASE), configs.txt2img(), configs.txt2img(model=SD15)]
+    )
+    urgent = producer.submit(configs.txt2img(model=SD15), queue="high")
+    assert [producer.status(s.job_id).position for s in subs] == [2, 3, 4, 5]
+    assert producer.status(urgent.job_id).position == 1
+    assert [v.position for v in producer.list_jobs()] == [1, 5, 4, 3, 2]

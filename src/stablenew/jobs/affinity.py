@@ -199,7 +199,7 @@ class QueueHead:
     band: str
     checkpoint: str | None  # None: the band queue (plans for any checkpoint)
     waiting: int
-    age_s: float  # of its oldest plan; 0 when empty
+    age_s: float  # of its oldest plan (since it was submitted); 0 when empty
 
 
 def _age(raw: Any, now: float) -> float:
@@ -230,7 +230,8 @@ def queue_heads(
     heads = [h.decode() if isinstance(h, bytes) else h for h in answers[1::2]]
     pipe = connection.pipeline(transaction=False)
     for head in heads:
-        pipe.hget(Queue.job_class.redis_job_namespace_prefix + head if head else "-", "enqueued_at")
+        # created_at, not enqueued_at: a plan handed back (a worker stopped or died) keeps its age
+        pipe.hget(Queue.job_class.redis_job_namespace_prefix + head if head else "-", "created_at")
     stamps = pipe.execute()
     found = []
     for name, length, head, stamp in zip(names, lengths, heads, stamps, strict=True):

@@ -174,13 +174,14 @@ def queue_position(job: Job, queue: Callable[[str], Queue]) -> int | None:
 
 
 def queue_positions(connection: Any, jobs: Sequence[Job]) -> dict[str, int | None]:
-    """Where each queued job stands, in two round trips (every job given, queued or not).
+    """Where each queued job stands (every job given, queued or not), in a few round trips.
 
     Workers take ``high`` before ``default`` before ``low``, so every plan waiting in a higher band
-    (any of its queues) counts as ahead. Within a band, dispatch is by checkpoint
-    (:mod:`stablenew.jobs.affinity`): a plan on a checkpoint's queue waits for the plans ahead of it
-    on that queue (plans for other checkpoints run on the workers that hold those), and a plan
-    without a checkpoint for the plans ahead of it on the band queue.
+    (any of its queues) counts as ahead. Within a band the position is by age, as the workers take
+    plans when none holds a checkpoint (or affinity is off): the plans ahead of it on its own queue,
+    and the plans submitted before it on the band's other queues. Model-aware dispatch can run a
+    plan sooner (a worker that holds its checkpoint takes it before older plans for others), or
+    later while no worker holds its checkpoint (``status`` says so).
     """
     known = [job for job in jobs if band_of(job.origin) is not None]
     extra = checkpoint_queues(connection)
@@ -190,20 +191,71 @@ def queue_positions(connection: Any, jobs: Sequence[Job]) -> dict[str, int | Non
         pipe.llen(f"{Queue.redis_queue_namespace_prefix}{name}")
     for job in known:
         pipe.lpos(f"{Queue.redis_queue_namespace_prefix}{job.origin}", job.id)
+    for job in known:
+        pipe.hget(job.key, "created_at")
     answers = pipe.execute()
-    lengths = dict(zip(names, answers[: len(names)], strict=True))
+    lengths = {name: int(n or 0) for name, n in zip(names, answers[: len(names)], strict=True)}
+    indexes = answers[len(names) : len(names) + len(known)]
+    created = [_text(c) for c in answers[len(names) + len(known) :]]
     band_totals = {band: 0 for band in QUEUES}
     for name, length in lengths.items():
         band = band_of(name)
         if band is not None:
-            band_totals[band] += int(length or 0)
+            band_totals[band] += length
+    older = _older_elsewhere(connection, known, created, indexes, lengths)
     found: dict[str, int | None] = {job.id: None for job in jobs}
-    for job, index in zip(known, answers[len(names) :], strict=True):
+    for i, (job, index) in enumerate(zip(known, indexes, strict=True)):
         band = band_of(job.origin)
         if index is not None and band is not None:
             ahead = sum(band_totals[name] for name in QUEUES[: QUEUES.index(band)])
-            found[job.id] = ahead + int(index) + 1
+            found[job.id] = ahead + int(index) + older.get(i, 0) + 1
     return found
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value or "")
+
+
+def _older_elsewhere(
+    connection: Any,
+    jobs: Sequence[Job],
+    created: Sequence[str],
+    indexes: Sequence[Any],
+    lengths: Mapping[str, int],
+) -> dict[int, int]:
+    """For each queued job (by position in ``jobs``), how many plans on the other queues of its band
+    were submitted before it: a binary search on each queue (a queue is in submission order), all
+    jobs and queues at once, one pipeline per step."""
+    searches: list[list[Any]] = []  # [job index, queue name, lo, hi]
+    for i, (job, index) in enumerate(zip(jobs, indexes, strict=True)):
+        band = band_of(job.origin)
+        if index is None or band is None or not created[i]:
+            continue
+        for name, length in lengths.items():
+            if length and name != job.origin and band_of(name) == band:
+                searches.append([i, name, 0, length])
+    while True:
+        active = [s for s in searches if s[2] < s[3]]
+        if not active:
+            break
+        pipe = connection.pipeline(transaction=False)
+        for _, name, lo, hi in active:
+            pipe.lindex(f"{Queue.redis_queue_namespace_prefix}{name}", (lo + hi) // 2)
+        ids = [_text(i) for i in pipe.execute()]
+        pipe = connection.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(f"{Queue.job_class.redis_job_namespace_prefix}{job_id}", "created_at")
+        stamps = [_text(c) for c in pipe.execute()]
+        for search, stamp in zip(active, stamps, strict=True):
+            mid = (search[2] + search[3]) // 2
+            if stamp and stamp < created[search[0]]:
+                search[2] = mid + 1
+            else:
+                search[3] = mid
+    older: dict[int, int] = {}
+    for i, _, lo, _ in searches:
+        older[i] = older.get(i, 0) + lo
+    return older
 
 
 def job_checkpoint(job: Job) -> str | None:
