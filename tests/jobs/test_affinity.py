@@ -93,7 +93,11 @@ def test_with_nothing_for_its_checkpoint_a_worker_takes_the_one_under_most_press
     heads = [head(A, 1, 100, "a"), head(B, 10, 20, "b"), head(C, 2, 60, "c")]
     assert order_queues(heads, ["default"], held="z", max_wait=300) == [B, C, A]
     # ... preferring a checkpoint no other worker serves
-    assert order_queues(heads, ["default"], held="z", max_wait=300, served_elsewhere={"b": 1})[0] == C
+    assert order_queues(heads, ["default"], held="z", max_wait=300, served_elsewhere={"b": 1}) == [C, A]
+    # ... and joining one that others serve only when it has enough plans to be worth a swap
+    heads.append(head(B, 11, 20, "b"))
+    heads = [h for h in heads if h.waiting != 10]
+    assert order_queues(heads, ["default"], held="z", max_wait=300, served_elsewhere={"b": 1}) == [C, A, B]
 
 
 def test_a_plan_past_the_max_wait_goes_first_whatever_the_worker_holds() -> None:

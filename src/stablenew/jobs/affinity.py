@@ -42,6 +42,8 @@ _HASH_SUFFIX = re.compile(r"\s*\[[0-9A-Fa-f]{6,64}\]\s*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _SLUG_MAX = 80
 _QUEUE_PREFIX = Queue.redis_queue_namespace_prefix
+# What one checkpoint swap is assumed to cost, in generations (A1111: 5-60 s against 5-30 s).
+SWAP_IN_GENERATIONS = 5
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,11 +284,24 @@ def order_queues(
                 key=lambda h: -h.age_s,
             )
 
-            def pressure(h: QueueHead) -> tuple[int, float]:
-                others = sum(n for name, n in elsewhere.items() if h.checkpoint and equal(name, h.checkpoint))
-                return (0 if others == 0 else 1, -(h.waiting * h.age_s) / (1 + others))
+            def others(h: QueueHead) -> int:
+                return sum(n for name, n in elsewhere.items() if h.checkpoint and equal(name, h.checkpoint))
 
-            rest = sorted((h for h in waiting if h not in local), key=pressure)
+            def pressure(h: QueueHead) -> tuple[int, float]:
+                return (0 if others(h) == 0 else 1, -(h.waiting * h.age_s) / (1 + others(h)))
+
+            # A checkpoint other workers serve is worth a swap only while its plans outnumber what
+            # one more worker saves them: with o workers on it, W plans finish W/o - W/(o+1)
+            # generations sooner, against one swap of about SWAP_IN_GENERATIONS generations.
+            rest = sorted(
+                (
+                    h
+                    for h in waiting
+                    if h not in local
+                    and (others(h) == 0 or h.waiting > SWAP_IN_GENERATIONS * others(h) * (others(h) + 1))
+                ),
+                key=pressure,
+            )
             ordered += [h.name for h in overdue + local + rest]
         ordered += [h.name for h in mine if h.waiting == 0]
     return list(dict.fromkeys(ordered))
