@@ -100,6 +100,17 @@ def test_with_nothing_for_its_checkpoint_a_worker_takes_the_one_under_most_press
     assert order_queues(heads, ["default"], held="z", max_wait=300, served_elsewhere={"b": 1}) == [C, A, B]
 
 
+def test_a_worker_one_too_many_on_its_checkpoint_leaves_for_one_no_worker_serves() -> None:
+    heads = [head(A, 8, 10, "a"), head(B, 8, 9, "b"), head(C, 8, 8, "c")]
+    # the first holder of "a" stays; the second goes to the checkpoint under most pressure, the third to the next
+    assert order_queues(heads, ["default"], held="a", max_wait=300, served_elsewhere={"a": 2}, rank=0)[0] == A
+    assert order_queues(heads, ["default"], held="a", max_wait=300, served_elsewhere={"a": 2}, rank=1)[0] == B
+    assert order_queues(heads, ["default"], held="a", max_wait=300, served_elsewhere={"a": 2}, rank=2)[0] == C
+    # and stays when every other checkpoint is served already
+    served = {"a": 2, "b": 1, "c": 1}
+    assert order_queues(heads, ["default"], held="a", max_wait=300, served_elsewhere=served, rank=2)[0] == A
+
+
 def test_a_plan_past_the_max_wait_goes_first_whatever_the_worker_holds() -> None:
     heads = [head(A, 5, 10, "a"), head(B, 1, 400, "b")]
     assert order_queues(heads, ["default"], held="a", max_wait=300)[0] == B

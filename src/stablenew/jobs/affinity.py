@@ -257,11 +257,15 @@ def order_queues(
     held: str | None,
     max_wait: float,
     served_elsewhere: Mapping[str, int] | None = None,
+    rank: int = 0,
     same: Any = None,
 ) -> list[str]:
     """The order a worker holding ``held`` should try ``heads`` in (see the module's docstring).
 
-    ``served_elsewhere`` counts, per checkpoint, the other workers that hold or serve it; ``same``
+    ``served_elsewhere`` counts, per checkpoint, the other workers that hold or serve it; ``rank``
+    is how many of those on the worker's own checkpoint come before it (by name): with rank r >= 1
+    the worker is one too many there, and takes the r-th checkpoint no worker serves (by pressure)
+    before its own, so that the swaps no schedule avoids are paid at once, in parallel. ``same``
     (a, b) -> bool says whether two checkpoint names are one checkpoint (default: equal names).
     ``max_wait`` <= 0 turns affinity off: oldest plan first across each band (FIFO).
     """
@@ -302,7 +306,9 @@ def order_queues(
                 ),
                 key=pressure,
             )
-            ordered += [h.name for h in overdue + local + rest]
+            unserved = [h for h in rest if h.checkpoint and others(h) == 0]
+            leave = [unserved[rank - 1]] if 1 <= rank <= len(unserved) else []
+            ordered += [h.name for h in overdue + leave + local + rest]
         ordered += [h.name for h in mine if h.waiting == 0]
     return list(dict.fromkeys(ordered))
 

@@ -512,13 +512,24 @@ class StableNewBaseWorker(BaseWorker):
             }
             candidates: dict[str, str | None] = {**dict.fromkeys(bands), **runnable}
             heads = queue_heads(self.connection, candidates)
-            held = read_held(self.connection, self.name).checkpoint
+            mine = read_held(self.connection, self.name)
+            held = mine.checkpoint or mine.serving
+            others = self._others_checkpoints()
+            served: dict[str, int] = {}
+            for checkpoint in others.values():
+                served[checkpoint] = served.get(checkpoint, 0) + 1
+            rank = sum(
+                1
+                for name, checkpoint in others.items()
+                if held and name < self.name and self._same_checkpoint(checkpoint, held)
+            )
             order = order_queues(
                 heads,
                 bands,
                 held=held,
                 max_wait=self._settings().affinity_max_wait,
-                served_elsewhere=self._served_elsewhere(),
+                served_elsewhere=served,
+                rank=rank,
                 same=self._same_checkpoint,
             )
         except redis.RedisError:
@@ -569,19 +580,19 @@ class StableNewBaseWorker(BaseWorker):
         aliases = getattr(self, "_aliases", None) or {}
         return bool(checkpoint_name(aliases.get(a.lower(), a)) == checkpoint_name(aliases.get(b.lower(), b)))
 
-    def _served_elsewhere(self) -> dict[str, int]:
-        """How many other registered workers hold or serve each checkpoint."""
+    def _others_checkpoints(self) -> dict[str, str]:
+        """The checkpoint each other registered worker serves (its plan in hand), else holds."""
         keys = [as_text(k) for k in self.connection.smembers(REDIS_WORKER_KEYS)]
         names = [k.removeprefix(self.redis_worker_namespace_prefix) for k in keys]
-        counts: dict[str, int] = {}
+        found: dict[str, str] = {}
         for name in names:
             if name == self.name:
                 continue
             held = read_held(self.connection, name)
             checkpoint = held.serving or held.checkpoint
             if checkpoint:
-                counts[checkpoint] = counts.get(checkpoint, 0) + 1
-        return counts
+                found[name] = checkpoint
+        return found
 
     def _promote_due_retries(self, names: list[str]) -> None:
         """Enqueue the due retries of checkpoint queues (RQ's scheduler serves only the queues named
