@@ -200,3 +200,18 @@ def test_a_queued_plans_position_counts_the_older_plans_on_every_queue_of_its_ba
     assert [producer.status(s.job_id).position for s in subs] == [2, 3, 4, 5]
     assert producer.status(urgent.job_id).position == 1
     assert [v.position for v in producer.list_jobs()] == [1, 5, 4, 3, 2]
+
+
+def test_queue_counts_and_moves_see_a_bands_checkpoint_queues(
+    producer: Producer, conn: Any, configs: Any
+) -> None:
+    from stablenew.jobs.queue_control import move_job, queue_views
+
+    plain = producer.submit(configs.txt2img())
+    for_base = producer.submit(configs.txt2img(model=BASE))
+    assert {v.name: v.queued for v in queue_views(conn)} == {"high": 0, "default": 2, "low": 0}
+    # moved to another band, a plan for a checkpoint stays on that checkpoint's queue of the band
+    move_job(conn, for_base.job_id, queue="high")
+    assert Queue(f"high.ckpt.{BASE}", connection=conn).get_job_ids() == [for_base.job_id]
+    move_job(conn, plain.job_id, queue="low")
+    assert {v.name: v.queued for v in queue_views(conn)} == {"high": 1, "default": 0, "low": 1}
