@@ -3,6 +3,7 @@ queues in, and our in-process worker taking plans for the checkpoint its WebUI h
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -144,12 +145,25 @@ def test_our_worker_takes_the_plans_for_the_checkpoint_its_webui_holds_first_and
 
 
 def test_a_worker_whose_webui_lacks_a_checkpoint_never_takes_its_plans(
-    producer: Producer, configs: Any, run_our_worker: Any
+    producer: Producer, conn: Any, configs: Any, run_our_worker: Any
 ) -> None:
+    # Given another live worker whose WebUI has a checkpoint this one lacks
+    conn.sadd("rq:workers", "rq:worker:other-host")
+    conn.set("stablenew:models:other-host", json.dumps(["not_on_this_host.safetensors"]))
     missing = producer.submit(configs.txt2img(model="not_on_this_host.safetensors"))
     fine = producer.submit(configs.txt2img(model=BASE))
     assert run_our_worker() == [fine.job_id]
     assert producer.status(missing.job_id).status == "queued"
+
+
+def test_a_plan_for_a_checkpoint_no_worker_has_fails_at_once_instead_of_waiting_forever(
+    producer: Producer, configs: Any, run_our_worker: Any
+) -> None:
+    missing = producer.submit(configs.txt2img(model="not_anywhere.safetensors"))
+    assert run_our_worker() == [missing.job_id]
+    view = producer.status(missing.job_id)
+    assert view.status == "failed"
+    assert "not_anywhere.safetensors" in (view.error or "")
 
 
 def test_the_swap_record_counts_changes_only(conn: Any) -> None:

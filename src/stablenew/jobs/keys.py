@@ -97,3 +97,9 @@ def worker_checkpoint_key(worker: str) -> str:
 def affinity_lock_key(queue: str) -> str:
     """Held for a moment by the worker moving a checkpoint queue's due retries onto it."""
     return f"{_PREFIX}:affinity:promote:{queue}"
+
+
+def worker_models_key(worker: str) -> str:
+    """The checkpoint names (lower-cased aliases) one worker's WebUI lists, as JSON, so that the
+    others know whether a checkpoint their own WebUI lacks is available anywhere."""
+    return f"{_PREFIX}:models:{worker}"

@@ -20,6 +20,7 @@ included, are pinned against the installed rq by ``tests/jobs/test_rq_classes.py
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -55,7 +56,14 @@ from stablenew.jobs.affinity import (
     record_loaded,
     record_serving,
 )
-from stablenew.jobs.keys import ALLOWED_FUNCTIONS, PAUSED_QUEUES_KEY, affinity_lock_key, birth_key, stop_key
+from stablenew.jobs.keys import (
+    ALLOWED_FUNCTIONS,
+    PAUSED_QUEUES_KEY,
+    affinity_lock_key,
+    birth_key,
+    stop_key,
+    worker_models_key,
+)
 from stablenew.jobs.resilience import (
     WebUIBreaker,
     hand_back,
@@ -510,6 +518,11 @@ class StableNewBaseWorker(BaseWorker):
                 for name, checkpoint in dynamic.items()
                 if aliases is None or checkpoint_name(checkpoint).lower() in aliases
             }
+            if len(runnable) < len(dynamic):
+                # A checkpoint no live worker's WebUI has would wait forever: take its plans, which
+                # then fail at once saying the WebUI lacks it (a retry waits for a host that has it).
+                nowhere = self._checkpoints_nowhere([c for n, c in dynamic.items() if n not in runnable])
+                runnable.update({n: c for n, c in dynamic.items() if c in nowhere})
             candidates: dict[str, str | None] = {**dict.fromkeys(bands), **runnable}
             heads = queue_heads(self.connection, candidates)
             mine = read_held(self.connection, self.name)
@@ -574,7 +587,26 @@ class StableNewBaseWorker(BaseWorker):
                 if alias:
                     aliases.setdefault(alias.lower(), title)
         self._aliases = aliases
+        with contextlib.suppress(redis.RedisError):  # what this host can run, for the other workers
+            self.connection.set(worker_models_key(self.name), json.dumps(sorted(aliases)), ex=900)
         return aliases
+
+    def _checkpoints_nowhere(self, checkpoints: list[str]) -> set[str]:
+        """Those of ``checkpoints`` that no other registered worker's WebUI lists (as last published)."""
+        keys = [as_text(k) for k in self.connection.smembers(REDIS_WORKER_KEYS)]
+        names = [
+            k.removeprefix(self.redis_worker_namespace_prefix)
+            for k in keys
+            if not k.endswith(f":{self.name}")
+        ]
+        published = self.connection.mget([worker_models_key(n) for n in names]) if names else []
+        known: set[str] = set()
+        for raw in published:
+            if raw is None:
+                return set()  # a worker whose WebUI we do not know may have them
+            with contextlib.suppress(ValueError, TypeError):
+                known.update(json.loads(raw))
+        return {c for c in checkpoints if checkpoint_name(c).lower() not in known}
 
     def _same_checkpoint(self, a: str, b: str) -> bool:
         aliases = getattr(self, "_aliases", None) or {}
