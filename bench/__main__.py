@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable
 
 from bench import (
+    fleet_affinity,
     image_persistence,
     job_listing,
     memory,
@@ -32,6 +33,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     startup.NAME: startup.run,
     job_listing.NAME: job_listing.run,
     rerun_reuse.NAME: rerun_reuse.run,
+    fleet_affinity.NAME: fleet_affinity.run,
 }
 
 

@@ -76,3 +76,17 @@ def verify_outputs(view: JobView, root: Path) -> dict[str, Any]:
             expected.add(path.name)
     assert sorted(p.name for p in folder.iterdir()) == sorted(expected)
     return manifest
+
+
+def band_job_ids(connection: Any, band: str) -> list[str]:
+    """The ids waiting in ``band``: on the band's queue and its checkpoint queues (a plan naming a
+    checkpoint waits on ``<band>.ckpt.<slug>``), in submission order."""
+    from rq import Queue
+
+    from stablenew.jobs.affinity import checkpoint_queues
+
+    ids = []
+    for name in [band, *checkpoint_queues(connection, [band])]:
+        ids += Queue(name, connection=connection).get_job_ids()
+    created = {i: connection.hget(f"rq:job:{i}", "created_at") or b"" for i in ids}
+    return sorted(ids, key=lambda i: created[i])

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     max_requeues: int = Field(20, ge=0)
     # How long a worker rides out a Redis outage (a restart) before it gives up.
     redis_retry_seconds: float = Field(60.0, ge=0)
+    # Model-aware dispatch: a worker prefers plans for the checkpoint its WebUI holds, but a plan
+    # that has waited longer than this many seconds is taken by the next free worker whatever it
+    # holds. 0 turns affinity off: oldest plan first across each priority band (FIFO).
+    affinity_max_wait: float = Field(300.0, ge=0)
 
     webhook_secret: SecretStr | None = None
     # user:password of `stablenew dashboard` (HTTP basic); without it the dashboard serves loopback only.

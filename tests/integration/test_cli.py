@@ -14,6 +14,7 @@ import pytest
 import redis
 from rq import Queue
 
+from job_checks import band_job_ids
 from stablenew import __version__
 from stablenew.cli.parser import build_parser
 from stablenew.simulator import SimulatedWebUI
@@ -26,7 +27,7 @@ TXT2IMG_ONLY = EXAMPLES / "txt2img_only.json"
 CANONICAL = ["txt2img", "img2img", "upscale", "adetailer"]
 
 VIEW_KEYS = {"job_id", "status", "stages", "error", "manifest"}
-VIEW_OPTIONAL_KEYS = {"queue", "position", "enqueued_at"}
+VIEW_OPTIONAL_KEYS = {"queue", "position", "enqueued_at", "checkpoint", "waiting_for"}
 STAGE_KEYS = {
     "index",
     "type",
@@ -79,10 +80,14 @@ def test_submit_json_prints_the_job_id_queue_and_stages_in_canonical_order(
 
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert set(data) == {"job_id", "queue", "stages"}
+    assert set(data) == {"job_id", "queue", "stages", "checkpoint"}
     assert data["queue"] == "high"
+    assert data["checkpoint"] == "sd_xl_base_1.0.safetensors"
     assert data["stages"] == CANONICAL
-    assert Queue("high", connection=connection).get_job_ids() == [data["job_id"]]
+    # a plan naming a checkpoint waits on that checkpoint's queue of its band
+    assert Queue("high.ckpt.sd_xl_base_1.0.safetensors", connection=connection).get_job_ids() == [
+        data["job_id"]
+    ]
 
 
 def test_submit_of_a_directory_prints_a_batch_and_enqueues_every_config(
@@ -96,9 +101,9 @@ def test_submit_of_a_directory_prints_a_batch_and_enqueues_every_config(
     data = json.loads(result.stdout)
     assert isinstance(data, list)
     assert len(data) == len(expected) >= 2
-    assert all(set(item) == {"job_id", "queue", "stages", "source"} for item in data)
+    assert all(set(item) == {"job_id", "queue", "stages", "source", "checkpoint"} for item in data)
     assert [Path(item["source"]).name for item in data] == expected  # files go in name order
-    assert Queue("default", connection=connection).get_job_ids() == [item["job_id"] for item in data]
+    assert band_job_ids(connection, "default") == [item["job_id"] for item in data]
     assert data[expected.index("full_pipeline.json")]["stages"] == CANONICAL
 
 
@@ -109,7 +114,7 @@ def test_submit_of_several_files_prints_which_file_became_which_job(run_cli, con
     lines = result.stdout.splitlines()
     assert [line.split()[-1] for line in lines] == [str(TXT2IMG_ONLY), str(FULL_PIPELINE)]
     job_ids = [line.split()[0] for line in lines]
-    assert Queue("default", connection=connection).get_job_ids() == job_ids
+    assert band_job_ids(connection, "default") == job_ids
     assert json.loads(run_cli("status", job_ids[1], "--json").stdout)["stages"][-1]["type"] == "adetailer"
 
 

@@ -235,6 +235,10 @@ def assert_still_running(scenario: Scenario) -> None:
     assert status == "started", f"the job is no longer running ({status}): the test took too long"
 
 
+# full_pipeline.json names this checkpoint: its plan waits and runs on the band's queue for it.
+CHECKPOINT_QUEUE = "default.ckpt.sd_xl_base_1.0.safetensors"
+
+
 # ------------------------------------------------------------------------------------------ pages
 def test_queues_page_and_api_count_the_running_failed_and_queued_jobs(
     client: FlaskClient, scenario: Scenario
@@ -244,20 +248,21 @@ def test_queues_page_and_api_count_the_running_failed_and_queued_jobs(
 
     queues = {q["name"]: q for q in get_json(client, "/0/data/queues.json")["queues"]}
 
-    assert queues["default"]["started_job_registry_count"] == 1
-    assert queues["default"]["failed_job_registry_count"] == 1
+    # the running plan names a checkpoint: it runs from that checkpoint's queue of its band
+    assert queues[CHECKPOINT_QUEUE]["started_job_registry_count"] == 1
+    assert queues[CHECKPOINT_QUEUE]["failed_job_registry_count"] == 1
     assert queues["low"]["count"] == 1
-    assert queues["default"]["started_url"] == "/0/view/jobs/default/started/8/asc/1"
+    assert queues[CHECKPOINT_QUEUE]["started_url"] == f"/0/view/jobs/{CHECKPOINT_QUEUE}/started/8/asc/1"
 
 
 def test_jobs_list_page_and_api_show_each_job_in_its_registry(
     client: FlaskClient, scenario: Scenario
 ) -> None:
-    page = get_html(client, "/0/view/jobs/default/started/8/asc/1")
-    assert 'value="default"' in page
+    page = get_html(client, f"/0/view/jobs/{CHECKPOINT_QUEUE}/started/8/asc/1")
+    assert f'value="{CHECKPOINT_QUEUE}"' in page
 
-    started = get_json(client, "/0/data/jobs/default/started/8/asc/1.json")
-    failed = get_json(client, "/0/data/jobs/default/failed/8/asc/1.json")
+    started = get_json(client, f"/0/data/jobs/{CHECKPOINT_QUEUE}/started/8/asc/1.json")
+    failed = get_json(client, f"/0/data/jobs/{CHECKPOINT_QUEUE}/failed/8/asc/1.json")
     queued = get_json(client, "/0/data/jobs/low/queued/8/asc/1.json")
 
     assert [j["id"] for j in started["jobs"]] == [scenario.running_id]
@@ -276,7 +281,7 @@ def test_job_detail_page_and_api_show_our_per_stage_state_of_the_running_job(
     job = get_json(client, f"/0/data/job/{scenario.running_id}.json")
 
     assert job["status"] == "started"
-    assert job["origin"] == "default"
+    assert job["origin"] == CHECKPOINT_QUEUE
     meta = stablenew_meta(job)
     assert meta["status"] == "started"
     assert [s["type"] for s in meta["stages"]] == STAGES
@@ -425,7 +430,7 @@ def test_a_request_that_would_change_jobs_is_refused_with_403_and_changes_nothin
     assert scenario.snapshot() == before
     raw_meta = scenario.connection.hget(f"rq:job:{scenario.failed_id}", "meta")
     assert raw_meta is not None and json.loads(raw_meta)["stablenew"]["status"] == "failed"  # still JSON
-    assert FailedJobRegistry("default", connection=scenario.connection).get_job_ids(cleanup=False) == [
+    assert FailedJobRegistry(CHECKPOINT_QUEUE, connection=scenario.connection).get_job_ids(cleanup=False) == [
         scenario.failed_id
     ]
     job = Job.fetch(scenario.running_id, connection=scenario.connection, serializer=JSONSerializer)

@@ -19,6 +19,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from plan_configs import Configs
+from stablenew.jobs.affinity import checkpoint_queues
 from stablenew.jobs.producer import Producer
 from stablenew.jobs.rq_classes import StableNewSimpleWorker, make_worker
 from stablenew.jobs.state import StateStore
@@ -144,7 +145,12 @@ def run_worker(server: fakeredis.FakeServer, env: None) -> RunWorker:
     """Run a burst worker on ``queues``; return the ids of the jobs it performed, in order."""
 
     def run(queues: Sequence[str] = QUEUES) -> list[str]:
-        worker = make_worker(fakeredis.FakeRedis(server=server), queues, worker_class=CountingWorker)
+        # RQ's own worker knows only the queues it is given: the checkpoint queues of its bands too
+        # (ours finds them itself, see stablenew.jobs.affinity).
+        connection = fakeredis.FakeRedis(server=server)
+        bands = [name for name in queues if name in QUEUES]
+        queues = [*queues, *checkpoint_queues(connection, bands)]
+        worker = make_worker(connection, queues, worker_class=CountingWorker)
         worker.performed = []
         worker.work(burst=True)
         return list(worker.performed)

@@ -49,6 +49,7 @@ def test_submit_enqueues_one_json_job_and_returns_its_id_queue_and_stages(produc
         "job_id": submission.job_id,
         "queue": "high",
         "stages": ["txt2img", "img2img"],
+        "checkpoint": None,
     }
     assert submission.existing is False
 
@@ -262,6 +263,7 @@ def test_status_of_a_queued_job_shows_every_stage_pending_and_its_queue_position
     assert view.enqueued_at is not None
     assert view.done is False
     assert set(view.to_dict()) == {
+        "checkpoint", "waiting_for",
         "job_id", "status", "stages", "error", "manifest", "queue", "position", "enqueued_at",
     }  # fmt: skip
 

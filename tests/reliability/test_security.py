@@ -54,7 +54,7 @@ from stablenew.errors import ConfigError, RedisUnavailable, SettingsError, WebUI
 from stablenew.jobs.connection import connect
 from stablenew.jobs.keys import JOB_FUNCTION, state_key
 from stablenew.jobs.producer import Producer
-from stablenew.jobs.rq_classes import make_worker
+from stablenew.jobs.rq_classes import StableNewSimpleWorker, make_worker
 from stablenew.run import JobOutputs, verify_signature
 from stablenew.settings import Settings, load_settings
 from stablenew.simulator import GENERATION_ROUTES, Fault, SimulatedWebUI
@@ -430,8 +430,9 @@ def queue_env(monkeypatch: pytest.MonkeyPatch, sim: SimulatedWebUI, tmp_path: Pa
 
 
 def run_burst(server: fakeredis.FakeServer) -> Worker:
-    """A SimpleWorker, built the way ``stablenew worker`` builds its worker, run until the queues are empty."""
-    worker = make_worker(fakeredis.FakeRedis(server=server), worker_class=rq.SimpleWorker)
+    """Our in-process worker, built the way ``stablenew worker`` builds its worker (it finds the
+    checkpoint queues of its bands itself), run until the queues are empty."""
+    worker = make_worker(fakeredis.FakeRedis(server=server), worker_class=StableNewSimpleWorker)
     worker.clean_registries()  # what the worker's maintenance does
     worker.work(burst=True)
     return worker

@@ -272,7 +272,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             if current
             else f"{done}/{len(v.stages)} stages" + (f" ({reused} reused)" if reused else "")
         )
-        print(f"{v.job_id}  {_local_time(v.enqueued_at)}  {v.queue:<7} {v.status:<9} {where}")
+        model = f"  {v.checkpoint}" if v.checkpoint else ""
+        print(f"{v.job_id}  {_local_time(v.enqueued_at)}  {v.queue:<7} {v.status:<9} {where}{model}")
     if more:
         print(more)
     return EXIT_OK
@@ -299,7 +300,8 @@ def cmd_workers(args: argparse.Namespace) -> int:
         doing = f"job {v.current_job}" if v.current_job else ""
         failing = f"{v.webui_failures} WebUI failures in a row" if v.webui_failures else ""
         age = f"heartbeat {v.heartbeat_age_s:.0f} s ago" if v.heartbeat_age_s is not None else ""
-        details = ", ".join(x for x in (doing, failing, age) if x)
+        held = f"holds {v.checkpoint} ({v.swaps} swaps)" if v.checkpoint else f"{v.swaps} swaps"
+        details = ", ".join(x for x in (doing, held, failing, age) if x)
         print(f"{v.name}  {v.hostname}:{v.pid}  {state:<18} {','.join(v.queues):<17} {details}")
     return EXIT_OK
 

@@ -22,6 +22,10 @@ def render_text(view: Any) -> str:
             else f" (queue {view.queue})"
         )
     ]
+    if getattr(view, "checkpoint", None):
+        lines.append(f"  checkpoint {view.checkpoint}")
+    if getattr(view, "waiting_for", None):
+        lines.append(f"  waiting for {view.waiting_for}")
     for st in view.stages:
         bar = "#" * int(st["progress"] * 20)
         lines.append(

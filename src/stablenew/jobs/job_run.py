@@ -48,6 +48,7 @@ from stablenew.errors import (
     is_transient,
 )
 from stablenew.jobs._webhooks import WebhookOutbox, deliver
+from stablenew.jobs.affinity import record_loaded
 from stablenew.jobs.keys import cancel_key, inventory_key, owner_key, stop_key
 from stablenew.jobs.resilience import (
     WebUIBreaker,
@@ -59,7 +60,7 @@ from stablenew.jobs.resilience import (
 from stablenew.jobs.reuse_index import RedisStageIndex
 from stablenew.jobs.rq_classes import StableNewJob, running_worker_settings
 from stablenew.jobs.state import StateStore, meta_field
-from stablenew.pipeline import StageExecutionPlan
+from stablenew.pipeline import StageExecutionPlan, StageResult, StageType
 from stablenew.run import JobState, PlanRun, RunRecorder
 from stablenew.settings import Settings
 from stablenew.webui import Inventory, WebUIClient, WebUIExecutor
@@ -103,6 +104,7 @@ class JobRun:
         )
         self.owner = owner_key(job.id)
         self.token = 0  # this run's ownership token, taken when it starts
+        self._executor: WebUIExecutor | None = None
 
     def run(self, plan_json: str, *, reuse: bool = True) -> dict[str, Any]:
         try:
@@ -150,7 +152,9 @@ class JobRun:
             check_owner=self._check_owner,
             index=RedisStageIndex(self.connection, ttl=self.ttl),
             reuse=bool(reuse),
+            on_answer=self._track_checkpoint,
         )
+        self._executor = plan_run.executor
         recorder = plan_run.recorder
         try:
             with plan_run:
@@ -253,6 +257,29 @@ class JobRun:
                 )
                 recorder.retrying(exc)
                 self._pause(delay)
+
+    def _track_checkpoint(self, stage_type: StageType, payload: dict[str, Any], result: StageResult) -> None:
+        """After a generation, record the checkpoint the WebUI now holds (the one asked for, else the
+        one it reports in ``info.sd_model_name``) and count a swap when it changed. Never fails the job."""
+        if stage_type not in (StageType.TXT2IMG, StageType.IMG2IMG):
+            return
+        config = payload.get("config")
+        asked = config.get("model") if isinstance(config, dict) else None
+        info = result.get("info") if isinstance(result, dict) else None
+        reported = info.get("sd_model_name") if isinstance(info, dict) else None
+        name = asked or reported
+        if not isinstance(name, str) or not name:
+            return
+        inventory = self._executor.inventory if self._executor is not None else None
+        if inventory is not None:  # any alias (file name, model name) -> the title A1111 lists
+            name = inventory.checkpoints.get(name.lower(), name)
+        try:
+            if record_loaded(self.connection, self.worker_name, name):
+                log.info(
+                    "job %s: worker %s swapped its checkpoint to %s", self.job.id, self.worker_name, name
+                )
+        except redis.RedisError:
+            log.warning("job %s: could not record the checkpoint loaded", self.job.id)
 
     def _pause(self, seconds: float) -> None:
         """Sleep, but answer a cancel or a stop request at once."""

@@ -106,3 +106,26 @@ def jobs_indexed_key() -> str:
 
 # A set of queue names no worker takes jobs from (see stablenew.jobs.queue_control).
 PAUSED_QUEUES_KEY = f"{_PREFIX}:paused-queues"
+
+
+def affinity_queues_key() -> str:
+    """Every checkpoint queue (``<band>.ckpt.<slug>``) a producer created, with its checkpoint: a
+    hash, so that workers listening on their bands find the queues created after they started."""
+    return f"{_PREFIX}:affinity:queues"
+
+
+def worker_checkpoint_key(worker: str) -> str:
+    """What one worker's WebUI holds: ``checkpoint`` loaded, ``swaps`` made, ``serving`` (the
+    checkpoint of the plan in hand)."""
+    return f"{_PREFIX}:checkpoint:{worker}"
+
+
+def affinity_lock_key(queue: str) -> str:
+    """Held for a moment by the worker moving a checkpoint queue's due retries onto it."""
+    return f"{_PREFIX}:affinity:promote:{queue}"
+
+
+def worker_models_key(worker: str) -> str:
+    """The checkpoint names (lower-cased aliases) one worker's WebUI lists, as JSON, so that the
+    others know whether a checkpoint their own WebUI lacks is available anywhere."""
+    return f"{_PREFIX}:models:{worker}"

@@ -36,6 +36,7 @@ from rq.registry import (
 )
 
 from stablenew.errors import ConfigError, FieldProblem
+from stablenew.jobs.affinity import checkpoint_queues
 from stablenew.jobs.keys import jobs_index_key, jobs_indexed_key, jobs_text_key
 from stablenew.jobs.views import JobView
 from stablenew.pipeline import StageExecutionPlan
@@ -197,7 +198,11 @@ class JobIndex:
         status on each view."""
         kind = _REGISTRIES.get(status)
         ids: list[str] = []
-        for name in [queue] if queue else QUEUES:
+        bands = [queue] if queue in QUEUES else ([] if queue else list(QUEUES))
+        names = [queue] if queue and queue not in QUEUES else []
+        # A band's plans for a checkpoint sit on its checkpoint queues (stablenew.jobs.affinity).
+        names += [*bands, *checkpoint_queues(self.connection, bands)]
+        for name in names:
             if kind is None:  # queued
                 ids.extend(
                     _text(i)

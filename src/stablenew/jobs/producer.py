@@ -8,6 +8,7 @@ modules' public names stay importable from here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -36,6 +37,14 @@ from stablenew.errors import (
     WebUIRejected,
 )
 from stablenew.jobs._status_change import change_status
+from stablenew.jobs.affinity import (
+    affinity_queue,
+    band_of,
+    checkpoint_name,
+    checkpoint_served,
+    plan_checkpoint,
+    register_queue,
+)
 from stablenew.jobs.checks import ConfigInput, build_checked_plan, estimate_timeout, webui_preflight
 from stablenew.jobs.connection import map_redis_errors
 from stablenew.jobs.keys import JOB_FUNCTION, cancel_key, config_key, state_key
@@ -94,9 +103,17 @@ class Producer:
 
     @map_redis_errors()
     def queue(self, name: str) -> Queue:
-        if name not in QUEUES:
+        """The RQ queue ``name``: a band (``high``, ``default``, ``low``) or one of its checkpoint
+        queues (``default.ckpt.<slug>``, see :mod:`stablenew.jobs.affinity`)."""
+        if band_of(name) is None:
             raise ConfigError([FieldProblem("queue", f"must be one of {list(QUEUES)}", name)])
         return Queue(name, connection=self.connection, serializer=JSONSerializer, job_class=StableNewJob)
+
+    def _target(self, band: str, plan: StageExecutionPlan) -> Queue:
+        """The queue a plan of ``band`` goes to: its checkpoint's, else the band's."""
+        if band not in QUEUES:
+            raise ConfigError([FieldProblem("queue", f"must be one of {list(QUEUES)}", band)])
+        return self.queue(affinity_queue(band, plan_checkpoint(plan)))
 
     # ------------------------------------------------------------------ submit
     def _checked(self, config: ConfigInput, source: str | None, lenient: bool) -> StageExecutionPlan:
@@ -175,7 +192,7 @@ class Producer:
         source: str | None,
         reuse: bool,
     ) -> Submission:
-        q = self.queue(queue)
+        q = self._target(queue, plan)
         if job_id is not None:
             existing = self._existing(job_id)
             if existing is not None:
@@ -186,6 +203,9 @@ class Producer:
         # Queue.enqueue spells it job_timeout (prepare_data, used by submit_many, says timeout);
         # an unknown keyword next to args= is silently dropped, leaving RQ's 180 s default.
         kwargs["job_timeout"] = kwargs.pop("timeout")
+        checkpoint = plan_checkpoint(plan)
+        if checkpoint:  # known to the workers before the plan lands on it
+            register_queue(self.connection, q.name, checkpoint)
         try:
             job = q.enqueue(JOB_FUNCTION, unique=job_id is not None, **kwargs)
         except DuplicateJobError:
@@ -242,7 +262,12 @@ class Producer:
         source = f"rerun of {job_id}"
         plan = pin_seeds(self._checked(config, source, False), self.store.load(job_id))
         return self._enqueue_one(
-            plan, config, queue=queue or job.origin, job_id=None, source=source, reuse=reuse
+            plan,
+            config,
+            queue=queue or band_of(job.origin) or job.origin,
+            job_id=None,
+            source=source,
+            reuse=reuse,
         )
 
     @map_redis_errors()
@@ -270,12 +295,21 @@ class Producer:
                 plans.append(self._checked(config, source, lenient))
             except InvalidStagePlanError as exc:
                 raise InvalidStagePlanError(f"config {source}: {exc}") from None
-        q = self.queue(queue)
-        datas = [
-            Queue.prepare_data(JOB_FUNCTION, **self._enqueue_args(plan, None, reuse=reuse)) for plan in plans
-        ]
+        targets = [self._target(queue, plan) for plan in plans]
         with self.connection.pipeline() as pipe:
-            jobs = q.enqueue_many(datas, pipeline=pipe)
+            for target, plan in {t.name: (t, p) for t, p in zip(targets, plans, strict=True)}.values():
+                checkpoint = plan_checkpoint(plan)
+                if checkpoint:  # known to the workers before the plans land on it
+                    register_queue(pipe, target.name, checkpoint)
+            # One by one in submission order (each on its own queue): a plan's enqueue time is
+            # its age, which orders dispatch across a band's queues.
+            jobs = [
+                target.enqueue_many(
+                    [Queue.prepare_data(JOB_FUNCTION, **self._enqueue_args(plan, None, reuse=reuse))],
+                    pipeline=pipe,
+                )[0]
+                for target, plan in zip(targets, plans, strict=True)
+            ]
             names = [sources[i] if sources else None for i in range(len(plans))]
             entries = [entry_for(j.id, queue, p, n) for j, p, n in zip(jobs, plans, names, strict=True)]
             index_jobs(pipe, entries)
@@ -297,7 +331,7 @@ class Producer:
             raise JobError(
                 f"job {job_id} exists but is not a stablenew plan: {reason}", job_id=job_id
             ) from None
-        return Submission(job_id=job_id, queue=job.origin, plan=plan, existing=True)
+        return Submission(job_id=job_id, queue=band_of(job.origin) or job.origin, plan=plan, existing=True)
 
     # ------------------------------------------------------------------ inspect
     @map_redis_errors()
@@ -329,7 +363,19 @@ class Producer:
             JobNotFound: no such job.
         """
         job = self._fetch(job_id)
-        return job_view(job, self.store.load(job.id), self.queue)
+        view = job_view(job, self.store.load(job.id), self.queue)
+        if view.status == "queued" and view.checkpoint and view.position is not None:
+            served = checkpoint_served(self.connection, view.checkpoint)
+            if not served:
+                wait = self.settings.affinity_max_wait
+                view = dataclasses.replace(
+                    view,
+                    waiting_for=(
+                        f"a worker holding {checkpoint_name(view.checkpoint)} "
+                        + (f"(or any worker once it has waited {wait:g} s)" if wait > 0 else "")
+                    ).strip(),
+                )
+        return view
 
     @map_redis_errors()
     def list_jobs(

@@ -25,6 +25,7 @@ from rq.registry import (
 from rq.serializers import JSONSerializer
 
 from stablenew.errors import ConfigError, FieldProblem, JobError, JobNotFound
+from stablenew.jobs.affinity import SEPARATOR, band_of, checkpoint_queues, register_queue
 from stablenew.jobs.keys import PAUSED_QUEUES_KEY
 from stablenew.jobs.rq_classes import StableNewJob, paused_queues
 from stablenew.queues import QUEUES
@@ -78,10 +79,16 @@ def move_job(connection: redis.Redis, job_id: str, *, queue: str | None = None, 
     if origin_raw is None:
         raise JobNotFound(f"no job {job_id!r} (unknown id, or its result has expired)", job_id=job_id)
     origin = origin_raw.decode(errors="replace") if isinstance(origin_raw, bytes) else str(origin_raw)
-    target = queue or origin
-    _check_queue(target)
-    if origin not in QUEUES:
+    if queue is not None:
+        _check_queue(queue)
+    if band_of(origin) is None:
         raise JobError(f"job {job_id} is on queue {origin!r}, which stablenew does not manage", job_id=job_id)
+    # A plan for a checkpoint moves to the same checkpoint's queue of the band asked for.
+    _, sep, slug = origin.partition(SEPARATOR)
+    target = (f"{queue}{sep}{slug}" if queue else origin) if sep else (queue or origin)
+    checkpoint = checkpoint_queues(connection).get(origin) if sep else None
+    if checkpoint and target != origin:  # workers must know the target queue before the plan lands
+        register_queue(connection, target, checkpoint)
     source_q, target_q = _queue(connection, origin), _queue(connection, target)
     moved = connection.eval(
         _MOVE_SCRIPT,
@@ -145,9 +152,12 @@ def queue_views(connection: redis.Redis) -> list[QueueView]:
     ]
     views = []
     ahead = 0
+    checkpoint_names = list(checkpoint_queues(connection))
     for name in QUEUES:
         q = _queue(connection, name)
-        queued = q.count
+        # a band's counts include its checkpoint queues (stablenew.jobs.affinity)
+        members = [q] + [_queue(connection, n) for n in checkpoint_names if band_of(n) == name]
+        queued = sum(m.count for m in members)
         ahead += queued
         listening = sum(1 for w in workers if name in w.queue_names())
         eta, note = estimate_eta(ahead if queued else 0, median, listening, paused=name in paused)
@@ -155,10 +165,10 @@ def queue_views(connection: redis.Redis) -> list[QueueView]:
             QueueView(
                 name=name,
                 queued=queued,
-                started=_zcard(connection, StartedJobRegistry, q),
-                failed=_zcard(connection, FailedJobRegistry, q),
-                finished=_zcard(connection, FinishedJobRegistry, q),
-                canceled=_zcard(connection, CanceledJobRegistry, q),
+                started=sum(_zcard(connection, StartedJobRegistry, m) for m in members),
+                failed=sum(_zcard(connection, FailedJobRegistry, m) for m in members),
+                finished=sum(_zcard(connection, FinishedJobRegistry, m) for m in members),
+                canceled=sum(_zcard(connection, CanceledJobRegistry, m) for m in members),
                 paused=name in paused,
                 workers=listening,
                 median_job_s=None if median is None else round(median, 2),
@@ -196,7 +206,7 @@ def _zcard(connection: redis.Redis, kind: Any, q: Queue) -> int:
 def median_job_seconds(connection: redis.Redis, queues: Sequence[str] = QUEUES) -> float | None:
     """The median run time of the most recently finished jobs (all queues), or None if none."""
     ids: list[str] = []
-    for name in queues:
+    for name in [*queues, *checkpoint_queues(connection, [q for q in queues if q in QUEUES])]:
         registry = FinishedJobRegistry(name, connection, job_class=StableNewJob, serializer=JSONSerializer)
         ids.extend(registry.get_job_ids(0, RECENT_JOBS_FOR_ETA - 1, desc=True, cleanup=False))
     jobs = StableNewJob.fetch_many(ids, connection=connection, serializer=JSONSerializer)

@@ -30,8 +30,10 @@ from rq.scheduler import SCHEDULER_KEY_TEMPLATE, SCHEDULER_LOCKING_KEY_TEMPLATE
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from stablenew.errors import WebUIError
+from stablenew.jobs.affinity import checkpoint_queues
 from stablenew.jobs.keys import breaker_key, requeues_key, trial_key
 from stablenew.jobs.state import StateStore
+from stablenew.queues import QUEUES
 from stablenew.settings import Settings
 from stablenew.webui import WebUIClient
 
@@ -205,6 +207,9 @@ def reclaim_dead_namesake(worker: BaseWorker, *, max_requeues: int, ttl: int) ->
     queue_names = list(
         dict.fromkeys([q for q in data.get("queues", "").split(",") if q] + worker.queue_names())
     )
+    # Its jobs may have come from the checkpoint queues of its bands (model-aware dispatch).
+    bands = [name for name in queue_names if name in QUEUES]
+    queue_names += [name for name in checkpoint_queues(connection, bands) if name not in queue_names]
     handed = _hand_back_started_jobs(worker, queue_names, max_requeues=max_requeues, ttl=ttl)
     if not registered_alive:
         return handed

@@ -13,6 +13,7 @@ from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 
 from stablenew.errors import StableNewError
+from stablenew.jobs.affinity import band_of, checkpoint_queues, plan_checkpoint
 from stablenew.pipeline import StageExecutionPlan, StageType
 from stablenew.queues import QUEUES
 from stablenew.run import JobState, StageState
@@ -38,6 +39,7 @@ class Submission:
             "job_id": self.job_id,
             "queue": self.queue,
             "stages": [t.value for t in self.plan.get_stage_types()],
+            "checkpoint": plan_checkpoint(self.plan),
         }
 
 
@@ -53,6 +55,8 @@ class JobView:
     manifest: str | None
     position: int | None = None  # 1 = the next job a worker takes; counts higher-priority queues
     enqueued_at: str | None = None
+    checkpoint: str | None = None  # the checkpoint its plan asks for (None: any)
+    waiting_for: str | None = None  # why a queued plan may wait longer than its position says
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,6 +69,8 @@ class JobView:
             "queue": self.queue,
             "position": self.position,
             "enqueued_at": self.enqueued_at,
+            "checkpoint": self.checkpoint,
+            "waiting_for": self.waiting_for,
         }
 
     @property
@@ -110,7 +116,8 @@ def job_view(
     return JobView(
         job_id=job.id,
         status=status,
-        queue=job.origin,
+        queue=band_of(job.origin) or job.origin,
+        checkpoint=job_checkpoint(job),
         stages=view["stages"],
         error=error,
         manifest=view["manifest"],
@@ -157,37 +164,112 @@ def data_rewritten(job: Job) -> bool:
 
 
 def queue_position(job: Job, queue: Callable[[str], Queue]) -> int | None:
-    """Where a queued job stands: N means N-1 jobs will be taken before it (the next job is 1).
+    """Where a queued job stands: N means N-1 plans will be taken before it (the next is 1).
 
-    Workers take ``high`` before ``default`` before ``low``, so every job in a higher-priority queue
-    counts as ahead. ``None`` when the job is not in its queue's list (e.g. scheduled or deferred).
-    """
-    if job.origin not in QUEUES:
+    See :func:`queue_positions`. ``None`` when the job is not in its queue's list (e.g. scheduled
+    or deferred)."""
+    if band_of(job.origin) is None:
         return None
-    index = queue(job.origin).get_job_position(job.id)
-    if index is None:
-        return None
-    higher = QUEUES[: QUEUES.index(job.origin)]
-    ahead = sum(queue(name).count for name in higher)
-    return ahead + index + 1
+    return queue_positions(queue(job.origin).connection, [job]).get(job.id)
 
 
 def queue_positions(connection: Any, jobs: Sequence[Job]) -> dict[str, int | None]:
-    """:func:`queue_position` of many jobs in one round trip (every job given, queued or not)."""
-    known = [job for job in jobs if job.origin in QUEUES]
+    """Where each queued job stands (every job given, queued or not), in a few round trips.
+
+    Workers take ``high`` before ``default`` before ``low``, so every plan waiting in a higher band
+    (any of its queues) counts as ahead. Within a band the position is by age, as the workers take
+    plans when none holds a checkpoint (or affinity is off): the plans ahead of it on its own queue,
+    and the plans submitted before it on the band's other queues. Model-aware dispatch can run a
+    plan sooner (a worker that holds its checkpoint takes it before older plans for others), or
+    later while no worker holds its checkpoint (``status`` says so).
+    """
+    known = [job for job in jobs if band_of(job.origin) is not None]
+    extra = checkpoint_queues(connection)
+    names = list(dict.fromkeys([*QUEUES, *extra, *(job.origin for job in known)]))
     pipe = connection.pipeline(transaction=False)
-    for name in QUEUES:
+    for name in names:
         pipe.llen(f"{Queue.redis_queue_namespace_prefix}{name}")
     for job in known:
         pipe.lpos(f"{Queue.redis_queue_namespace_prefix}{job.origin}", job.id)
+    for job in known:
+        pipe.hget(job.key, "created_at")
     answers = pipe.execute()
-    lengths = dict(zip(QUEUES, answers[: len(QUEUES)], strict=True))
+    lengths = {name: int(n or 0) for name, n in zip(names, answers[: len(names)], strict=True)}
+    indexes = answers[len(names) : len(names) + len(known)]
+    created = [_text(c) for c in answers[len(names) + len(known) :]]
+    band_totals = {band: 0 for band in QUEUES}
+    for name, length in lengths.items():
+        band = band_of(name)
+        if band is not None:
+            band_totals[band] += length
+    older = _older_elsewhere(connection, known, created, indexes, lengths)
     found: dict[str, int | None] = {job.id: None for job in jobs}
-    for job, index in zip(known, answers[len(QUEUES) :], strict=True):
-        if index is not None:
-            ahead = sum(lengths[name] for name in QUEUES[: QUEUES.index(job.origin)])
-            found[job.id] = ahead + int(index) + 1
+    for i, (job, index) in enumerate(zip(known, indexes, strict=True)):
+        band = band_of(job.origin)
+        if index is not None and band is not None:
+            ahead = sum(band_totals[name] for name in QUEUES[: QUEUES.index(band)])
+            found[job.id] = ahead + int(index) + older.get(i, 0) + 1
     return found
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value or "")
+
+
+def _older_elsewhere(
+    connection: Any,
+    jobs: Sequence[Job],
+    created: Sequence[str],
+    indexes: Sequence[Any],
+    lengths: Mapping[str, int],
+) -> dict[int, int]:
+    """For each queued job (by position in ``jobs``), how many plans on the other queues of its band
+    were submitted before it: a binary search on each queue (a queue is in submission order), all
+    jobs and queues at once, one pipeline per step."""
+    searches: list[list[Any]] = []  # [job index, queue name, lo, hi]
+    for i, (job, index) in enumerate(zip(jobs, indexes, strict=True)):
+        band = band_of(job.origin)
+        if index is None or band is None or not created[i]:
+            continue
+        for name, length in lengths.items():
+            if length and name != job.origin and band_of(name) == band:
+                searches.append([i, name, 0, length])
+    while True:
+        active = [s for s in searches if s[2] < s[3]]
+        if not active:
+            break
+        pipe = connection.pipeline(transaction=False)
+        for _, name, lo, hi in active:
+            pipe.lindex(f"{Queue.redis_queue_namespace_prefix}{name}", (lo + hi) // 2)
+        ids = [_text(i) for i in pipe.execute()]
+        pipe = connection.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(f"{Queue.job_class.redis_job_namespace_prefix}{job_id}", "created_at")
+        stamps = [_text(c) for c in pipe.execute()]
+        for search, stamp in zip(active, stamps, strict=True):
+            mid = (search[2] + search[3]) // 2
+            if stamp and stamp < created[search[0]]:
+                search[2] = mid + 1
+            else:
+                search[3] = mid
+    older: dict[int, int] = {}
+    for i, _, lo, _ in searches:
+        older[i] = older.get(i, 0) + lo
+    return older
+
+
+def job_checkpoint(job: Job) -> str | None:
+    """The checkpoint a job's plan asks for (its first generation stage's ``model``), read from
+    the plan's JSON without validating it again; None for none, or a plan that does not read."""
+    try:
+        stages = json.loads(job.args[0])["stages"]
+        for stage in stages:
+            if stage["stage_type"] in (StageType.TXT2IMG.value, StageType.IMG2IMG.value):
+                model = stage.get("config", {}).get("model")
+                return str(model) if model else None
+    except (DeserializationError, IndexError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return None
 
 
 def _unstarted_state(job: Job) -> JobState:
@@ -223,6 +305,7 @@ __all__ = [
     "JobView",
     "Submission",
     "data_rewritten",
+    "job_checkpoint",
     "job_view",
     "meta_view",
     "pending_state",

@@ -35,6 +35,8 @@ class PlanRun:
     ``index`` (the worker's Redis index) makes stages reusable: each finished stage is remembered
     by its stage key, and, unless ``reuse`` is off, a stage another job already ran takes that job's
     files instead of a WebUI call (see :mod:`stablenew.run._reuse`).
+    ``on_answer`` hears each answered stage's type, request and answer (e.g. which checkpoint the
+    WebUI now holds).
 
     Raises:
         ValueError: ``run_id`` is not a safe job id.
@@ -56,6 +58,7 @@ class PlanRun:
         check_owner: Callable[[], None] | None = None,
         index: StageIndex | None = None,
         reuse: bool = True,
+        on_answer: Callable[[StageType, dict[str, Any], StageResult], None] | None = None,
     ) -> None:
         self.plan = plan
         outputs = JobOutputs(settings.output_dir, run_id)
@@ -80,7 +83,9 @@ class PlanRun:
             should_cancel=should_cancel,
         )
         stages: Any = (
-            self.executor if on_stage_done is None else _ReportingExecutor(self.executor, on_stage_done)
+            self.executor
+            if on_stage_done is None and on_answer is None
+            else _ReportingExecutor(self.executor, on_stage_done, on_answer)
         )
         if index is not None:
             stages = ReusingExecutor(
@@ -111,11 +116,20 @@ class PlanRun:
 class _ReportingExecutor:
     """Passes stages to the WebUI executor and reports each one it answered."""
 
-    def __init__(self, inner: WebUIExecutor, on_stage_done: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        inner: WebUIExecutor,
+        on_stage_done: Callable[[], None] | None,
+        on_answer: Callable[[StageType, dict[str, Any], StageResult], None] | None = None,
+    ) -> None:
         self.inner = inner
         self.on_stage_done = on_stage_done
+        self.on_answer = on_answer
 
     def run_stage(self, stage_type: StageType, payload: dict[str, Any]) -> StageResult:
         result = self.inner.run_stage(stage_type, payload)
-        self.on_stage_done()
+        if self.on_stage_done is not None:
+            self.on_stage_done()
+        if self.on_answer is not None:
+            self.on_answer(stage_type, payload, result)
         return result

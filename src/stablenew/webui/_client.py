@@ -254,6 +254,14 @@ class WebUIClient:
             raise WebUIHTTPError(200, "options response is not a JSON object", url=url)
         return body
 
+    def loaded_checkpoint(self) -> str | None:
+        """GET ``/sdapi/v1/options``: the ``sd_model_checkpoint`` the WebUI holds loaded (its title), if any."""
+        url, body = self._call("GET", "/sdapi/v1/options", self._lookup_timeout)
+        if not isinstance(body, dict):
+            raise WebUIHTTPError(200, "options response is not a JSON object", url=url)
+        name = body.get("sd_model_checkpoint")
+        return name if isinstance(name, str) and name else None
+
     def sd_vae(self) -> list[dict[str, Any]]:
         """GET ``/sdapi/v1/sd-vae``: VAE files, each with ``model_name`` (the ``sd_vae`` value) and ``filename``."""
         return self._get_list("/sdapi/v1/sd-vae")
