@@ -28,7 +28,7 @@ def test_the_pages_show_queues_jobs_and_settings_with_every_prompt_escaped(api) 
     for html in (index.text, page.text):
         assert "<script>alert" not in html and "<img src=x" not in html
     assert "<dt>steps</dt><dd>6</dd>" in page.text
-    assert '<button type="button" disabled title="there is no rerun call yet">Rerun</button>' in page.text
+    assert 'data-rerun="hostile"' in page.text and '<button type="submit" >Rerun</button>' in page.text
     assert 'data-action="cancel" data-job-id="hostile" >' in page.text  # enabled: the job is queued
 
 

@@ -33,6 +33,19 @@ class SubmitBody(BaseModel):
     lenient: bool = Field(False, description="passed to the producer when it supports lenient checks")
 
 
+class RerunBody(BaseModel):
+    """``POST /v1/jobs/{id}/rerun``: the job's config as written with ``set`` changed (dotted keys, as
+    ``stablenew rerun --set``), its resolved seed pinned; stages it does not change are reused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    set: dict[str, Any] = Field(
+        default_factory=dict, description='e.g. {"adetailer_config.adetailer_denoise": 0.5}'
+    )
+    queue: QueueName | None = Field(None, description="default: the job's own queue")
+    reuse: bool = Field(True, description="false runs every stage on the WebUI again")
+
+
 class MoveBody(BaseModel):
     """``POST /v1/jobs/{id}/move``: ``{"to": "front"}`` of its queue, or ``{"queue": "high"}``
     (the back of that queue; with ``"to": "front"`` its front)."""
@@ -102,6 +115,12 @@ def cancel(job_id: JobId, p: ProducerDep) -> dict[str, Any]:
 def retry(job_id: JobId, p: ProducerDep) -> dict[str, Any]:
     """Requeue a failed or canceled job; it resumes after its last finished stage."""
     return p.retry(job_id).to_dict()
+
+
+@router.post("/jobs/{job_id}/rerun", dependencies=Write, status_code=201)
+def rerun(job_id: JobId, body: RerunBody, p: ProducerDep) -> dict[str, Any]:
+    """A new job from this job's config with ``set`` changed (the ``submit --json`` body of the new job)."""
+    return p.rerun(job_id, body.set, queue=body.queue, reuse=body.reuse).to_dict()
 
 
 @router.post("/jobs/{job_id}/move", dependencies=Write)

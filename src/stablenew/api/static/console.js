@@ -135,6 +135,38 @@ async function act(button) {
   if (document.querySelector("[data-detail]")) setTimeout(() => window.location.reload(), 1500);
 }
 
+function parseSettings(text) {
+  const changes = {};
+  for (const line of text.split("\n")) {
+    const at = line.indexOf("=");
+    if (at < 1) continue;
+    const key = line.slice(0, at).trim();
+    const raw = line.slice(at + 1).trim();
+    try { changes[key] = JSON.parse(raw); } catch (err) { changes[key] = raw; }
+  }
+  return changes;
+}
+
+document.addEventListener("submit", async (ev) => {
+  const form = ev.target.closest("form[data-rerun]");
+  if (!form) return;
+  ev.preventDefault();
+  const out = form.closest("article[data-job]").querySelector("[data-result]");
+  const answer = await fetch(jobPath(form.dataset.rerun, "/rerun"), {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "X-StableNew-Console": "1", "Content-Type": "application/json" },
+    body: JSON.stringify({ set: parseSettings(form.elements.set.value) }),
+  }).catch(() => null);
+  const body = answer ? await answer.json().catch(() => ({})) : {};
+  if (answer && answer.ok) {
+    window.location.href = "/jobs/" + encodeURIComponent(body.job_id);
+  } else if (out) {
+    const detail = body.detail;
+    out.textContent = Array.isArray(detail) ? detail.map((d) => d.msg || d).join("; ") : (detail || "the server did not answer");
+  }
+});
+
 document.addEventListener("click", (ev) => {
   const button = ev.target.closest("button[data-action]");
   if (button && !button.disabled) act(button);
