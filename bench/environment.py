@@ -214,6 +214,9 @@ def four_stage_config(*, upscale: float = 2.0, prompt_suffix: str = "") -> dict[
     for key in ("hires_upscaler_name", "hires_denoise_strength", "hires_scale_factor"):
         config.pop(key, None)
     config["upscale_config"]["upscaling_resize"] = upscale
+    # No checkpoint named: the plans go on the band queue ("default") that the plain-RQ baselines
+    # listen on, not on a checkpoint's queue (model-aware dispatch; the fleet scenario measures that).
+    config["txt2img_config"].pop("model", None)
     if prompt_suffix:
         config["txt2img_config"]["prompt"] += prompt_suffix
     return config
