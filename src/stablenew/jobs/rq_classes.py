@@ -499,7 +499,10 @@ class StableNewBaseWorker(BaseWorker):
                 if os.getpid() != pid:
                     return
                 try:
-                    if not self.connection.exists(self.key):
+                    if not self.connection.sismember(REDIS_WORKER_KEYS, self.key):
+                        # A heartbeat since the restart may have left a partial record (no birth):
+                        # RQ would take it for a live namesake.
+                        self.connection.delete(self.key)
                         BaseWorker.register_birth(self)  # type: ignore[no-untyped-call]
                         self.log.warning(
                             "Worker %s: its record was gone from Redis; registered again", self.name
