@@ -101,10 +101,8 @@ def test_a_busy_worker_rides_out_redis_refusing_writes_and_its_job_finishes(
     request.node.user_properties.append(("job_done_after_redis_had_room_s", round(ended_s, 2)))
 
 
-@pytest.mark.skip(
-    reason="known open: the worker sometimes does not exit within 30 s once it gives up on a full Redis (its shutdown writes to the full Redis); under investigation"
-)
 def test_a_worker_that_gives_up_on_a_full_redis_exits_4_and_its_restart_takes_the_job_back(
+    request: pytest.FixtureRequest,
     own_redis: str,
     worker_process: Callable[..., Any],
     tmp_path: Path,
@@ -125,7 +123,9 @@ def test_a_worker_that_gives_up_on_a_full_redis_exits_4_and_its_restart_takes_th
         job_id = producer.submit(config).job_id
         _wait("stage 1 runs", lambda: producer.status(job_id).stages[0]["status"] == "running")
         _fill_up(client)
+        started = time.monotonic()
         code = worker.proc.wait(timeout=DEADLINE_S)
+        gave_up_s = time.monotonic() - started
         first_log = worker.log()  # the restart below writes the log of the same name afresh
         client.config_set("maxmemory", "0")
         left = producer.status(job_id)
@@ -142,3 +142,39 @@ def test_a_worker_that_gives_up_on_a_full_redis_exits_4_and_its_restart_takes_th
     assert "Redis is full (maxmemory reached)" in first_log, first_log[-3000:]
     assert left.status == "started"  # what the dead worker could not record
     assert view.status == "finished", view.to_dict()
+    request.node.user_properties.append(("worker_exited_after_redis_full_s", round(gave_up_s, 2)))
+    request.node.user_properties.append(("worker_exited_after_redis_full_s", round(gave_up_s, 2)))
+
+
+def test_a_watched_transaction_on_a_full_redis_ends_with_the_cause_not_an_endless_retry(
+    own_redis: str,
+) -> None:
+    """redis-py turns an OOM answer inside a WATCHed transaction into WatchError once the error is
+    one it retries, and RQ's end-of-job code runs the transaction again at once on WatchError: the
+    work horse of a worker looped there for as long as Redis stayed full. With the worker's
+    connection the loop is paced and ends with the OOM answer once the budget is spent."""
+    admin = connect(own_redis)
+    worker_side = connect(own_redis, retry_seconds=1)
+    admin.set("dependents", "x")
+    tries = 0
+    try:
+        _fill_up(admin)
+        started = time.monotonic()
+        with worker_side.pipeline() as pipe, pytest.raises(redis.exceptions.OutOfMemoryError):
+            while time.monotonic() - started < DEADLINE_S:  # RQ's handle_job_success, in short
+                tries += 1
+                try:
+                    pipe.watch("dependents")
+                    pipe.multi()
+                    pipe.set("result", "y" * 1000)
+                    pipe.execute()
+                    break
+                except redis.exceptions.WatchError:
+                    continue
+        spent = time.monotonic() - started
+    finally:
+        admin.config_set("maxmemory", "0")
+        admin.close()
+        worker_side.close()
+    assert spent < 5.0
+    assert tries <= 10  # paced by the backoff, not a busy loop

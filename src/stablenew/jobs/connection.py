@@ -8,9 +8,13 @@ show a password.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import copy
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -18,6 +22,15 @@ from redis.retry import Retry
 
 from stablenew.errors import RedisUnavailable
 from stablenew.settings import redact_url
+
+T = TypeVar("T")
+
+# What a patient client rides out; anything else (a wrong type, a script error) is raised at once.
+RIDDEN_OUT: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.OutOfMemoryError,
+)
 
 
 def connect(url: str, *, check: bool = True, retry_seconds: float = 0.0, **kwargs: Any) -> redis.Redis:
@@ -38,23 +51,111 @@ def connect(url: str, *, check: bool = True, retry_seconds: float = 0.0, **kwarg
     if check:
         ping(client, url)  # fails fast: the patient retries below are for a server that was up
     if retry_seconds > 0:
-        # Backoff doubles from 0.25 s up to 2 s: about retry_seconds in all, each wait at most 2 s.
-        retries = 3 + int(retry_seconds / 2)
         client.close()
         client = redis.Redis.from_url(
             url,
             socket_connect_timeout=5,
             health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.25), retries),
-            # Redis at maxmemory (noeviction) refuses writes until room is made: ride that out too.
-            retry_on_error=[
-                redis.exceptions.ConnectionError,
-                redis.exceptions.TimeoutError,
-                redis.exceptions.OutOfMemoryError,
-            ],
+            retry=PatientRetry(retry_seconds),
+            retry_on_error=list(RIDDEN_OUT),
             **kwargs,
         )
     return client
+
+
+class _Spell:
+    """One spell of Redis trouble, shared by every connection of one client (and its copies) in
+    one process: when it began, and when Redis last refused."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.since: float | None = None
+        self.last_refusal = 0.0
+        self.refusing = False  # the last error was an OOM answer, not a lost connection
+
+
+class PatientRetry(Retry):
+    """redis-py's retry policy with one budget of ``seconds`` per spell of trouble, not per command.
+
+    A lost connection or an ``OOM`` answer (Redis at its maxmemory) is tried again with backoff
+    (0.25 s doubling up to 2 s) while the spell is younger than ``seconds``; past that, each command
+    tries once. So a worker rides out a Redis restart or a full Redis for ``seconds``, and when it
+    gives up, the writes of its shutdown (registries, its death, the job's hand-back) fail at once
+    instead of each waiting ``seconds`` again.
+
+    The spell ends when a command that failed in it succeeds on a later try, or when any command
+    succeeds after a lost connection. A full Redis still answers reads, so after ``OOM`` answers a
+    read that succeeds ends the spell only when Redis has refused nothing for ``seconds``.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(ExponentialBackoff(cap=2.0, base=0.25), -1, RIDDEN_OUT)
+        self.seconds = seconds
+        self._spell = _Spell()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PatientRetry:
+        # redis-py gives each connection a deep copy of the client's policy: they share the spell.
+        twin = copy.copy(self)
+        twin._backoff = copy.deepcopy(self._backoff, memo)
+        return twin
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, PatientRetry) and other._spell is self._spell
+
+    __hash__ = Retry.__hash__
+
+    @staticmethod
+    def _fail(fail: Callable[..., Any], error: Exception, failures: int, with_count: bool) -> None:
+        if with_count:
+            fail(error, failures)
+        else:
+            fail(error)
+
+    def failing_for(self) -> float | None:
+        """Seconds since the current spell of trouble began; None when Redis answers."""
+        since = self._spell.since
+        return None if since is None else time.monotonic() - since
+
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        spell = self._spell
+        failures = 0
+        while True:
+            try:
+                result = do()
+            except self._supported_errors as error:
+                failures += 1
+                now = time.monotonic()
+                with spell.lock:
+                    if spell.since is None:
+                        spell.since = now
+                    spell.refusing = isinstance(error, redis.exceptions.OutOfMemoryError)
+                    if spell.refusing:
+                        spell.last_refusal = now
+                    left = spell.since + self.seconds - now
+                if left > 0 and (is_retryable is None or is_retryable(error)):
+                    time.sleep(min(self._backoff.compute(failures), left))
+                    # A pipeline that WATCHes keys raises WatchError here so that its caller runs
+                    # the whole transaction again: after the pause, so that RQ's loops (which try
+                    # again at once on WatchError) are paced and end with the budget.
+                    self._fail(fail, error, failures, with_failure_count)
+                    continue
+                # Budget spent: the caller must see the real cause, not "run the transaction again"
+                # (RQ would loop on that for as long as Redis refuses).
+                with contextlib.suppress(redis.exceptions.WatchError):
+                    self._fail(fail, error, failures, with_failure_count)
+                raise error
+            if spell.since is not None:
+                with spell.lock:
+                    quiet = time.monotonic() - spell.last_refusal >= self.seconds
+                    if failures or not spell.refusing or quiet:
+                        spell.since = None
+            return result
 
 
 def ping(client: redis.Redis, url: str) -> None:

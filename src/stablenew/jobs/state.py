@@ -17,6 +17,7 @@ from typing import Any
 import redis
 from rq.job import Job
 
+from stablenew.jobs.connection import PatientRetry
 from stablenew.jobs.keys import state_key
 from stablenew.jobs.views import meta_view
 from stablenew.run import JobState, utcnow
@@ -73,7 +74,8 @@ class StateStore:
         took the job.
 
         Redis refusing the write (an ``OOM`` answer at maxmemory, a lost connection) is tried again
-        with backoff for up to ``patience`` seconds.
+        with backoff for up to ``patience`` seconds, unless the connection is patient itself
+        (:class:`~stablenew.jobs.connection.PatientRetry`, a worker's): then its budget governs.
 
         Raises:
             redis.RedisError: Redis kept failing for longer than ``patience``.
@@ -81,6 +83,8 @@ class StateStore:
         state.updated_at = utcnow()
         keys = [owner_key, state_key(state.job_id), meta[0] if meta else state_key(state.job_id)]
         args: list[Any] = [str(token), state.model_dump_json(), self.ttl, meta[1] if meta else ""]
+        if isinstance(self.connection.get_retry(), PatientRetry):
+            patience = 0.0  # the connection rides trouble out itself, on one budget for the spell
         deadline = time.monotonic() + patience
         pause = 0.25
         while True:
