@@ -6,8 +6,9 @@ Every public name of the WebUI client side is imported from here; the modules be
 - ``_request_body`` and ``_responses``: the streamed request body, and the checks and error mapping of
   each answer (used by the client only);
 - ``_payloads``: neutral stage payload -> A1111 request body (:func:`txt2img_body`, :data:`ADETAILER_ARGS` ...);
-- ``_executor``: :class:`WebUIExecutor`, the runner's stage executor, and the :class:`Inventory` it checks
-  plans against;
+- ``_executor``: :class:`WebUIExecutor`, the runner's stage executor, with its ``_preflight`` (a plan
+  checked against the WebUI's :class:`Inventory`, read in ``_inventory``) and its ``_progress`` poller
+  (progress reports, and the interrupt of a canceled stage);
 - ``_images``: cheap facts about base64 images (:func:`image_size`, :func:`image_format`, :func:`decode`).
 
 Names are loaded on first use (PEP 562), so that importing one of them (or the simulator) does not load
@@ -34,7 +35,7 @@ _EXPORTS = {
     "USE_SAME_SCHEDULER": "stablenew.webui._payloads",
     "CancelCheck": "stablenew.webui._executor",
     "GenerationResult": "stablenew.webui._client",
-    "Inventory": "stablenew.webui._executor",
+    "Inventory": "stablenew.webui._inventory",
     "ProgressCallback": "stablenew.webui._executor",
     "WebUIClient": "stablenew.webui._client",
     "WebUIExecutor": "stablenew.webui._executor",
@@ -42,7 +43,7 @@ _EXPORTS = {
     "adetailer_tab": "stablenew.webui._payloads",
     "check_fields": "stablenew.webui._payloads",
     "decode": "stablenew.webui._images",
-    "fetch_inventory": "stablenew.webui._executor",
+    "fetch_inventory": "stablenew.webui._inventory",
     "hires_sampler_and_scheduler": "stablenew.webui._payloads",
     "image_format": "stablenew.webui._images",
     "image_size": "stablenew.webui._images",
@@ -109,14 +110,9 @@ if TYPE_CHECKING:
     from stablenew.pipeline import ADETAILER_ARGS
     from stablenew.webui._bounded import ANSWER_FLOOR_BYTES, answer_limit
     from stablenew.webui._client import GenerationResult, WebUIClient
-    from stablenew.webui._executor import (
-        CancelCheck,
-        Inventory,
-        ProgressCallback,
-        WebUIExecutor,
-        fetch_inventory,
-    )
+    from stablenew.webui._executor import CancelCheck, ProgressCallback, WebUIExecutor
     from stablenew.webui._images import decode, image_format, image_size, strip_data_url
+    from stablenew.webui._inventory import Inventory, fetch_inventory
     from stablenew.webui._payloads import (
         DEFAULT_CLIP_SKIP,
         DEFAULT_SAMPLER,
