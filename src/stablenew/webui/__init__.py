@@ -2,9 +2,10 @@
 
 Every public name of the WebUI client side is imported from here; the modules behind it are private:
 
-- ``_client``: :class:`WebUIClient`, the HTTP boundary, and the :class:`GenerationResult` it returns;
-- ``_request_body`` and ``_responses``: the streamed request body, and the checks and error mapping of
-  each answer (used by the client only);
+- ``_client``: :class:`WebUIClient`, the HTTP boundary (one method per route), and the
+  :class:`GenerationResult` it returns;
+- ``_transport``: the client's calls, each bounded in time and answer size (``_bounded``), with the
+  streamed request body (``_request_body``) and the checks and error mapping of each answer (``_responses``);
 - ``_payloads``: neutral stage payload -> A1111 request body (:func:`txt2img_body`, :data:`ADETAILER_ARGS` ...);
 - ``_executor``: :class:`WebUIExecutor`, the runner's stage executor, with its ``_preflight`` (a plan
   checked against the WebUI's :class:`Inventory`, read in ``_inventory``) and its ``_progress`` poller
