@@ -35,15 +35,10 @@ from stablenew.errors import Canceled, WebUIError, WebUIHTTPError
 from stablenew.pipeline import MAX_OUTPUT_PIXELS, StageExecutionPlan, StageType, image_data_problem
 from stablenew.webui._bounded import answer_limit
 from stablenew.webui._client import GenerationResult, WebUIClient
+from stablenew.webui._fields import STAGE_ROUTES
 from stablenew.webui._images import image_size
 from stablenew.webui._inventory import Inventory
-from stablenew.webui._payloads import (
-    STAGE_ROUTES,
-    adetailer_body,
-    img2img_body,
-    txt2img_body,
-    upscale_body,
-)
+from stablenew.webui._payloads import adetailer_body, img2img_body, txt2img_body, upscale_body
 from stablenew.webui._preflight import Preflight
 from stablenew.webui._progress import ProgressPoller
 
