@@ -3,70 +3,36 @@
 These functions are the API a GUI or a script calls; the CLI calls the same ones. Nothing is
 enqueued unless the config validates and builds a non-empty plan (ADetailer tabs included, see
 :mod:`checks`), and jobs travel as JSON only. What they return lives in :mod:`views`; both
-modules' public names stay importable from here.
+modules' public names stay importable from here. Submit, submit_many and rerun are here; status and
+the listing are inherited from :mod:`~stablenew.jobs._inspect`, cancel and retry from
+:mod:`~stablenew.jobs._control`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
-from redis.client import Pipeline
 from rq import Queue, Retry
-from rq.exceptions import DeserializationError, DuplicateJobError, InvalidJobOperation, NoSuchJobError
-from rq.job import Job, JobStatus
-from rq.registry import (
-    BaseRegistry,
-    CanceledJobRegistry,
-    FailedJobRegistry,
-)
-from rq.serializers import JSONSerializer
+from rq.exceptions import DuplicateJobError
 
-from stablenew.errors import (
-    ConfigError,
-    FieldProblem,
-    InvalidStagePlanError,
-    JobError,
-    JobNotFound,
-    StableNewError,
-    WebUIRejected,
-)
-from stablenew.jobs._status_change import change_status
-from stablenew.jobs.affinity import (
-    affinity_queue,
-    band_of,
-    checkpoint_name,
-    checkpoint_served,
-    plan_checkpoint,
-    register_queue,
-)
+from stablenew.errors import ConfigError, FieldProblem, InvalidStagePlanError, JobError, WebUIRejected
+from stablenew.jobs._control import JobControl
+from stablenew.jobs.affinity import affinity_queue, band_of, plan_checkpoint, register_queue
 from stablenew.jobs.checks import ConfigInput, build_checked_plan, estimate_timeout, webui_preflight
 from stablenew.jobs.connection import map_redis_errors
 from stablenew.jobs.keys import JOB_FUNCTION, cancel_key, config_key, state_key
-from stablenew.jobs.listing import JobIndex, JobPage, entry_for, index_jobs
-from stablenew.jobs.lookup import resolve_job_id
+from stablenew.jobs.listing import JobPage, entry_for, index_jobs
 from stablenew.jobs.rerun import apply_changes, pin_seeds
-from stablenew.jobs.rq_classes import StableNewJob
 from stablenew.jobs.state import StateStore, mirror_to_meta
-from stablenew.jobs.views import (
-    JobView,
-    Submission,
-    data_rewritten,
-    job_view,
-    pending_state,
-    queue_positions,
-)
+from stablenew.jobs.views import JobView, Submission
 from stablenew.pipeline import PipelineConfig, StageExecutionPlan
 from stablenew.queues import DEFAULT_QUEUE, QUEUES
 from stablenew.run import callback_refusal, is_valid_job_id
 from stablenew.settings import Settings
-
-_R = TypeVar("_R", bound=BaseRegistry)
 
 
 def _same_plan(existing: Submission, plan: StageExecutionPlan) -> Submission:
@@ -80,7 +46,7 @@ def _same_plan(existing: Submission, plan: StageExecutionPlan) -> Submission:
     return replace(existing, plan=plan)
 
 
-class Producer:
+class Producer(JobControl):
     """Submits and inspects jobs on one Redis. Stateless apart from its connection.
 
     Every public method raises :class:`~stablenew.errors.RedisUnavailable` for any Redis error
@@ -100,14 +66,6 @@ class Producer:
         self.settings = settings or Settings()
         self.store = StateStore(connection)
         self.preflight = preflight
-
-    @map_redis_errors()
-    def queue(self, name: str) -> Queue:
-        """The RQ queue ``name``: a band (``high``, ``default``, ``low``) or one of its checkpoint
-        queues (``default.ckpt.<slug>``, see :mod:`stablenew.jobs.affinity`)."""
-        if band_of(name) is None:
-            raise ConfigError([FieldProblem("queue", f"must be one of {list(QUEUES)}", name)])
-        return Queue(name, connection=self.connection, serializer=JSONSerializer, job_class=StableNewJob)
 
     def _target(self, band: str, plan: StageExecutionPlan) -> Queue:
         """The queue a plan of ``band`` goes to: its checkpoint's, else the band's."""
@@ -319,257 +277,6 @@ class Producer:
             pipe.execute()
         return [Submission(job_id=j.id, queue=queue, plan=p) for j, p in zip(jobs, plans, strict=True)]
 
-    def _existing(self, job_id: str) -> Submission | None:
-        try:
-            job = _fetch_job(self.connection, job_id)
-        except NoSuchJobError:
-            return None
-        try:
-            plan = StageExecutionPlan.from_json(job.args[0])
-        except (StableNewError, DeserializationError, IndexError, TypeError) as exc:
-            reason = str(exc) or type(exc).__name__
-            raise JobError(
-                f"job {job_id} exists but is not a stablenew plan: {reason}", job_id=job_id
-            ) from None
-        return Submission(job_id=job_id, queue=band_of(job.origin) or job.origin, plan=plan, existing=True)
-
-    # ------------------------------------------------------------------ inspect
-    @map_redis_errors()
-    def resolve_job_id(self, job_id: str) -> str:
-        """The full id of the job ``job_id`` names: the whole id, or a unique prefix of at least
-        8 characters (what ``watch`` and ``list`` show). See :func:`lookup.resolve_job_id`.
-
-        Raises:
-            JobNotFound: no such job, or a prefix too short to look up.
-            JobError: the prefix names several jobs.
-        """
-        return resolve_job_id(self.connection, job_id)
-
-    def _fetch(self, job_id: str) -> Job:
-        job_id = self.resolve_job_id(job_id)
-        try:
-            return _fetch_job(self.connection, job_id)
-        except NoSuchJobError:
-            raise JobNotFound(
-                f"no job {job_id!r} (unknown id, or its result has expired)", job_id=job_id
-            ) from None
-
-    @map_redis_errors()
-    def status(self, job_id: str) -> JobView:
-        """RQ status + per-stage state of one job (``job_id`` may be a unique prefix, as in
-        :meth:`cancel` and :meth:`retry`).
-
-        Raises:
-            JobNotFound: no such job.
-        """
-        job = self._fetch(job_id)
-        view = job_view(job, self.store.load(job.id), self.queue)
-        if view.status == "queued" and view.checkpoint and view.position is not None:
-            served = checkpoint_served(self.connection, view.checkpoint)
-            if not served:
-                wait = self.settings.affinity_max_wait
-                view = dataclasses.replace(
-                    view,
-                    waiting_for=(
-                        f"a worker holding {checkpoint_name(view.checkpoint)} "
-                        + (f"(or any worker once it has waited {wait:g} s)" if wait > 0 else "")
-                    ).strip(),
-                )
-        return view
-
-    @map_redis_errors()
-    def list_jobs(
-        self,
-        *,
-        queue: str | None = None,
-        status: str | None = None,
-        since: datetime | None = None,
-        grep: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> list[JobView]:
-        """Recent jobs, newest first (by enqueue time, across queues): the views of
-        :meth:`list_page`."""
-        return self.list_page(
-            queue=queue, status=status, since=since, grep=grep, limit=limit, cursor=cursor
-        ).views
-
-    @map_redis_errors()
-    def list_page(
-        self,
-        *,
-        queue: str | None = None,
-        status: str | None = None,
-        since: datetime | None = None,
-        grep: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> JobPage:
-        """One page of recent jobs, newest first by enqueue time, across queues.
-
-        ``queue`` and ``status`` select one of each; ``since`` drops jobs enqueued before it;
-        ``grep`` keeps jobs whose config source name or a prompt holds that text (any case);
-        ``cursor`` is ``next_cursor`` of the previous page. See :mod:`listing` for how it stays
-        fast with many jobs.
-
-        Raises:
-            ConfigError: an unknown queue, or a cursor that ``list_page`` did not make.
-        """
-        if queue is not None:
-            self.queue(queue)  # refuses an unknown name
-        views: list[JobView] = []
-        index = JobIndex(self.connection)
-        while len(views) < limit:
-            ids, cursor = index.page_ids(
-                queue=queue, status=status, since=since, grep=grep, limit=limit - len(views), cursor=cursor
-            )
-            jobs = StableNewJob.fetch_many(ids, connection=self.connection, serializer=JSONSerializer)
-            states = self.store.load_many(ids)
-            present = [job for job in jobs if job is not None]
-            if len(present) < len(ids):  # expired since they were indexed
-                index.forget([job_id for job_id, job in zip(ids, jobs, strict=True) if job is None])
-            positions = queue_positions(self.connection, present)
-            found = [job_view(j, states.get(j.id), self.queue, positions=positions) for j in present]
-            views.extend(v for v in found if status is None or v.status == status)
-            if cursor is None:
-                break
-        return JobPage(views=views, next_cursor=cursor)
-
-    # ------------------------------------------------------------------ control
-    @map_redis_errors()
-    def cancel(self, job_id: str) -> str:
-        """Cancel a job: a queued one at once, a running one cooperatively (the worker interrupts
-        the WebUI and ends the job canceled). Returns what happened, in words.
-
-        Reading the status and canceling are one atomic step (:mod:`_status_change`): of two cancels
-        at once, or a cancel racing a retry or a worker taking the job, one sees the other's result.
-        """
-        job = self._fetch(job_id)
-        job_id = job.id
-
-        def cancel_queued(pipe: Pipeline, status: JobStatus) -> None:
-            try:
-                job.cancel(pipeline=pipe)
-            except InvalidJobOperation:  # RQ read the status anew: another cancel came first
-                raise redis.WatchError(job.key) from None  # read it again, as a lost WATCH would
-            # A worker may have popped the job already (it is still "queued" until the worker marks
-            # it started): the cancel key makes that worker end it canceled before any work.
-            pipe.set(cancel_key(job_id), "1", ex=self.settings.job_timeout_ceiling)
-
-        canceled, status = change_status(self.connection, job.key, _CANCELABLE, cancel_queued)
-        if canceled:
-            state = self.store.load(job_id) or pending_state(job)
-            state.status = "canceled"
-            state.error = "canceled before it started"
-            for st in state.stages:
-                if st.status == "pending":
-                    st.status = "canceled"
-            job.get_status(refresh=True)  # RQ's cancel set it in Redis, not on this object
-            with self.connection.pipeline(transaction=False) as pipe:
-                self.store.save(state, pipeline=pipe)
-                mirror_to_meta(job, state, pipeline=pipe)
-                pipe.execute()
-            return "canceled (it had not started)"
-        if status == JobStatus.CANCELED:
-            return "already canceled"
-        if status == JobStatus.STARTED:
-            self.connection.set(cancel_key(job_id), "1", ex=self.settings.job_timeout_ceiling)
-            return "cancel requested: the worker will interrupt the WebUI and stop the job"
-        return f"nothing to cancel: the job is {status.value if status else 'gone'}"
-
-    @map_redis_errors()
-    def retry(self, job_id: str) -> Submission:
-        """Requeue a failed or canceled job; it resumes after its last finished stage.
-
-        Checking the status and requeueing are one atomic step (:mod:`_status_change`): of two
-        retries at once, exactly one requeues the job; the other raises JobError "already requeued".
-
-        Raises:
-            JobNotFound: no such job.
-            JobError: the job is not failed, canceled or stopped (or was just requeued by another caller).
-        """
-        job = self._fetch(job_id)
-        job_id = job.id
-        status = job.get_status()
-        if status not in _RETRYABLE:
-            # A retry that lost the race to another one finds the job queued (or running) already.
-            waiting = "already requeued, or yet to run; " if status in _WAITING else ""
-            raise JobError(
-                f"job {job_id} is {status.value if status else 'gone'}: {waiting}only failed, canceled "
-                "or stopped jobs can be retried",
-                job_id=job_id,
-            )
-        self._refuse_or_repair_rewritten(job)
-        queue = self.queue(job.origin)
-        # A fresh budget of automatic retries: a permanent failure zeroed it, or the transient
-        # ones used it up, and the rerun deserves the same policy as a new job.
-        if self.settings.retry_max > 0:
-            job.retries_left = self.settings.retry_max
-            job.retry_intervals = list(self.settings.retry_intervals) or [0]
-
-        def requeue(pipe: Pipeline, status: JobStatus) -> None:
-            for kind in (FailedJobRegistry, CanceledJobRegistry):  # RQ files stopped jobs as failed too
-                _registry(kind, queue).remove(job, pipeline=pipe)
-            pipe.delete(cancel_key(job_id))
-            job.started_at = None
-            job.ended_at = None
-            job._exc_info = ""  # what RQ's own requeue clears
-            queue.enqueue_job(job, pipeline=pipe)
-
-        requeued, now = change_status(self.connection, job.key, _RETRYABLE, requeue)
-        if not requeued:
-            raise JobError(
-                f"job {job_id} is already requeued (it is {now.value if now else 'gone'} now): "
-                "another retry or cancel came first",
-                job_id=job_id,
-            )
-        existing = self._existing(job_id)
-        assert existing is not None
-        index_jobs(self.connection, [entry_for(job_id, existing.queue, existing.plan, None)])
-        return existing
-
-    def _refuse_or_repair_rewritten(self, job: Job) -> None:
-        """Before a retry: a job that a tool without ``-S json`` re-saved (``rq requeue``, say)
-        is requeued only if it can run. Its plan (``data``) no longer JSON cannot be recovered;
-        only its ``meta`` rewritten, it is written again as JSON from the stage state.
-
-        Raises:
-            JobError: the job's data is not JSON; nothing was changed.
-        """
-        if data_rewritten(job):
-            raise JobError(
-                f"job {job.id} was rewritten by a tool without -S json; resubmit its config", job_id=job.id
-            )
-        if isinstance(job, StableNewJob) and job.meta_not_json:
-            mirror_to_meta(job, self.store.load(job.id))
-            job.meta_not_json = False
-
-
-_RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED})
-_CANCELABLE = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
-_WAITING = _CANCELABLE | {JobStatus.STARTED}
-
-
-def _fetch_job(connection: redis.Redis, job_id: str) -> Job:
-    """``Job.fetch`` with JSON, and a clear error for a job hash RQ cannot parse.
-
-    Raises:
-        NoSuchJobError: no such job.
-        JobError: the hash exists but holds fields RQ cannot read (written by something else).
-    """
-    try:
-        # Not StableNewJob.fetch: that one hides an unreadable job from workers, here we report it.
-        job = StableNewJob(job_id, connection=connection, serializer=JSONSerializer)
-        job.refresh()  # type: ignore[no-untyped-call]
-        return job
-    except (NoSuchJobError, redis.RedisError):
-        raise  # absent, or Redis failing (some Redis errors are ValueErrors too: not the hash's fault)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise JobError(
-            f"job {job_id} exists but cannot be read ({type(exc).__name__}); it was not written by stablenew",
-            job_id=job_id,
-        ) from None
-
 
 def _written_config(config: ConfigInput) -> str | None:
     """The config as its author wrote it, as JSON (None for a plan, or a config that is not JSON)."""
@@ -580,11 +287,6 @@ def _written_config(config: ConfigInput) -> str | None:
         return json.dumps(doc, allow_nan=False)
     except (TypeError, ValueError):
         return None
-
-
-def _registry(kind: type[_R], queue: Queue) -> _R:
-    """A registry of ``queue`` that reads jobs as StableNewJob, with JSON (never a plain Job)."""
-    return kind(queue.name, queue.connection, job_class=StableNewJob, serializer=JSONSerializer)
 
 
 def _check_job_id(job_id: str | None) -> None:

@@ -1,61 +1,38 @@
 """WebUIClient: the thin HTTP boundary to one AUTOMATIC1111 WebUI.
 
-Every ``requests`` exception is translated once (:func:`~stablenew.webui._responses.translate_request_error`),
-every non-2xx answer once (:func:`~stablenew.webui._responses.status_error`); nothing from ``requests`` leaks
-out. Errors carry the route URL, never credentials. The client never retries: retry policy belongs to the
-worker (``errors.is_transient``). Request bodies stream from :mod:`~stablenew.webui._request_body`; the error
-mapping and the checks on each answer live in :mod:`~stablenew.webui._responses`.
+Each method is one A1111 or ADetailer route, and checks the shape of its answer. The calls themselves
+(one request, its answer bounded in time and size, every ``requests`` error and non-2xx answer mapped to
+our errors) are made by :class:`~stablenew.webui._transport.Transport`: nothing from ``requests`` leaks
+out, and errors carry the route URL, never credentials. The client never retries: retry policy belongs to
+the worker (``errors.is_transient``).
 
 Timeouts are always a ``(connect, read)`` pair: ``(connect_timeout, read_timeout)`` for txt2img, img2img and
 extras (A1111 answers only when the generation is done); ``(t, t)`` with ``t = connect_timeout`` for progress
 and interrupt, so pollers never hang; ``(connect_timeout, min(read_timeout, 60))`` for lookups and ping.
-The pair's sum is also the **deadline** of the whole call, headers and body: an answer that drips in slower
-than that is cut (:mod:`~stablenew.webui._bounded`), and :meth:`WebUIClient.abort` cuts every call in flight
-at once. The decoded answer is bounded too: ``max_answer_bytes`` for a generation (the executor derives it
-from the images the request asks for), :data:`LOOKUP_ANSWER_BYTES` for anything else; a gzip or deflate body
-is inflated by us, never past that limit.
+The pair's sum is also the **deadline** of the whole call, headers and body, and :meth:`WebUIClient.abort`
+cuts every call in flight at once. The decoded answer is bounded too: ``max_answer_bytes`` for a generation
+(the executor derives it from the images the request asks for),
+:data:`~stablenew.webui._transport.LOOKUP_ANSWER_BYTES` for anything else.
 """
 
 from __future__ import annotations
 
-import json
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import unquote
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from stablenew.errors import WebUIError, WebUIHTTPError, WebUIRejected, WebUITimeout, WebUIUnavailable
-from stablenew.webui._bounded import (
-    AnswerTooLarge,
-    CallGuard,
-    CallRegistry,
-    UnknownEncoding,
-    guard_adapter,
-    read_bounded,
-)
-from stablenew.webui._request_body import JsonBody
-from stablenew.webui._responses import (
-    html_answer,
-    parse_info,
-    require_base64,
-    status_error,
-    text_of,
-    translate_request_error,
-)
+from stablenew.errors import WebUIHTTPError, WebUIRejected
+from stablenew.webui._responses import parse_info, require_base64
+from stablenew.webui._transport import Transport
 
 if TYPE_CHECKING:
     from stablenew.settings import Settings
 
-_Timeout = tuple[float, float]
 _LOOKUP_READ_TIMEOUT = 60.0
-LOOKUP_ANSWER_BYTES = 16 * 1024 * 1024  # model lists, progress, versions: never near this
 GENERATION_ANSWER_BYTES = 512 * 1024 * 1024  # a generation call not told its own limit
-_ERROR_BODY_BYTES = 1024 * 1024  # an error page: only its start is ever shown
 
 
 @dataclass(frozen=True)
@@ -105,14 +82,7 @@ class WebUIClient:
         self._connect_timeout = connect_timeout
         self._generation_timeout = (connect_timeout, read_timeout)
         self._lookup_timeout = (connect_timeout, min(read_timeout, _LOOKUP_READ_TIMEOUT))
-        self._owns_session = session is None
-        if session is None:
-            session = requests.Session()
-            adapter = guard_adapter(HTTPAdapter(pool_connections=1, pool_maxsize=pool_maxsize, max_retries=0))
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-        self._session = session
-        self._calls = CallRegistry()
+        self._transport = Transport(self.base_url, self._auth, session=session, pool_maxsize=pool_maxsize)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, read_timeout: float | None = None) -> Self:
@@ -141,12 +111,11 @@ class WebUIClient:
     def abort(self) -> None:
         """Cut every call of this client in flight, at once (from another thread: the progress poller on a
         cancel). Each raises :class:`~stablenew.errors.WebUIUnavailable`; later calls are not affected."""
-        self._calls.abort()
+        self._transport.abort()
 
     def close(self) -> None:
         """Close the pooled connections (a session passed in by the caller is left open)."""
-        if self._owns_session:
-            self._session.close()
+        self._transport.close()
 
     def txt2img(
         self, payload: Mapping[str, Any], *, release_images: bool = False, max_answer_bytes: int | None = None
@@ -176,7 +145,7 @@ class WebUIClient:
         self, payload: Mapping[str, Any], *, release_images: bool = False, max_answer_bytes: int | None = None
     ) -> GenerationResult:
         """POST ``/sdapi/v1/extra-single-image`` (upscale): ``images`` holds the one image returned."""
-        url, body = self._call(
+        url, body = self._transport.call(
             "POST",
             "/sdapi/v1/extra-single-image",
             self._generation_timeout,
@@ -196,7 +165,7 @@ class WebUIClient:
     def _generate(
         self, route: str, payload: Mapping[str, Any], release_images: bool, max_answer_bytes: int | None
     ) -> GenerationResult:
-        url, body = self._call(
+        url, body = self._transport.call(
             "POST",
             route,
             self._generation_timeout,
@@ -215,14 +184,16 @@ class WebUIClient:
     def progress(self, *, timeout: float | None = None) -> dict[str, Any]:
         """GET ``/sdapi/v1/progress?skip_current_image=true``: the WebUI's global progress, short timeout."""
         short = timeout if timeout is not None else self._connect_timeout
-        url, body = self._call("GET", "/sdapi/v1/progress?skip_current_image=true", (short, short))
+        url, body = self._transport.call("GET", "/sdapi/v1/progress?skip_current_image=true", (short, short))
         if not isinstance(body, dict):
             raise WebUIHTTPError(200, "progress response is not a JSON object", url=url)
         return body
 
     def interrupt(self) -> None:
         """POST ``/sdapi/v1/interrupt``: the running call then returns 200 with partial output."""
-        self._call("POST", "/sdapi/v1/interrupt", (self._connect_timeout, self._connect_timeout), parse=False)
+        self._transport.call(
+            "POST", "/sdapi/v1/interrupt", (self._connect_timeout, self._connect_timeout), parse=False
+        )
 
     def task_progress(self, task_id: str) -> dict[str, Any] | None:
         """POST ``/internal/progress`` for one task (a request's ``force_task_id``): ``active`` while it is the
@@ -230,7 +201,7 @@ class WebUIClient:
         (A1111 started with ``--nowebui``): then no request can be told apart from another's."""
         short = (self._connect_timeout, self._connect_timeout)
         try:
-            url, body = self._call("POST", "/internal/progress", short, {"id_task": task_id})
+            url, body = self._transport.call("POST", "/internal/progress", short, {"id_task": task_id})
         except WebUIRejected as exc:
             if exc.status == 404:
                 return None
@@ -241,7 +212,7 @@ class WebUIClient:
 
     def ping(self) -> None:
         """GET ``/sdapi/v1/memory``: a health probe that works under ``--nowebui`` too; raises on failure."""
-        self._call("GET", "/sdapi/v1/memory", self._lookup_timeout, parse=False)
+        self._transport.call("GET", "/sdapi/v1/memory", self._lookup_timeout, parse=False)
 
     def sd_models(self) -> list[dict[str, Any]]:
         """GET ``/sdapi/v1/sd-models``: checkpoints, each with ``title`` and ``model_name``."""
@@ -249,14 +220,14 @@ class WebUIClient:
 
     def options(self) -> dict[str, Any]:
         """GET ``/sdapi/v1/options``: the WebUI's settings in force (``sd_model_checkpoint`` is the loaded one)."""
-        url, body = self._call("GET", "/sdapi/v1/options", self._lookup_timeout)
+        url, body = self._transport.call("GET", "/sdapi/v1/options", self._lookup_timeout)
         if not isinstance(body, dict):
             raise WebUIHTTPError(200, "options response is not a JSON object", url=url)
         return body
 
     def loaded_checkpoint(self) -> str | None:
         """GET ``/sdapi/v1/options``: the ``sd_model_checkpoint`` the WebUI holds loaded (its title), if any."""
-        url, body = self._call("GET", "/sdapi/v1/options", self._lookup_timeout)
+        url, body = self._transport.call("GET", "/sdapi/v1/options", self._lookup_timeout)
         if not isinstance(body, dict):
             raise WebUIHTTPError(200, "options response is not a JSON object", url=url)
         name = body.get("sd_model_checkpoint")
@@ -285,7 +256,7 @@ class WebUIClient:
     def adetailer_version(self) -> str | None:
         """GET ``/adetailer/v1/version``; ``None`` when ADetailer is not installed (404)."""
         try:
-            url, body = self._call("GET", "/adetailer/v1/version", self._lookup_timeout)
+            url, body = self._transport.call("GET", "/adetailer/v1/version", self._lookup_timeout)
         except WebUIRejected as exc:
             if exc.status == 404:
                 return None
@@ -302,7 +273,7 @@ class WebUIClient:
     def adetailer_models(self) -> list[str]:
         """GET ``/adetailer/v1/ad_model``: detector names; WebUIRejected if ADetailer is not installed."""
         try:
-            url, body = self._call("GET", "/adetailer/v1/ad_model", self._lookup_timeout)
+            url, body = self._transport.call("GET", "/adetailer/v1/ad_model", self._lookup_timeout)
         except WebUIRejected as exc:
             if exc.status == 404:
                 raise WebUIRejected("ADetailer is not installed", status=404, url=exc.url) from exc
@@ -313,138 +284,10 @@ class WebUIClient:
         return models
 
     def _get_list(self, route: str) -> list[dict[str, Any]]:
-        url, body = self._call("GET", route, self._lookup_timeout)
+        url, body = self._transport.call("GET", route, self._lookup_timeout)
         if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
             raise WebUIHTTPError(200, "response is not a JSON list of objects", url=url)
         return body
-
-    def _call(
-        self,
-        method: str,
-        route: str,
-        timeout: _Timeout,
-        payload: Mapping[str, Any] | None = None,
-        parse: bool = True,
-        *,
-        release_images: bool = False,
-        limit: int = LOOKUP_ANSWER_BYTES,
-    ) -> tuple[str, Any]:
-        """Send one request; return the route URL and the parsed 2xx JSON body, or raise the mapped error.
-
-        Images are the bulk of every request and answer (a 4096x4096 PNG is ~35 MB of base64), so neither
-        is ever held as one more whole copy than needed: the request streams its base64 strings in slices
-        (:class:`JsonBody`), and the answer is read into a single buffer that is released as it is parsed.
-        """
-        url = self.base_url + route
-        seconds = timeout[0] + timeout[1]
-        with self._calls.guarded(seconds) as guard:
-            try:
-                status, content_type, raw = self._send(
-                    method, url, timeout, payload, parse, release_images, limit
-                )
-            except WebUIError:
-                if guard.reason is None:
-                    raise
-                raise _cut(guard, url, seconds) from None
-            if guard.reason is not None:  # cut while the body ended as if whole (no length given)
-                raise _cut(guard, url, seconds)
-        if raw is None:
-            return url, None
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise WebUIHTTPError(status, f"response is not UTF-8 JSON: {text_of(raw)!r}", url=url) from None
-        del raw
-        try:
-            return url, json.loads(text)
-        except ValueError:
-            page = html_answer(text.encode(), content_type, status)
-            if page is not None:
-                raise WebUIHTTPError(status, page, url=url) from None
-            # JSON that starts as a JSON document but breaks off was cut short on the way: a retry
-            # may get it whole. Anything else (an HTML page from a proxy) will come back the same.
-            cut_short = text.lstrip()[:1] in ("{", "[")
-            raise WebUIHTTPError(
-                status, f"response is not JSON: {text_of(text.encode())!r}", url=url, transient=cut_short
-            ) from None
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        timeout: _Timeout,
-        payload: Mapping[str, Any] | None,
-        parse: bool,
-        release_images: bool,
-        limit: int,
-    ) -> tuple[int, str, bytes | None]:
-        """Send the request and read the answer's body within ``limit``: (status, content type, body).
-
-        Raises:
-            WebUIError: no answer, a non-2xx answer, or a body over ``limit`` or in an unknown encoding.
-        """
-        # gzip and deflate only: read_bounded inflates them itself, within the limit.
-        headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
-        data: JsonBody | None = None
-        if payload is not None:
-            # Serialised here, not by requests: a payload bug raises TypeError/ValueError to the caller rather
-            # than becoming a "WebUI unavailable" that the worker would retry.
-            data = JsonBody(payload)
-            headers["Content-Type"] = "application/json"
-            if release_images and isinstance(payload, dict):
-                for key, empty in (("init_images", []), ("image", "")):
-                    if key in payload:
-                        payload[key] = empty
-        try:
-            # Redirects are not followed: requests would turn a redirected POST into a payload-less GET.
-            response = self._session.request(
-                method,
-                url,
-                data=data,
-                headers=headers,
-                auth=self._auth,
-                timeout=timeout,
-                allow_redirects=False,
-                stream=True,
-            )
-        except (requests.RequestException, Urllib3HTTPError) as exc:
-            raise translate_request_error(exc, url) from exc
-        del data
-        status, content_type = response.status_code, response.headers.get("Content-Type", "")
-        try:
-            ok = 200 <= status < 300
-            if ok and not parse:
-                return status, content_type, None
-            try:
-                raw = read_bounded(response.raw, limit if ok else _ERROR_BODY_BYTES)
-            except AnswerTooLarge as exc:
-                if not ok:
-                    raw = b""  # an error page that large: its status still says what happened
-                else:
-                    raise WebUIHTTPError(status, f"answer is too large: {exc}", url=url) from None
-            except UnknownEncoding as exc:
-                detail = f"answer has Content-Encoding {text_of(str(exc).encode())!r}, not gzip or deflate"
-                raise WebUIHTTPError(status, detail, url=url) from None
-            except zlib.error as exc:
-                raise WebUIHTTPError(status, f"compressed answer does not inflate: {exc}", url=url) from None
-            except (requests.RequestException, Urllib3HTTPError, OSError) as exc:
-                raise translate_request_error(exc, url) from exc
-            if not ok:
-                response._content = raw  # status_error reads .content: the bounded body, not a second read
-                raise status_error(response, url, self._auth[0] if self._auth and self._auth[1] else None)
-        finally:
-            response.close()
-        del response  # with it the request object, which would keep the sent body's parts alive
-        return status, content_type, raw
-
-
-def _cut(guard: CallGuard, url: str, seconds: float) -> WebUIError:
-    """The error of a call its guard cut: past its deadline, or aborted by :meth:`WebUIClient.abort`."""
-    if guard.reason == "deadline":
-        return WebUITimeout(
-            f"the WebUI did not finish answering {url} within {seconds:g} s (the call's deadline)", url=url
-        )
-    return WebUIUnavailable(f"the call to {url} was aborted while it waited for the answer", url=url)
 
 
 def _split_credentials(base_url: str) -> tuple[str, tuple[str, str] | None]:

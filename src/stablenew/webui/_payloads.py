@@ -1,8 +1,9 @@
 """Neutral stage payload -> AUTOMATIC1111 request body. Pure functions, one per stage.
 
 The WebUI ignores unknown keys and silently replaces unknown names (docs/webui-api.md, "Silent
-failures"), so every body here is built only from A1111's own field lists below, and
-:func:`check_fields` refuses anything else before a request leaves. Decisions that matter:
+failures"), so every body here is built only from A1111's own field lists
+(:mod:`~stablenew.webui._fields`), and :func:`~stablenew.webui._fields.check_fields` refuses anything
+else before a request leaves. Decisions that matter:
 
 - ``sampler_name`` is always sent (omitted = "Euler", unknown = "DPM++ 2M", both silent). A name that
   carries a scheduler ("DPM++ 2M Karras", gone from A1111's sampler list since v1.9) is sent split,
@@ -35,77 +36,36 @@ failures"), so every body here is built only from A1111's own field lists below,
   mask (``ad_inpaint_only_masked``, the default), or the image's own size when the whole picture is
   inpainted (``ad_inpaint_only_masked: false``), never a ``mask``. A tab ADetailer would skip
   (``ad_tab_enable: false``, ``ad_model: "None"``) is refused: with no live tab ADetailer turns itself
-  off and the request runs as a plain img2img at its own denoise. Each tab is validated against ADetailer's
-  schema (``extra=forbid`` upstream: a bad tab is silently disabled there, an error here), plus our
-  own upper bounds (steps, sizes, prompt lengths) that ADetailer does not have.
+  off and the request runs as a plain img2img at its own denoise. Each tab is checked as ADetailer would
+  check it, and against our own upper bounds (:mod:`~stablenew.webui._adetailer_tab`).
 - Output sizes known only once the input image is there (img2img at its input's size, an upscale by a
   factor) are checked against the config limits here, before the request is sent.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from stablenew.errors import ConfigError, FieldProblem
-from stablenew.pipeline import (
-    ADETAILER_ARGS,
-    SamplerSchedulerConflict,
-    resolve_sampler,
-    size_problems,
+from stablenew.pipeline import size_problems
+from stablenew.webui._adetailer_tab import adetailer_tab
+from stablenew.webui._fields import (
+    EXTRAS_FIELDS,
+    IMG2IMG_FIELDS,
+    TXT2IMG_FIELDS,
+    check_fields,
+    hires_sampler_and_scheduler,
+    sampler_and_scheduler,
 )
 from stablenew.webui._images import image_size
 
-TXT2IMG_FIELDS = frozenset(
-    """prompt negative_prompt styles seed subseed subseed_strength seed_resize_from_h seed_resize_from_w
-    sampler_name scheduler batch_size n_iter steps cfg_scale width height restore_faces tiling
-    do_not_save_samples do_not_save_grid eta denoising_strength s_min_uncond s_churn s_tmax s_tmin s_noise
-    override_settings override_settings_restore_afterwards refiner_checkpoint refiner_switch_at
-    disable_extra_networks firstpass_image comments enable_hr firstphase_width firstphase_height hr_scale
-    hr_upscaler hr_second_pass_steps hr_resize_x hr_resize_y hr_checkpoint_name hr_sampler_name hr_scheduler
-    hr_prompt hr_negative_prompt force_task_id sampler_index script_name script_args send_images save_images
-    alwayson_scripts infotext""".split()
-)
-_SHARED_PREFIX = """prompt negative_prompt styles seed subseed subseed_strength seed_resize_from_h
-    seed_resize_from_w sampler_name scheduler batch_size n_iter steps cfg_scale width height restore_faces
-    tiling do_not_save_samples do_not_save_grid eta denoising_strength s_min_uncond s_churn s_tmax s_tmin
-    s_noise override_settings override_settings_restore_afterwards refiner_checkpoint refiner_switch_at
-    disable_extra_networks firstpass_image comments""".split()
-IMG2IMG_FIELDS = frozenset(
-    _SHARED_PREFIX
-    + """init_images resize_mode image_cfg_scale mask mask_blur_x mask_blur_y mask_blur mask_round
-    inpainting_fill inpaint_full_res inpaint_full_res_padding inpainting_mask_invert initial_noise_multiplier
-    latent_mask force_task_id sampler_index include_init_images script_name script_args send_images
-    save_images alwayson_scripts infotext""".split()
-)
-EXTRAS_FIELDS = frozenset(
-    """resize_mode show_extras_results gfpgan_visibility codeformer_visibility codeformer_weight
-    upscaling_resize upscaling_resize_w upscaling_resize_h upscaling_crop upscaler_1 upscaler_2
-    extras_upscaler_2_visibility upscale_first image""".split()
-)
-
-_NULLABLE_ARGS = frozenset({"ad_checkpoint", "ad_vae"})
-_ARG_CHOICES = {
-    "ad_mask_filter_method": ("Area", "Confidence"),
-    "ad_mask_merge_invert": ("None", "Merge", "Merge and Invert"),
-}
-
-DEFAULT_SAMPLER = "DPM++ 2M"
 DEFAULT_CLIP_SKIP = 1
 DEFAULT_VAE = "Automatic"
 # The option that makes refiner_switch_at a fraction of the sampling steps (A1111: of the model's timesteps).
 REFINER_BY_STEPS = "refiner_switch_by_sample_steps"
 # hires_fix_refiner_pass when refiner and hires are both on: the refiner switch is within the first pass.
 REFINER_WITH_HIRES = "first pass"
-USE_SAME_SCHEDULER = "Use same scheduler"  # ADetailer's ad_scheduler default
-
-
-def check_fields(body: Mapping[str, Any], allowed: frozenset[str], route: str) -> None:
-    """Refuse a body with a key A1111 does not know (it would be silently ignored)."""
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise ValueError(f"payload for {route} has keys A1111 does not know: {unknown}")
 
 
 def _override_settings(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -116,25 +76,6 @@ def _override_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     settings["sd_vae"] = config.get("vae") or DEFAULT_VAE
     settings["CLIP_stop_at_last_layers"] = config.get("clip_skip") or DEFAULT_CLIP_SKIP
     return settings
-
-
-def sampler_and_scheduler(config: Mapping[str, Any], *, path: str) -> tuple[str, str | None]:
-    """The sampler and scheduler a generation config asks for, a scheduler carried by the name split off.
-
-    Raises:
-        ConfigError: the name's scheduler disagrees with the given one (naming ``{path}.scheduler``).
-    """
-    given = config.get("scheduler")
-    try:
-        sampler, scheduler = resolve_sampler(config.get("sampler_name") or DEFAULT_SAMPLER, given)
-    except SamplerSchedulerConflict as exc:
-        raise ConfigError([FieldProblem(f"{path}.scheduler", str(exc), given)]) from None
-    return sampler or DEFAULT_SAMPLER, scheduler
-
-
-def hires_sampler_and_scheduler(hires: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """``hr_sampler_name`` and ``hr_scheduler``: None = the first pass's (A1111's "Use same ...")."""
-    return resolve_sampler(hires.get("sampler_name") or None, None)
 
 
 def _generation_common(config: Mapping[str, Any], seed: int, *, path: str) -> dict[str, Any]:
@@ -277,132 +218,6 @@ def upscale_body(payload: Mapping[str, Any], image: str) -> dict[str, Any]:
     return body
 
 
-def adetailer_tab(ad_pass: Mapping[str, Any], *, path: str) -> dict[str, Any]:
-    """One ADetailer tab from a StableNew pass (``adetailer_*`` names) plus ``ad_*`` pass-throughs.
-
-    With ``ad_inpaint_only_masked: false`` (inpaint the whole picture), ADetailer with skip img2img
-    stretches the whole image to the inpaint size and returns it at that size (``docs/webui-api.md``): the
-    tab then leaves ``ad_use_inpaint_width_height`` off, so the inpaint size is the request's own width and
-    height, which :func:`adetailer_body` sets to the input image's size. The image keeps its size.
-
-    Raises:
-        ConfigError: the tab would be silently disabled by ADetailer (unknown key, null string,
-            out-of-range value, wrong type), or asks for something that breaks skip-img2img.
-    """
-    tab: dict[str, Any] = {
-        "ad_model": ad_pass["model"],
-        "ad_confidence": ad_pass["confidence"],
-        "ad_prompt": ad_pass.get("prompt") or "",
-        "ad_negative_prompt": ad_pass.get("negative_prompt") or "",
-        "ad_denoising_strength": ad_pass["denoise"],
-        "ad_mask_blur": ad_pass["mask_feather"],
-        "ad_inpaint_only_masked": True,
-        "ad_inpaint_only_masked_padding": ad_pass["padding"],
-        "ad_use_inpaint_width_height": True,
-        "ad_inpaint_width": ad_pass["inpaint_width"],
-        "ad_inpaint_height": ad_pass["inpaint_height"],
-    }
-    if ad_pass.get("steps") is not None:
-        tab |= {"ad_use_steps": True, "ad_steps": ad_pass["steps"]}
-    if ad_pass.get("cfg") is not None:
-        tab |= {"ad_use_cfg_scale": True, "ad_cfg_scale": ad_pass["cfg"]}
-    if ad_pass.get("sampler"):
-        tab |= {"ad_use_sampler": True, "ad_sampler": ad_pass["sampler"]}
-        if ad_pass.get("scheduler"):
-            tab["ad_scheduler"] = ad_pass["scheduler"]
-    tab |= dict(ad_pass.get("ad_args") or {})
-    if tab.get("ad_inpaint_only_masked") is False:
-        # the request's width x height (the image's) is the inpaint size; any other would resize the image
-        tab["ad_use_inpaint_width_height"] = False
-        for key in ("ad_inpaint_width", "ad_inpaint_height"):
-            tab.pop(key, None)
-    problems = _split_ad_sampler(tab, path=path) + validate_adetailer_tab(tab, path=path)
-    if problems:
-        raise ConfigError(problems)
-    return tab
-
-
-def _split_ad_sampler(tab: dict[str, Any], *, path: str) -> list[FieldProblem]:
-    """``ad_sampler: "DPM++ 2M Karras"`` -> ``ad_sampler: "DPM++ 2M"`` + ``ad_scheduler: "Karras"``.
-
-    ADetailer (25.x) hands ``ad_sampler`` and ``ad_scheduler`` to A1111's processing as they are; its own
-    default ``ad_sampler`` is the joined "DPM++ 2M Karras". Split, the names can be checked by preflight and
-    the request says what runs. An ``ad_scheduler`` other than "Use same scheduler" must agree.
-    """
-    sampler, given = tab.get("ad_sampler"), tab.get("ad_scheduler")
-    if not isinstance(sampler, str) or not (given is None or isinstance(given, str)):
-        return []  # the type check reports it
-    try:
-        base, scheduler = resolve_sampler(sampler, given)
-    except SamplerSchedulerConflict as exc:
-        return [FieldProblem(f"{path}.ad_scheduler", str(exc), given)]
-    tab["ad_sampler"] = base
-    if scheduler is not None:
-        tab["ad_scheduler"] = scheduler
-    return []
-
-
-def validate_adetailer_tab(tab: Mapping[str, Any], *, path: str) -> list[FieldProblem]:
-    """Every reason ADetailer would silently drop this tab (its schema is ``extra=forbid``)."""
-    problems: list[FieldProblem] = []
-    for key, value in tab.items():
-        where = f"{path}.{key}"
-        spec = ADETAILER_ARGS.get(key)
-        if spec is None:
-            hint = " (renamed upstream to ad_mask_k)" if key == "ad_mask_k_largest" else ""
-            problems.append(FieldProblem(where, f"is not an ADetailer argument{hint}", value))
-            continue
-        kind, low, high = spec
-        if value is None:
-            if key not in _NULLABLE_ARGS:
-                problems.append(FieldProblem(where, "must not be null", value))
-            continue
-        if not _is_kind(value, kind):
-            problems.append(FieldProblem(where, f"must be of type {kind.__name__}", value))
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            problems.append(FieldProblem(where, "must be a finite number", value))
-            continue
-        if isinstance(value, str):
-            if high is not None and len(value) > high:
-                message = f"must be at most {high:g} characters (got {len(value)})"
-                problems.append(FieldProblem(where, message, has_value=False))
-        elif not isinstance(value, bool):
-            if low is not None and value < low:
-                problems.append(FieldProblem(where, f"must be >= {low}", value))
-            if high is not None and value > high:
-                problems.append(FieldProblem(where, f"must be <= {high}", value))
-        if key in _ARG_CHOICES and value not in _ARG_CHOICES[key]:
-            problems.append(FieldProblem(where, f"must be one of {list(_ARG_CHOICES[key])}", value))
-    if tab.get("ad_inpaint_only_masked") is False and tab.get("ad_use_inpaint_width_height") is not False:
-        problems.append(
-            FieldProblem(
-                f"{path}.ad_use_inpaint_width_height",
-                "must be false with ad_inpaint_only_masked false (else the image is resized to the inpaint size)",
-                tab.get("ad_use_inpaint_width_height"),
-            )
-        )
-    if tab.get("ad_tab_enable") is False:
-        problems.append(
-            FieldProblem(f"{path}.ad_tab_enable", "switches the pass off, so ADetailer would skip it", False)
-        )
-    if tab.get("ad_model") in (None, "None"):
-        problems.append(
-            FieldProblem(f"{path}.ad_model", "names no detector, so the pass would do nothing", "None")
-        )
-    return problems
-
-
-def _is_kind(value: Any, kind: type) -> bool:
-    if kind is bool:
-        return isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, kind)
-
-
 def adetailer_body(payload: Mapping[str, Any], image: str) -> dict[str, Any]:
     """``POST /sdapi/v1/img2img`` running ADetailer alone on ``image`` (skip img2img on)."""
     config = payload["config"]
@@ -445,11 +260,3 @@ def validate_stage_payload(payload: Mapping[str, Any]) -> None:
         txt2img_body(payload)
     elif stage == "img2img":
         sampler_and_scheduler(config, path="img2img")
-
-
-STAGE_ROUTES = {
-    "txt2img": "/sdapi/v1/txt2img",
-    "img2img": "/sdapi/v1/img2img",
-    "upscale": "/sdapi/v1/extra-single-image",
-    "adetailer": "/sdapi/v1/img2img",
-}
