@@ -140,7 +140,9 @@ def test_a_worker_that_gives_up_on_a_full_redis_exits_4_and_its_restart_takes_th
 
     assert code == 4, first_log[-3000:]
     assert "Redis is full (maxmemory reached)" in first_log, first_log[-3000:]
-    assert left.status == "started"  # what the dead worker could not record
+    # Either the dead worker could not record the end (started), or a write went through before it
+    # gave up and it handed the job back (queued): never an end it did not reach.
+    assert left.status in ("started", "queued"), left.to_dict()
     assert view.status == "finished", view.to_dict()
     request.node.user_properties.append(("worker_exited_after_redis_full_s", round(gave_up_s, 2)))
     request.node.user_properties.append(("worker_exited_after_redis_full_s", round(gave_up_s, 2)))
