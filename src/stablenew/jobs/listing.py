@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 from rq import Queue
 from rq.registry import (
     BaseRegistry,
@@ -93,7 +94,9 @@ def index_jobs(connection: Any, entries: Sequence[IndexEntry], *, at: float | No
     if not entries:
         return
     base = int((time.time() if at is None else at) * 1_000_000)
-    pipe = connection.pipeline(transaction=False) if isinstance(connection, redis.Redis) else connection
+    # A redis-py Pipeline is a Redis too: test for it, or the entries would go in a pipeline of
+    # their own, executed here, before the caller's (a batch's jobs would not exist yet).
+    pipe = connection if isinstance(connection, Pipeline) else connection.pipeline(transaction=False)
     for offset, entry in enumerate(entries):
         score = base + offset
         pipe.zadd(jobs_index_key(None), {entry.job_id: score})
