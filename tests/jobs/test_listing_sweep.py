@@ -1,4 +1,5 @@
-"""The time index of ``list``, on fakeredis: an entry is written only once its job exists."""
+"""The time index of ``list``, on fakeredis: an entry is written only once its job exists, and the
+backfill walks every queue a job can be on."""
 
 from __future__ import annotations
 
@@ -6,10 +7,19 @@ from collections.abc import Callable
 from typing import Any
 
 import fakeredis
+from rq import Queue
+from rq.serializers import JSONSerializer
 
-from stablenew.jobs.keys import jobs_index_key
-from stablenew.jobs.producer import Producer
+from stablenew.jobs.affinity import affinity_queue, register_queue
+from stablenew.jobs.keys import JOB_FUNCTION, jobs_index_key
+from stablenew.jobs.producer import Producer, build_checked_plan
 from stablenew.settings import Settings
+
+BASE = "sd_xl_base_1.0.safetensors"
+
+
+def ids(views: Any) -> list[str]:
+    return [v.job_id for v in views]
 
 
 def job_key(job_id: str) -> str:
@@ -53,3 +63,27 @@ def test_an_index_entry_is_never_written_before_its_job(
 
     assert conn.zcard(jobs_index_key(None)) == 4
     assert orphans == set()
+
+
+def test_the_backfill_finds_jobs_on_checkpoint_queues(
+    producer: Producer, conn: Any, run_worker: Any, configs: Any
+) -> None:
+    # Given plans for a checkpoint put straight on its checkpoint queue through RQ (as a producer
+    # that kept no index did), the queue known to the workers as the producer makes it known: one
+    # plan ran (it sits in a registry), one still waits; neither is indexed
+    name = affinity_queue("default", BASE)
+    register_queue(conn, name, BASE)
+    queue = Queue(name, connection=conn, serializer=JSONSerializer)
+    plan = build_checked_plan(configs.txt2img("an old sdxl job", model=BASE)).to_json()
+    ran = queue.enqueue(JOB_FUNCTION, args=(plan,)).id
+    assert run_worker(["default"]) == [ran]
+    waiting = queue.enqueue(JOB_FUNCTION, args=(plan,)).id
+
+    # Then the first listing finds both, under their band, newest first
+    views = producer.list_jobs()
+    assert ids(views) == [waiting, ran]
+    assert [(v.queue, v.checkpoint, v.status) for v in views] == [
+        ("default", BASE, "queued"),
+        ("default", BASE, "finished"),
+    ]
+    assert ids(producer.list_jobs(queue="default", grep="old sdxl")) == [waiting, ran]

@@ -11,7 +11,8 @@ Paging uses a cursor, not an offset: the cursor names the last job shown (and it
 next page starts right after it with ``ZREVRANK`` (O(log N)) however deep it is, and jobs submitted
 meanwhile neither shift the page nor show up twice. An offset would have to re-run the filters over
 every job before it on each page. Index entries of jobs RQ has since expired are dropped as they
-are met. Jobs enqueued before the index existed are added to it once, on the first listing.
+are met. Jobs enqueued before the index existed are added to it once, on the first listing, from
+every queue a job can be on (the bands and their checkpoint queues).
 """
 
 from __future__ import annotations
