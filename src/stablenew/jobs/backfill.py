@@ -1,5 +1,9 @@
 """The jobs RQ holds from before ``list``'s time index existed, found once by walking RQ's queues
-and registries (what ``list`` did on every call before the index), read in batches."""
+and registries (what ``list`` did on every call before the index), read in batches.
+
+Every queue a stablenew job can be on is walked: the bands and the checkpoint queues of model-aware
+dispatch, found as the workers find them (:func:`~stablenew.jobs.affinity.checkpoint_queues`). A
+job is indexed under its band, as the producer indexes it."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from rq.registry import (
 )
 from rq.serializers import JSONSerializer
 
+from stablenew.jobs.affinity import band_of, checkpoint_queues
 from stablenew.jobs.rq_classes import StableNewJob
 from stablenew.queues import QUEUES
 
@@ -34,11 +39,16 @@ _REGISTRIES = (
 )
 
 
+def _stablenew_queues(connection: redis.Redis) -> list[str]:
+    """Every queue a stablenew job can be on: the bands, then their checkpoint queues."""
+    return [*QUEUES, *checkpoint_queues(connection)]
+
+
 def existing_ids(connection: redis.Redis) -> list[str]:
     """Every job id in a stablenew queue or one of its registries (without RQ's cleanup: reading
     must not act on abandoned jobs from a GUI host)."""
     ids: list[str] = []
-    for name in QUEUES:
+    for name in _stablenew_queues(connection):
         queue = Queue(name, connection=connection, serializer=JSONSerializer, job_class=StableNewJob)
         ids.extend(queue.get_job_ids())
         for kind in _REGISTRIES:
@@ -56,11 +66,12 @@ def existing_entries(connection: redis.Redis) -> Iterator[list[tuple[str, str, s
         )
         batch = []
         for job in jobs:
-            if job is None or job.origin not in QUEUES:
+            band = band_of(job.origin) if job is not None else None
+            if job is None or band is None:
                 continue
             when = job.enqueued_at or job.created_at or datetime.now(UTC)
             when = when if when.tzinfo else when.replace(tzinfo=UTC)
-            batch.append((job.id, job.origin, _prompts(job), when))
+            batch.append((job.id, band, _prompts(job), when))
         yield batch
 
 

@@ -104,6 +104,12 @@ def jobs_indexed_key() -> str:
     return f"{_PREFIX}:jobs:indexed"
 
 
+def jobs_sweep_key() -> str:
+    """The enqueue time (score) up to which the sweep of the time index has looked in its current
+    pass; absent at the start of a pass."""
+    return f"{_PREFIX}:jobs:sweep"
+
+
 # A set of queue names no worker takes jobs from (see stablenew.jobs.queue_control).
 PAUSED_QUEUES_KEY = f"{_PREFIX}:paused-queues"
 

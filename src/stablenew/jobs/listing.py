@@ -10,8 +10,30 @@ of a batch in one ``HMGET``, and only the jobs shown are read whole.
 Paging uses a cursor, not an offset: the cursor names the last job shown (and its score), so the
 next page starts right after it with ``ZREVRANK`` (O(log N)) however deep it is, and jobs submitted
 meanwhile neither shift the page nor show up twice. An offset would have to re-run the filters over
-every job before it on each page. Index entries of jobs RQ has since expired are dropped as they
-are met. Jobs enqueued before the index existed are added to it once, on the first listing.
+every job before it on each page. Jobs enqueued before the index existed are added to it once, on
+the first listing, from every queue a job can be on (the bands and their checkpoint queues).
+
+The index keeps no job RQ no longer holds, or not for long. A listing drops the entries of expired
+jobs it meets, and every write to the index (a submit, a batch, a retry) also sweeps: in the same
+atomic step (a Lua script, sent in the writer's own pipeline: no extra round trip), it looks at the
+next ``16 + 3 x (entries written)`` entries, oldest first from where the last write stopped and
+round again once it reaches the newest, and drops those whose job hash RQ has deleted
+(``rq:job:<id>`` no longer exists) from every index and the texts. An expired job's entry is so
+dropped within one pass. A pass over N entries takes about N/19 single submits, which add as many
+entries, so the index holds the jobs RQ holds plus about 5% more; with large batches only, at most
+about 1.5 times as many plus one batch. That holds however long the deployment runs, whether or not
+anyone lists, at a few microseconds of Redis time per entry looked at.
+
+Not by age alone (``ZREMRANGEBYSCORE`` below now - (the longest TTL + the job timeout ceiling)): an
+entry's score is its enqueue time, which does not tell whether RQ still holds the job. RQ sets no
+TTL on a job while it waits (queued, scheduled, deferred) or runs, nor on one canceled before it
+ran; a job may wait for days, be retried or handed back, and then lives ``result_ttl`` /
+``failure_ttl`` after it ends, while one that ended early is gone long before that bound. So the
+sweep asks what decides: does the job hash exist (what a listing asks too). Checking and removing
+in one script is what makes it safe beside concurrent writers: an entry is only ever written after
+its job hash (the producer enqueues first, or in the same transaction), so a job re-submitted under
+the id of an expired one is either not yet there (its old entry goes, the new one is written after)
+or there (the entry stays); two sweeps run one after the other.
 """
 
 from __future__ import annotations
@@ -24,7 +46,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 from rq import Queue
+from rq.job import Job
 from rq.registry import (
     BaseRegistry,
     CanceledJobRegistry,
@@ -37,12 +61,43 @@ from rq.registry import (
 
 from stablenew.errors import ConfigError, FieldProblem
 from stablenew.jobs.affinity import checkpoint_queues
-from stablenew.jobs.keys import jobs_index_key, jobs_indexed_key, jobs_text_key
+from stablenew.jobs.keys import jobs_index_key, jobs_indexed_key, jobs_sweep_key, jobs_text_key
 from stablenew.jobs.views import JobView
 from stablenew.pipeline import StageExecutionPlan
 from stablenew.queues import QUEUES
 
 _TEXT_LIMIT = 2000
+# How many index entries each write to the index sweeps: _SWEEP_STEP + _SWEEP_PER_ENTRY x the
+# entries it writes (see the module's docstring).
+_SWEEP_STEP, _SWEEP_PER_ENTRY = 16, 3
+# One step of the sweep. KEYS: the index of all queues, the texts, the sweep's mark, then each
+# band's index. ARGV: RQ's job key prefix, how many entries to look at. Returns how many it dropped.
+# The job hashes it checks are named by the entries it reads, so they cannot be declared in KEYS:
+# fine on a single Redis (RQ needs one), not on a cluster.
+_SWEEP = """
+local mark = redis.call('GET', KEYS[3])
+local low = mark and ('(' .. mark) or '-inf'
+local count = tonumber(ARGV[2])
+local rows = redis.call('ZRANGEBYSCORE', KEYS[1], low, '+inf', 'WITHSCORES', 'LIMIT', 0, count)
+local dropped = 0
+for i = 1, #rows, 2 do
+  local id = rows[i]
+  if redis.call('EXISTS', ARGV[1] .. id) == 0 then
+    redis.call('ZREM', KEYS[1], id)
+    for k = 4, #KEYS do
+      redis.call('ZREM', KEYS[k], id)
+    end
+    redis.call('HDEL', KEYS[2], id)
+    dropped = dropped + 1
+  end
+end
+if #rows < 2 * count then
+  redis.call('DEL', KEYS[3])
+else
+  redis.call('SET', KEYS[3], rows[#rows])
+end
+return dropped
+"""
 _BATCH_MIN, _BATCH_MAX = 100, 1000
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -93,14 +148,26 @@ def index_jobs(connection: Any, entries: Sequence[IndexEntry], *, at: float | No
     if not entries:
         return
     base = int((time.time() if at is None else at) * 1_000_000)
-    pipe = connection.pipeline(transaction=False) if isinstance(connection, redis.Redis) else connection
+    # A redis-py Pipeline is a Redis too: test for it, or the entries would go in a pipeline of
+    # their own, executed here, before the caller's (a batch's jobs would not exist yet).
+    pipe = connection if isinstance(connection, Pipeline) else connection.pipeline(transaction=False)
     for offset, entry in enumerate(entries):
         score = base + offset
         pipe.zadd(jobs_index_key(None), {entry.job_id: score})
         pipe.zadd(jobs_index_key(entry.queue), {entry.job_id: score})
         pipe.hset(jobs_text_key(), entry.job_id, entry.text)
+    sweep(pipe, _SWEEP_STEP + _SWEEP_PER_ENTRY * len(entries))
     if pipe is not connection:
         pipe.execute()
+
+
+def sweep(connection: Any, count: int = _SWEEP_STEP) -> Any:
+    """One step of the index's sweep: look at the next ``count`` entries (at least one; see the
+    module's docstring) and drop those whose job RQ no longer holds. Returns how many it dropped
+    (on a pipeline: the pipeline, and the count comes with its results)."""
+    count = max(count, 1)
+    keys = [jobs_index_key(None), jobs_text_key(), jobs_sweep_key(), *(jobs_index_key(q) for q in QUEUES)]
+    return connection.eval(_SWEEP, len(keys), *keys, Job.redis_job_namespace_prefix, count)
 
 
 def parse_since(text: str, *, now: datetime | None = None) -> datetime:
@@ -138,7 +205,8 @@ def _text(value: Any) -> str:
 
 
 class JobIndex:
-    """The time index of one Redis: read in pages, pruned as it is read."""
+    """The time index of one Redis: read in pages, pruned as it is read (and swept as it is
+    written, :func:`sweep`)."""
 
     def __init__(self, connection: redis.Redis) -> None:
         self.connection = connection
@@ -251,4 +319,4 @@ class JobIndex:
         self.connection.set(jobs_indexed_key(), "1")
 
 
-__all__ = ["IndexEntry", "JobIndex", "JobPage", "entry_for", "index_jobs", "parse_since"]
+__all__ = ["IndexEntry", "JobIndex", "JobPage", "entry_for", "index_jobs", "parse_since", "sweep"]
