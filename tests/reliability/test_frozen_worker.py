@@ -8,13 +8,10 @@ otherwise."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,40 +24,11 @@ from stablenew.jobs.producer import Producer
 from stablenew.jobs.rq_classes import StableNewJob
 from stablenew.jobs.state import StateStore
 from stablenew.simulator import SimulatedWebUI
+from webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
 DEADLINE_S = 30.0
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                receiver.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture
@@ -98,12 +66,12 @@ def test_a_frozen_worker_that_wakes_after_its_job_moved_on_writes_nothing_over_i
     connection: redis.Redis,
     slow_simulator: SimulatedWebUI,
     worker_process: Callable[..., Any],
-    receiver: Receiver,
+    webhook_receiver: WebhookReceiver,
     tmp_path: Path,
 ) -> None:
     store = StateStore(connection)
     a = worker_process("default", webui_url=slow_simulator.url)
-    job_id = producer.submit(_four_stages(receiver.url)).job_id
+    job_id = producer.submit(_four_stages(webhook_receiver.url)).job_id
     _wait("stage 1 runs on A", lambda: producer.status(job_id).stages[0]["status"] == "running")
     horse = a.horse_pid()
     os.kill(horse, signal.SIGSTOP)
@@ -125,7 +93,7 @@ def test_a_frozen_worker_that_wakes_after_its_job_moved_on_writes_nothing_over_i
         if state is not None:
             writers.append(state.worker)
         time.sleep(0.01)
-    _wait("the webhook", lambda: receiver.received)
+    _wait("the webhook", lambda: webhook_receiver.deliveries)
     time.sleep(1.5)  # A's stage answer arrived long ago: anything A still wrote or sent shows by now
 
     view = producer.status(job_id)
@@ -133,8 +101,9 @@ def test_a_frozen_worker_that_wakes_after_its_job_moved_on_writes_nothing_over_i
     assert view.status == "finished", view.to_dict()
     assert state is not None and state.worker == b.name
     assert a.name not in writers, writers  # the state never flipped back to A
-    assert len(receiver.received) == 1, receiver.received
-    assert receiver.received[0]["status"] == "finished"
+    received = [delivery.json() for delivery in webhook_receiver.deliveries]
+    assert len(received) == 1, received
+    assert received[0]["status"] == "finished"
     for stage in state.stages:
         for out in stage.outputs:
             data = (tmp_path / "outputs" / out.path).read_bytes()

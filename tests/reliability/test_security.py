@@ -16,7 +16,6 @@ import ast
 import base64
 import binascii
 import contextlib
-import functools
 import importlib
 import inspect
 import json
@@ -25,7 +24,6 @@ import pickle
 import re
 import signal
 import socket
-import socketserver
 import ssl
 import subprocess
 import sys
@@ -36,7 +34,6 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +56,7 @@ from stablenew.run import JobOutputs, verify_signature
 from stablenew.settings import Settings, load_settings
 from stablenew.simulator import GENERATION_ROUTES, Fault, SimulatedWebUI
 from stablenew.webui import WebUIClient
+from webhook_receiver import WebhookReceiver
 from worker_processes import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -532,46 +530,11 @@ def secure_conn(secure_redis: int) -> Iterator[redis.Redis]:
     client.close()
 
 
-class _QuickHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def server_bind(self) -> None:  # skip HTTPServer's getfqdn(), which can stall on reverse DNS
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
-
-
-class WebhookReceiver:
-    """A local HTTP server that records every request (headers and body) and answers 204."""
-
-    def __init__(self) -> None:
-        self.deliveries: list[tuple[dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.deliveries.append((dict(self.headers.items()), body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = _QuickHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/stablenew"
-        serve = functools.partial(self.server.serve_forever, poll_interval=0.05)
-        threading.Thread(target=serve, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
-    r = WebhookReceiver()
-    yield r
-    r.close()
+    """Records every webhook (headers and body) and answers 204."""
+    with WebhookReceiver("/hooks/stablenew") as r:
+        yield r
 
 
 def base_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
@@ -816,14 +779,14 @@ def test_no_secret_appears_in_logs_redis_outputs_cli_output_or_webhooks_of_a_ful
         assert "422" in (views[bad_id]["error"] or ""), views[bad_id]
         assert cli[f"watch {bad_id}"].returncode == 5
         assert all(r.headers.get("Authorization") for r in webui.requests if r.path.startswith("/sdapi/"))
-        events = sorted(h["X-StableNew-Event"] for h, _ in receiver.deliveries)
-        assert events == ["job.failed", "job.finished"], receiver.deliveries
-        for headers, body in receiver.deliveries:
+        events = sorted(receiver.events())
+        assert events == ["job.failed", "job.finished"], [(d.headers, d.body) for d in receiver.deliveries]
+        for delivery in receiver.deliveries:
             assert verify_signature(
-                body,
-                headers["X-StableNew-Signature"],
+                delivery.body,
+                delivery.headers["X-StableNew-Signature"],
                 WEBHOOK_SECRET,
-                timestamp=headers["X-StableNew-Timestamp"],
+                timestamp=delivery.headers["X-StableNew-Timestamp"],
             )
 
         # Then no secret is anywhere: Redis (every key, the worker still registered), CLI output,
@@ -832,9 +795,9 @@ def test_no_secret_appears_in_logs_redis_outputs_cli_output_or_webhooks_of_a_ful
         for command, result in cli.items():
             haystacks[f"stdout of {command}"] = result.stdout
             haystacks[f"stderr of {command}"] = result.stderr
-        for number, (headers, body) in enumerate(receiver.deliveries):
-            haystacks[f"webhook {number} headers"] = json.dumps(headers)
-            haystacks[f"webhook {number} body"] = body
+        for number, delivery in enumerate(receiver.deliveries):
+            haystacks[f"webhook {number} headers"] = json.dumps(delivery.headers)
+            haystacks[f"webhook {number} body"] = delivery.body
         for number, line in enumerate(worker.command_lines()):
             haystacks[f"command line {number}"] = line
         worker.stop()
