@@ -5,6 +5,7 @@ However a job ends, its webhook goes out once and names the real cause; a job ne
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from collections.abc import Callable
@@ -13,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from job_checks import wait_until
+from plan_configs import TinyConfigs
 from stablenew.jobs.producer import Producer
 from stablenew.simulator import SimulatedWebUI
 from webhook_receiver import WebhookReceiver
@@ -20,25 +23,7 @@ from webhook_receiver import WebhookReceiver
 pytestmark = pytest.mark.integration
 
 DEADLINE_S = 20.0
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached in {timeout} s")
-        time.sleep(0.02)
-    return value
-
-
-def _two_stage(prompt: str, callback_url: str) -> dict[str, Any]:
-    return {
-        "txt2img_enabled": True,
-        "txt2img_config": {"prompt": prompt, "width": 64, "height": 64, "steps": 2},
-        "img2img_enabled": True,
-        "img2img_config": {"denoising_strength": 0.4, "steps": 2},
-        "callback_url": callback_url,
-    }
+_wait = functools.partial(wait_until, timeout=DEADLINE_S)
 
 
 def test_a_job_whose_folder_cannot_be_written_fails_with_that_cause_and_sends_one_webhook(
@@ -50,7 +35,9 @@ def test_a_job_whose_folder_cannot_be_written_fails_with_that_cause_and_sends_on
 ) -> None:
     """Its folder is taken by a file: every write fails (the manifest's too). The job still ends
     failed, naming the image write, with exactly one job.failed webhook after its last retry."""
-    job_id = producer.submit(_two_stage("no room", webhook_receiver.url)).job_id
+    job_id = producer.submit(
+        {**TinyConfigs.two_stage("no room"), "callback_url": webhook_receiver.url}
+    ).job_id
     (tmp_path / "outputs").mkdir(exist_ok=True)
     (tmp_path / "outputs" / job_id).write_bytes(b"not a folder")
     worker_process("default", webui_url=simulator.url)
@@ -78,7 +65,9 @@ def test_a_job_folder_deleted_mid_job_never_ends_finished_listing_missing_files(
     sim = SimulatedWebUI(port=0, latency=1.0).start()
     try:
         worker_process("default", webui_url=sim.url)
-        job_id = producer.submit(_two_stage("folder deleted", webhook_receiver.url)).job_id
+        job_id = producer.submit(
+            {**TinyConfigs.two_stage("folder deleted"), "callback_url": webhook_receiver.url}
+        ).job_id
         folder = tmp_path / "outputs" / job_id
         _wait("stage 1 written", lambda: any(folder.glob("00-*")))
         _wait("stage 2 running", lambda: producer.status(job_id).stages[1]["status"] == "running")

@@ -7,6 +7,7 @@ otherwise."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import signal
@@ -20,6 +21,8 @@ import redis
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from job_checks import wait_until
+from plan_configs import TinyConfigs
 from stablenew.jobs.producer import Producer
 from stablenew.jobs.rq_classes import StableNewJob
 from stablenew.jobs.state import StateStore
@@ -29,6 +32,7 @@ from webhook_receiver import WebhookReceiver
 pytestmark = pytest.mark.integration
 
 DEADLINE_S = 30.0
+_wait = functools.partial(wait_until, timeout=DEADLINE_S)
 
 
 @pytest.fixture
@@ -36,29 +40,6 @@ def slow_simulator() -> Iterator[SimulatedWebUI]:
     sim = SimulatedWebUI(port=0, latency=0.6).start()
     yield sim
     sim.stop()
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached in {timeout} s")
-        time.sleep(0.02)
-    return value
-
-
-def _four_stages(callback_url: str) -> dict[str, Any]:
-    return {
-        "txt2img_enabled": True,
-        "txt2img_config": {"prompt": "frozen", "width": 64, "height": 64, "steps": 2},
-        "img2img_enabled": True,
-        "img2img_config": {"denoising_strength": 0.4, "steps": 2},
-        "upscale_enabled": True,
-        "upscale_config": {"upscaler": "R-ESRGAN 4x+", "upscaling_resize": 1.5},
-        "adetailer_enabled": True,
-        "adetailer_config": {"adetailer_model": "face_yolov8n.pt", "adetailer_steps": 2},
-        "callback_url": callback_url,
-    }
 
 
 def test_a_frozen_worker_that_wakes_after_its_job_moved_on_writes_nothing_over_its_successor(
@@ -71,7 +52,9 @@ def test_a_frozen_worker_that_wakes_after_its_job_moved_on_writes_nothing_over_i
 ) -> None:
     store = StateStore(connection)
     a = worker_process("default", webui_url=slow_simulator.url)
-    job_id = producer.submit(_four_stages(webhook_receiver.url)).job_id
+    job_id = producer.submit(
+        {**TinyConfigs.four_stage("frozen"), "callback_url": webhook_receiver.url}
+    ).job_id
     _wait("stage 1 runs on A", lambda: producer.status(job_id).stages[0]["status"] == "running")
     horse = a.horse_pid()
     os.kill(horse, signal.SIGSTOP)

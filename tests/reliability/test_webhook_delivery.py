@@ -3,12 +3,15 @@ worker, and cut off at their deadline however slowly a receiver answers."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from job_checks import wait_until
+from plan_configs import TinyConfigs
 from stablenew.jobs.producer import Producer
 from stablenew.simulator import SimulatedWebUI
 from webhook_receiver import Answer, Delivery, WebhookReceiver
@@ -17,21 +20,7 @@ pytestmark = pytest.mark.integration
 
 DEADLINE_S = 20.0
 WEBHOOK_DEADLINE_S = 4.0
-
-
-def _config(prompt: str, callback_url: str | None = None) -> dict[str, Any]:
-    section = {"prompt": prompt, "width": 64, "height": 64, "steps": 2}
-    config: dict[str, Any] = {"txt2img_enabled": True, "txt2img_config": section}
-    return {**config, "callback_url": callback_url} if callback_url else config
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached in {timeout} s")
-        time.sleep(0.02)
-    return value
+_wait = functools.partial(wait_until, timeout=DEADLINE_S)
 
 
 def test_a_receiver_asking_status_in_its_handler_sees_the_end_already_recorded(
@@ -48,7 +37,10 @@ def test_a_receiver_asking_status_in_its_handler_sees_the_end_already_recorded(
 
     with WebhookReceiver(on_delivery=ask_status) as checking_receiver:
         worker_process("default", webui_url=simulator.url)
-        ids = [producer.submit(_config(f"job {i}", checking_receiver.url)).job_id for i in range(5)]
+        ids = [
+            producer.submit({**TinyConfigs.txt2img(f"job {i}"), "callback_url": checking_receiver.url}).job_id
+            for i in range(5)
+        ]
 
         _wait("five webhooks", lambda: len(seen) >= 5)
         time.sleep(0.3)  # a second delivery of any job would show here
@@ -67,9 +59,11 @@ def test_a_trickling_webhook_receiver_neither_holds_the_worker_nor_outlives_its_
         worker_process(
             "default", webui_url=simulator.url, env={"STABLENEW_WEBHOOK_DEADLINE": str(WEBHOOK_DEADLINE_S)}
         )
-        first = producer.submit(_config("with a slow receiver", receiver.url)).job_id
+        first = producer.submit(
+            {**TinyConfigs.txt2img("with a slow receiver"), "callback_url": receiver.url}
+        ).job_id
         _wait("the first job ends", lambda: producer.status(first).done)
-        second = producer.submit(_config("the next job")).job_id
+        second = producer.submit(TinyConfigs.txt2img("the next job")).job_id
         submitted = time.monotonic()
         _wait("the next job ends", lambda: producer.status(second).done)
         next_job_s = time.monotonic() - submitted

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 
+from plan_configs import TinyConfigs
 from stablenew.errors import ConfigError
 from stablenew.jobs.producer import Producer
 from stablenew.settings import Settings
@@ -24,8 +25,7 @@ pytestmark = pytest.mark.integration
 
 
 def _config(callback_url: str) -> dict[str, Any]:
-    section = {"prompt": "where to", "width": 64, "height": 64, "steps": 2}
-    return {"txt2img_enabled": True, "txt2img_config": section, "callback_url": callback_url}
+    return {**TinyConfigs.txt2img("where to"), "callback_url": callback_url}
 
 
 @pytest.mark.parametrize(
