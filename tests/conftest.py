@@ -8,12 +8,12 @@
   work horse included: RQ puts it in its own process group). A failed test shows their logs.
 - ``stablenew_env`` / ``run_cli``: the environment and the runner for ``python -m stablenew ...``.
 - ``producer``: the public producer API on the test DB.
+- ``webhook_receiver``: a :class:`WebhookReceiver` (tests/webhook_receiver.py) answering 204.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -25,11 +25,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pytest
 import redis
 
+from ports import free_port
 from stablenew.embedded import embedded_redis
 from stablenew.jobs.connection import connect
 from stablenew.jobs.producer import Producer
 from stablenew.settings import Settings
 from stablenew.simulator import SimulatedWebUI
+from webhook_receiver import WebhookReceiver
 from worker_processes import StartWorker, WorkerProcess, subprocess_env, wait_for_worker
 
 TEST_DB = 15
@@ -94,6 +96,14 @@ def simulator() -> Iterator[SimulatedWebUI]:
         yield sim
     finally:
         sim.stop()
+
+
+# ------------------------------------------------------------------------------------------ webhooks
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    """Records every webhook sent to its ``url`` (path ``/hook``) and answers 204; stopped after the test."""
+    with WebhookReceiver() as receiver:
+        yield receiver
 
 
 # ------------------------------------------------------------------------------------------ env / cli
@@ -205,7 +215,4 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 @pytest.fixture
 def closed_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return free_port()

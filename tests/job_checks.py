@@ -1,5 +1,5 @@
-"""Waiting for a job to reach a state, through the producer's public ``status``, and checking
-what a finished job left on disk (shared by the integration and reliability suites)."""
+"""Waiting for a condition or for a job to reach a state (through the producer's public ``status``),
+and checking what a finished job left on disk (shared by the integration and reliability suites)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,17 @@ from typing import Any
 from PIL import Image
 
 from stablenew.jobs.producer import JobView, Producer
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    """Poll ``check`` until it returns something truthy, and return that; fail naming ``what`` after
+    ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached in {timeout} s")
+        time.sleep(0.02)
+    return value
 
 
 def wait_for(

@@ -16,7 +16,8 @@ import pytest
 import redis
 import uvicorn
 
-from api_server import TOKEN, ApiServer, free_port
+from api_server import TOKEN, ApiServer
+from ports import free_port
 from stablenew.api import ApiSettings, create_app
 from stablenew.settings import Settings
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api_server import TOKEN, free_port
+from api_server import TOKEN
+from ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from ports import free_port
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,13 +30,6 @@ def section_commands() -> list[str]:
     blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
     lines = [line.strip() for block in blocks for line in block.splitlines()]
     return [line.split("#")[0].strip() for line in lines if line.startswith("stablenew ")]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for_port(port: int, timeout: float = 20.0) -> None:

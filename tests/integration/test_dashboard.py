@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
+from ports import free_port
 from stablenew.cli.dashboard import MUTATING_ENDPOINTS, SAFE_METHODS, create_app
 from stablenew.config_files import load_config_file
 from stablenew.jobs.connection import connect
@@ -493,13 +493,6 @@ def test_pages_render_no_requeue_delete_empty_or_compact_button(
 
 
 # ------------------------------------------------------------------------------------------ the command
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def _http(method: str, url: str) -> tuple[int, bytes]:
     request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     try:
@@ -512,7 +505,7 @@ def _http(method: str, url: str) -> tuple[int, bytes]:
 @pytest.fixture
 def dashboard_url(scenario: Scenario, tmp_path: Path) -> Iterator[str]:
     """``python -m stablenew dashboard --port P`` on the scenario's Redis; its base URL once it answers."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STABLENEW_")}
     env["STABLENEW_REDIS_URL"] = scenario.redis_url
     log_path = tmp_path / "dashboard.log"
@@ -563,10 +556,10 @@ def test_dashboard_command_serves_the_busy_worker_and_the_running_job_over_http_
 
 def test_dashboard_command_exits_4_with_one_line_when_redis_is_unreachable() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STABLENEW_")}
-    env["STABLENEW_REDIS_URL"] = f"redis://:hunter2@127.0.0.1:{_free_port()}/0"
+    env["STABLENEW_REDIS_URL"] = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
 
     result = subprocess.run(
-        [sys.executable, "-m", "stablenew", "dashboard", "--port", str(_free_port())],
+        [sys.executable, "-m", "stablenew", "dashboard", "--port", str(free_port())],
         env=env,
         capture_output=True,
         text=True,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -13,41 +11,21 @@ import pytest
 from stablenew.jobs.producer import Producer
 from stablenew.run import verify_signature
 from stablenew.simulator import Fault
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self.deliveries: list[tuple[dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.deliveries.append((dict(self.headers.items()), body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?token=abc"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from webhook_receiver import WebhookReceiver
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver("/hook?token=abc") as r:
+        yield r
 
 
 def test_a_finished_job_posts_a_signed_summary_to_its_callback_url(
-    producer: Producer, run_worker: Any, receiver: Receiver, configs: Any, monkeypatch: pytest.MonkeyPatch
+    producer: Producer,
+    run_worker: Any,
+    receiver: WebhookReceiver,
+    configs: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given a webhook secret and a plan with a callback_url
     monkeypatch.setenv("STABLENEW_WEBHOOK_SECRET", "s3cret")
@@ -58,19 +36,22 @@ def test_a_finished_job_posts_a_signed_summary_to_its_callback_url(
 
     # Then exactly one delivery arrived, describing the finished job, signed with the secret
     assert len(receiver.deliveries) == 1
-    headers, body = receiver.deliveries[0]
-    summary = json.loads(body)
+    delivery = receiver.deliveries[0]
+    summary = json.loads(delivery.body)
     assert summary["job_id"] == sub.job_id
     assert summary["status"] == "finished"
     assert [s["type"] for s in summary["stages"]] == ["txt2img", "img2img"]
     assert all(s["outputs"] for s in summary["stages"])
     assert verify_signature(
-        body, headers["X-StableNew-Signature"], "s3cret", timestamp=headers["X-StableNew-Timestamp"]
+        delivery.body,
+        delivery.headers["X-StableNew-Signature"],
+        "s3cret",
+        timestamp=delivery.headers["X-StableNew-Timestamp"],
     )
 
 
 def test_a_permanently_failed_job_posts_its_error(
-    producer: Producer, run_worker: Any, receiver: Receiver, configs: Any
+    producer: Producer, run_worker: Any, receiver: WebhookReceiver, configs: Any
 ) -> None:
     sub = producer.submit(
         {**configs.txt2img(model="no-such-model.safetensors"), "callback_url": receiver.url}
@@ -80,7 +61,7 @@ def test_a_permanently_failed_job_posts_its_error(
 
     assert producer.status(sub.job_id).status == "failed"
     assert len(receiver.deliveries) == 1
-    summary = json.loads(receiver.deliveries[0][1])
+    summary = json.loads(receiver.deliveries[0].body)
     assert summary["status"] == "failed"
     assert "no-such-model" in summary["error"]
 
@@ -88,7 +69,7 @@ def test_a_permanently_failed_job_posts_its_error(
 def test_a_transient_failure_that_will_be_retried_is_not_announced(
     producer: Producer,
     run_worker: Any,
-    receiver: Receiver,
+    receiver: WebhookReceiver,
     configs: Any,
     sim: Any,
     monkeypatch: pytest.MonkeyPatch,
@@ -102,7 +83,7 @@ def test_a_transient_failure_that_will_be_retried_is_not_announced(
 
     # Then only the final outcome was posted
     assert producer.status(sub.job_id).status == "finished"
-    assert [json.loads(b)["status"] for _, b in receiver.deliveries] == ["finished"]
+    assert [json.loads(d.body)["status"] for d in receiver.deliveries] == ["finished"]
 
 
 def test_an_unreachable_callback_does_not_fail_the_job(

@@ -21,17 +21,13 @@ from rq.job import JobStatus
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
+from plan_configs import TinyConfigs
 from stablenew.cli import exit_code_for
 from stablenew.errors import JobError
 from stablenew.jobs.producer import Producer
 from stablenew.jobs.rq_classes import StableNewJob
 
 TRIALS = 30
-
-
-def config(prompt: str) -> dict[str, Any]:
-    section = {"prompt": prompt, "width": 64, "height": 64, "steps": 2}
-    return {"txt2img_enabled": True, "txt2img_config": section}
 
 
 def at_once(calls: list[Callable[[], Any]]) -> list[Any]:
@@ -70,7 +66,7 @@ def test_two_retries_at_once_requeue_the_job_exactly_once(
     outcomes: Counter[str] = Counter()
     for trial in range(TRIALS):
         # Given: a job that ended canceled or failed
-        job_id = producer.submit(config(f"trial {trial}")).job_id
+        job_id = producer.submit(TinyConfigs.txt2img(f"trial {trial}")).job_id
         if ended == "canceled":
             producer.cancel(job_id)
         else:
@@ -102,7 +98,7 @@ def test_two_retries_at_once_requeue_the_job_exactly_once(
 
 def test_two_cancels_at_once_cancel_once(producer: Producer, connection: redis.Redis) -> None:
     for trial in range(TRIALS):
-        job_id = producer.submit(config(f"cancel {trial}")).job_id
+        job_id = producer.submit(TinyConfigs.txt2img(f"cancel {trial}")).job_id
 
         results = at_once([partial(producer.cancel, job_id), partial(producer.cancel, job_id)])
 

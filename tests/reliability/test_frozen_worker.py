@@ -7,14 +7,12 @@ otherwise."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,44 +21,18 @@ import redis
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from job_checks import wait_until
+from plan_configs import TinyConfigs
 from stablenew.jobs.producer import Producer
 from stablenew.jobs.rq_classes import StableNewJob
 from stablenew.jobs.state import StateStore
 from stablenew.simulator import SimulatedWebUI
+from webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
 DEADLINE_S = 30.0
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                receiver.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
+_wait = functools.partial(wait_until, timeout=DEADLINE_S)
 
 
 @pytest.fixture
@@ -70,40 +42,19 @@ def slow_simulator() -> Iterator[SimulatedWebUI]:
     sim.stop()
 
 
-def _wait(what: str, check: Callable[[], Any], timeout: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached in {timeout} s")
-        time.sleep(0.02)
-    return value
-
-
-def _four_stages(callback_url: str) -> dict[str, Any]:
-    return {
-        "txt2img_enabled": True,
-        "txt2img_config": {"prompt": "frozen", "width": 64, "height": 64, "steps": 2},
-        "img2img_enabled": True,
-        "img2img_config": {"denoising_strength": 0.4, "steps": 2},
-        "upscale_enabled": True,
-        "upscale_config": {"upscaler": "R-ESRGAN 4x+", "upscaling_resize": 1.5},
-        "adetailer_enabled": True,
-        "adetailer_config": {"adetailer_model": "face_yolov8n.pt", "adetailer_steps": 2},
-        "callback_url": callback_url,
-    }
-
-
 def test_a_frozen_worker_that_wakes_after_its_job_moved_on_writes_nothing_over_its_successor(
     producer: Producer,
     connection: redis.Redis,
     slow_simulator: SimulatedWebUI,
     worker_process: Callable[..., Any],
-    receiver: Receiver,
+    webhook_receiver: WebhookReceiver,
     tmp_path: Path,
 ) -> None:
     store = StateStore(connection)
     a = worker_process("default", webui_url=slow_simulator.url)
-    job_id = producer.submit(_four_stages(receiver.url)).job_id
+    job_id = producer.submit(
+        {**TinyConfigs.four_stage("frozen"), "callback_url": webhook_receiver.url}
+    ).job_id
     _wait("stage 1 runs on A", lambda: producer.status(job_id).stages[0]["status"] == "running")
     horse = a.horse_pid()
     os.kill(horse, signal.SIGSTOP)
@@ -125,7 +76,7 @@ def test_a_frozen_worker_that_wakes_after_its_job_moved_on_writes_nothing_over_i
         if state is not None:
             writers.append(state.worker)
         time.sleep(0.01)
-    _wait("the webhook", lambda: receiver.received)
+    _wait("the webhook", lambda: webhook_receiver.deliveries)
     time.sleep(1.5)  # A's stage answer arrived long ago: anything A still wrote or sent shows by now
 
     view = producer.status(job_id)
@@ -133,8 +84,9 @@ def test_a_frozen_worker_that_wakes_after_its_job_moved_on_writes_nothing_over_i
     assert view.status == "finished", view.to_dict()
     assert state is not None and state.worker == b.name
     assert a.name not in writers, writers  # the state never flipped back to A
-    assert len(receiver.received) == 1, receiver.received
-    assert receiver.received[0]["status"] == "finished"
+    received = [delivery.json() for delivery in webhook_receiver.deliveries]
+    assert len(received) == 1, received
+    assert received[0]["status"] == "finished"
     for stage in state.stages:
         for out in stage.outputs:
             data = (tmp_path / "outputs" / out.path).read_bytes()

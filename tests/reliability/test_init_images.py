@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 import redis
-from hostile_http import HostileServer, Request, b64, cut_in_half, png_bytes
 from rq import Queue
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
+from hostile_http import HostileServer, Request, b64, cut_in_half, png_bytes
 from stablenew.cli import main
 from stablenew.config_files import load_config_file
 from stablenew.errors import ConfigError

@@ -52,6 +52,7 @@ from rq import Worker
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from plan_configs import Configs
 from stablenew.errors import ConfigError, StableNewError
 from stablenew.jobs.connection import connect
 from stablenew.jobs.keys import JOB_FUNCTION
@@ -69,12 +70,6 @@ TXT2IMG = "/sdapi/v1/txt2img"
 READY_TIMEOUT_S = 20.0
 RUN_DEADLINE_S = 90.0
 STOP_TIMEOUT_S = 5.0
-
-
-def txt2img_config(prompt: str) -> dict[str, Any]:
-    """A small config (256x256, 4 steps), so that the whole catalogue runs in seconds."""
-    section = {"prompt": prompt, "width": 256, "height": 256, "steps": 4, "seed": 7}
-    return {"txt2img_enabled": True, "txt2img_config": section}
 
 
 # ------------------------------------------------------------------------------------------ payloads
@@ -361,7 +356,7 @@ def test_a_plan_with_an_init_image_at_its_own_maximum_size_still_travels_to_a_wo
 
 def test_a_plan_is_measured_as_it_would_be_written_not_only_as_it_was_read() -> None:
     """A plan that passes as read but that ``to_json`` would write over the limit is refused too."""
-    plan = build_checked_plan(txt2img_config("x"))
+    plan = build_checked_plan(Configs.txt2img("x"))
     doc = plan.model_dump(mode="json")
     doc["stages"][0]["config"]["padding"] = "A" * MAX_PLAN_JSON_CHARS  # an extra key: sections keep them
 
@@ -452,13 +447,13 @@ def inject(run: CatalogueRun, case: Case) -> None:
     """Write ``case`` into Redis by hand, push its id, then submit a good job behind it."""
     marker = run.root / "markers" / case.id
     prompt = f"evil {case.id}"
-    ctx = Ctx(marker=marker, plan_json=build_checked_plan(txt2img_config(prompt)).to_json())
+    ctx = Ctx(marker=marker, plan_json=build_checked_plan(Configs.txt2img(prompt)).to_json())
     own_id, mapping = case.write(ctx)
     job_id = own_id or f"bad-{case.id}"
     run.connection.hset(f"rq:job:{job_id}", mapping=mapping)
     run.connection.rpush(QUEUE_KEY, job_id)
     injected = Injected(case, job_id, marker, prompt, mapping)
-    injected.good_id = run.producer.submit(txt2img_config(f"good after {case.id}")).job_id
+    injected.good_id = run.producer.submit(Configs.txt2img(f"good after {case.id}")).job_id
     run.injected[case.id] = injected
 
 

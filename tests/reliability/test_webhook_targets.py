@@ -6,27 +6,26 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
+from plan_configs import TinyConfigs
 from stablenew.errors import ConfigError
 from stablenew.jobs.producer import Producer
 from stablenew.settings import Settings
 from stablenew.simulator import SimulatedWebUI
+from webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
 
 def _config(callback_url: str) -> dict[str, Any]:
-    section = {"prompt": "where to", "width": 64, "height": 64, "steps": 2}
-    return {"txt2img_enabled": True, "txt2img_config": section, "callback_url": callback_url}
+    return {**TinyConfigs.txt2img("where to"), "callback_url": callback_url}
 
 
 @pytest.mark.parametrize(
@@ -83,45 +82,15 @@ def test_a_host_name_resolving_to_an_internal_address_is_refused_at_submit(
         producer.submit(_config(f"http://{name}:9/hook"))
 
 
-class Receiver:
-    def __init__(self) -> None:
-        self.received = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                receiver.received += 1
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
 def test_the_worker_checks_again_at_delivery_and_sends_nothing_to_an_internal_address(
     producer: Producer,
     simulator: SimulatedWebUI,
     worker_process: Callable[..., Any],
-    receiver: Receiver,
+    webhook_receiver: WebhookReceiver,
 ) -> None:
     """Submitted where loopback is allowed; run by a worker whose settings do not allow it."""
     worker = worker_process("default", webui_url=simulator.url, env={"STABLENEW_WEBHOOK_ALLOWED_HOSTS": ""})
-    allowed = producer.submit(_config(f"http://127.0.0.1:{receiver.port}/hook")).job_id
+    allowed = producer.submit(_config(webhook_receiver.url)).job_id
     deadline = time.monotonic() + 20
     while not producer.status(allowed).done:
         assert time.monotonic() < deadline
@@ -129,5 +98,5 @@ def test_the_worker_checks_again_at_delivery_and_sends_nothing_to_an_internal_ad
     time.sleep(1.0)  # the delivery thread would have sent it by now
 
     assert producer.status(allowed).status == "finished"
-    assert receiver.received == 0
+    assert webhook_receiver.deliveries == []
     assert "webhook not sent" in worker.log() and "private address" in worker.log()

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hostile_http import HostileServer, Request, b64, cut_in_half, generation_answer, png_bytes
 from PIL import Image
 
+from hostile_http import HostileServer, Request, b64, cut_in_half, generation_answer, png_bytes
 from stablenew.errors import Canceled, WebUIHTTPError, WebUITimeout, is_transient
 from stablenew.jobs.producer import build_checked_plan
 from stablenew.pipeline import StageType, build_stage_payload

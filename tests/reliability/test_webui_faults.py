@@ -13,6 +13,7 @@ WebUI, with growing gaps, and takes the queue up again once the WebUI answers.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -30,7 +31,8 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from stablenew.jobs.producer import JobView, Producer
+from job_checks import wait_done, wait_until
+from stablenew.jobs.producer import Producer
 from stablenew.jobs.resilience import WebUIBreaker, requeue_count
 from stablenew.jobs.state import StateStore
 from stablenew.settings import Settings
@@ -47,6 +49,7 @@ PROBE_S = 0.2  # STABLENEW_WEBUI_PROBE_INTERVAL of the breaker worker (doubling)
 PROBE_MAX_S = 1.6
 THRESHOLD = 3
 DEADLINE_S = 30.0
+wait_for = functools.partial(wait_until, timeout=DEADLINE_S)
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ", re.MULTILINE)
 
 StartWorker = Callable[..., Any]
@@ -56,31 +59,6 @@ def config(prompt: str) -> dict[str, Any]:
     """A one-stage plan that the simulator answers in milliseconds; the prompt tells jobs apart."""
     section = {"prompt": prompt, "width": 64, "height": 64, "steps": 2, "seed": 11}
     return {"txt2img_enabled": True, "txt2img_config": section}
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = DEADLINE_S) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached in {timeout} s")
-        time.sleep(0.02)
-
-
-def wait_done(producer: Producer, job_id: str) -> JobView:
-    view: JobView | None = None
-
-    def done() -> bool:
-        nonlocal view
-        view = producer.status(job_id)
-        return view.done
-
-    wait_for(f"job {job_id} ends", done)
-    assert view is not None
-    return view
 
 
 def generations(sim: SimulatedWebUI, prompt: str) -> list[RecordedRequest]:
@@ -222,7 +200,7 @@ def test_a_transient_webui_fault_is_retried_after_its_backoff_and_the_job_finish
     worker = _start(worker_process, simulator, fault)
     backoff = float(fault.env.get("STABLENEW_STAGE_RETRY_BACKOFF", BACKOFF_S))
     # A first job caches the WebUI's inventory, so the fault meets the generation request itself.
-    assert wait_done(producer, producer.submit(config("warm-up")).job_id).status == "finished"
+    assert wait_done(producer, producer.submit(config("warm-up")).job_id, DEADLINE_S).status == "finished"
 
     fault.inject(simulator)
     prompt = f"through {fault.name}"
@@ -230,7 +208,7 @@ def test_a_transient_webui_fault_is_retried_after_its_backoff_and_the_job_finish
     if not fault.seen_by_webui:  # the WebUI comes back while the worker waits to try again
         wait_for("the refused try is logged", lambda: retry_lines(worker.log(), job_id))
         simulator.start()
-    view = wait_done(producer, job_id)
+    view = wait_done(producer, job_id, DEADLINE_S)
 
     assert view.status == "finished", view.to_dict()
     assert view.error is None
@@ -274,7 +252,7 @@ def test_a_permanent_webui_fault_fails_the_job_at_once_with_the_webuis_words_and
     prompt = f"through {fault.name}"
     job_id = producer.submit(config(prompt)).job_id
 
-    view = wait_done(producer, job_id)
+    view = wait_done(producer, job_id, DEADLINE_S)
 
     assert view.status == "failed", view.to_dict()
     assert view.error is not None and fault.webui_text in view.error, view.error
@@ -288,7 +266,7 @@ def test_a_permanent_webui_fault_fails_the_job_at_once_with_the_webuis_words_and
     assert WebUIBreaker(connection, worker.name, threshold=THRESHOLD).failures() == 0
 
     good = producer.submit(config("after the fault")).job_id
-    assert wait_done(producer, good).status == "finished"
+    assert wait_done(producer, good, DEADLINE_S).status == "finished"
     assert worker.alive()
     assert _registered_pid(connection, worker.name) == worker.pid  # the same process, not a restart
     assert StateStore(connection).load(good).worker == worker.name  # type: ignore[union-attr]
@@ -326,7 +304,7 @@ def test_a_webui_failing_every_call_pauses_the_worker_and_no_job_is_failed_or_bu
             "STABLENEW_WEBUI_PROBE_MAX": str(PROBE_MAX_S),
         },
     )
-    assert wait_done(producer, producer.submit(config("warm-up")).job_id).status == "finished"
+    assert wait_done(producer, producer.submit(config("warm-up")).job_id, DEADLINE_S).status == "finished"
     queue = Queue("default", connection=connection, serializer=JSONSerializer)
     simulator.set_outage(Fault("status", status=500))
     prompts = [f"queued job {i}" for i in range(5)]
@@ -377,7 +355,7 @@ def test_a_webui_failing_every_call_pauses_the_worker_and_no_job_is_failed_or_bu
     # (c) The WebUI answers again: the worker resumes and the whole queue finishes.
     simulator.set_outage(None)
     back_at = time.time()
-    views = [wait_done(producer, i) for i in ids]
+    views = [wait_done(producer, i, DEADLINE_S) for i in ids]
     assert [v.status for v in views] == ["finished"] * 5, [v.to_dict() for v in views]
     assert [r.status for r in generations(simulator, prompts[0])] == [500] * THRESHOLD + [200]
     assert all([r.status for r in generations(simulator, p)] == [200] for p in prompts[1:])
@@ -450,7 +428,7 @@ def test_a_webui_that_is_down_fails_no_job_when_the_threshold_exceeds_the_in_run
     ]
     assert FailedJobRegistry("default", connection=connection).count == 0
     simulator.set_outage(None)
-    assert [wait_done(no_retries, i).status for i in ids] == ["finished"] * 3
+    assert [wait_done(no_retries, i, DEADLINE_S).status for i in ids] == ["finished"] * 3
 
 
 def test_an_out_of_memory_webui_that_still_answers_probes_does_not_burn_through_the_queue(
@@ -472,7 +450,7 @@ def test_an_out_of_memory_webui_that_still_answers_probes_does_not_burn_through_
             "STABLENEW_WEBUI_PROBE_MAX": str(PROBE_MAX_S),
         },
     )
-    assert wait_done(producer, producer.submit(config("warm-up")).job_id).status == "finished"
+    assert wait_done(producer, producer.submit(config("warm-up")).job_id, DEADLINE_S).status == "finished"
     simulator.set_fault_rate(1.0)  # every generation: HTTP 500 or a dropped connection
     prompts = [f"queued job {i}" for i in range(5)]
     ids = [s.job_id for s in producer.submit_many([config(p) for p in prompts])]
@@ -488,5 +466,5 @@ def test_an_out_of_memory_webui_that_still_answers_probes_does_not_burn_through_
     assert retries == [3] * 5
     assert FailedJobRegistry("default", connection=connection).count == 0
     simulator.set_fault_rate(0.0)
-    assert [wait_done(producer, i).status for i in ids] == ["finished"] * 5
+    assert [wait_done(producer, i, DEADLINE_S).status for i in ids] == ["finished"] * 5
     assert worker.alive()

@@ -6,17 +6,15 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from stablenew.run import _notify as notify_module
 from stablenew.run import notify, signature, verify_signature
+from webhook_receiver import NEVER, WebhookReceiver
 
 SECRET = "s3cret-webhook-key"
 FAST = {"timeout": 2.0, "backoff": (0.01, 0.02)}
@@ -48,76 +46,11 @@ def summary(status: str = "finished") -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ receiver
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-
-
-class Receiver:
-    """Records every POST and answers from a script: an HTTP status, or "hang" (never answers).
-
-    ``answers`` are used in order; once they run out, every request gets ``then``.
-    """
-
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-        self.answers: list[int | str] = []
-        self.then: int | str = 200
-        self.release = threading.Event()
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
-        self._server.receiver = self  # type: ignore[attr-defined]
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02})
-
-    def url(self, path: str = "/hooks/stablenew") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.release.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    def record(self, item: Received) -> int | str:
-        with self._lock:
-            self.received.append(item)
-            return self.answers.pop(0) if self.answers else self.then
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        receiver: Receiver = self.server.receiver  # type: ignore[attr-defined]
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        answer = receiver.record(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-        if answer == "hang":
-            receiver.release.wait()
-            return
-        assert isinstance(answer, int)
-        self.send_response(answer)
-        if 300 <= answer < 400:
-            self.send_header("Location", "/elsewhere")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    server.start()
-    try:
+def receiver() -> Iterator[WebhookReceiver]:
+    """Records every POST and answers 200, or as a test scripts it (``answers``, then ``then``)."""
+    with WebhookReceiver("/hooks/stablenew", then=200) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def expected_signature(body: bytes, timestamp: str, secret: str = SECRET) -> str:
@@ -126,11 +59,11 @@ def expected_signature(body: bytes, timestamp: str, secret: str = SECRET) -> str
 
 
 # ------------------------------------------------------------------------------------------ delivery
-def test_delivers_the_summary_as_json_signed_over_timestamp_and_exact_body(receiver: Receiver) -> None:
-    delivered = notify(receiver.url(), summary(), secret=SECRET, **FAST)
+def test_delivers_the_summary_as_json_signed_over_timestamp_and_exact_body(receiver: WebhookReceiver) -> None:
+    delivered = notify(receiver.url, summary(), secret=SECRET, **FAST)
 
     assert delivered is True
-    [got] = receiver.received
+    [got] = receiver.deliveries
     assert got.path == "/hooks/stablenew"
     assert json.loads(got.body) == summary()
     assert got.headers["content-type"] == "application/json"
@@ -145,89 +78,89 @@ def test_delivers_the_summary_as_json_signed_over_timestamp_and_exact_body(recei
     ("status", "event"),
     [("finished", "job.finished"), ("failed", "job.failed"), ("canceled", "job.canceled")],
 )
-def test_the_event_header_names_how_the_job_ended(receiver: Receiver, status: str, event: str) -> None:
-    assert notify(receiver.url(), summary(status), secret=None, **FAST)
+def test_the_event_header_names_how_the_job_ended(receiver: WebhookReceiver, status: str, event: str) -> None:
+    assert notify(receiver.url, summary(status), secret=None, **FAST)
 
-    assert receiver.received[0].headers["x-stablenew-event"] == event
-    assert json.loads(receiver.received[0].body)["status"] == status
+    assert receiver.deliveries[0].headers["x-stablenew-event"] == event
+    assert json.loads(receiver.deliveries[0].body)["status"] == status
 
 
 @pytest.mark.parametrize("secret", [None, ""])
-def test_no_signature_header_is_sent_without_a_secret(receiver: Receiver, secret: str | None) -> None:
-    assert notify(receiver.url(), summary(), secret=secret, **FAST)
+def test_no_signature_header_is_sent_without_a_secret(receiver: WebhookReceiver, secret: str | None) -> None:
+    assert notify(receiver.url, summary(), secret=secret, **FAST)
 
-    headers = receiver.received[0].headers
+    headers = receiver.deliveries[0].headers
     assert "x-stablenew-signature" not in headers
     assert headers["x-stablenew-event"] == "job.finished"
     assert headers["x-stablenew-timestamp"].isdigit()
 
 
-def test_server_errors_are_retried_until_the_receiver_accepts(receiver: Receiver) -> None:
+def test_server_errors_are_retried_until_the_receiver_accepts(receiver: WebhookReceiver) -> None:
     receiver.answers = [500, 503]
 
-    delivered = notify(receiver.url(), summary(), secret=SECRET, attempts=3, **FAST)
+    delivered = notify(receiver.url, summary(), secret=SECRET, attempts=3, **FAST)
 
     assert delivered is True
-    assert len(receiver.received) == 3
-    assert len({r.headers["x-stablenew-delivery"] for r in receiver.received}) == 1
-    assert {r.body for r in receiver.received} == {receiver.received[0].body}
-    for attempt in receiver.received:  # every attempt is signed for its own timestamp
+    assert len(receiver.deliveries) == 3
+    assert len({r.headers["x-stablenew-delivery"] for r in receiver.deliveries}) == 1
+    assert {r.body for r in receiver.deliveries} == {receiver.deliveries[0].body}
+    for attempt in receiver.deliveries:  # every attempt is signed for its own timestamp
         ts = attempt.headers["x-stablenew-timestamp"]
         assert attempt.headers["x-stablenew-signature"] == expected_signature(attempt.body, ts)
 
 
-def test_gives_up_after_the_given_number_of_attempts(receiver: Receiver) -> None:
+def test_gives_up_after_the_given_number_of_attempts(receiver: WebhookReceiver) -> None:
     receiver.then = 500
 
-    delivered = notify(receiver.url(), summary(), secret=SECRET, attempts=4, **FAST)
+    delivered = notify(receiver.url, summary(), secret=SECRET, attempts=4, **FAST)
 
     assert delivered is False
-    assert len(receiver.received) == 4
+    assert len(receiver.deliveries) == 4
 
 
 def test_waits_the_backoff_between_attempts_repeating_its_last_value(
-    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     receiver.then = 502
     waits: list[float] = []
     monkeypatch.setattr(notify_module.time, "sleep", waits.append)
 
-    notify(receiver.url(), summary(), secret=None, timeout=2.0, attempts=4, backoff=(0.5, 2.0))
+    notify(receiver.url, summary(), secret=None, timeout=2.0, attempts=4, backoff=(0.5, 2.0))
 
     assert waits == [0.5, 2.0, 2.0]  # none before the first attempt, none after the last
 
 
 @pytest.mark.timeout(30)  # without the timeout, notify would wait on this receiver forever
-def test_a_receiver_that_never_answers_costs_one_timeout_per_attempt(receiver: Receiver) -> None:
-    receiver.then = "hang"
+def test_a_receiver_that_never_answers_costs_one_timeout_per_attempt(receiver: WebhookReceiver) -> None:
+    receiver.then = NEVER
 
-    delivered = notify(receiver.url(), summary(), secret=None, timeout=0.3, attempts=2, backoff=(0.01,))
+    delivered = notify(receiver.url, summary(), secret=None, timeout=0.3, attempts=2, backoff=(0.01,))
 
     assert delivered is False
-    assert len(receiver.received) == 2
+    assert len(receiver.deliveries) == 2
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 410])
-def test_a_client_error_is_not_retried(receiver: Receiver, status: int) -> None:
+def test_a_client_error_is_not_retried(receiver: WebhookReceiver, status: int) -> None:
     receiver.then = status
 
-    assert notify(receiver.url(), summary(), secret=None, attempts=3, **FAST) is False
-    assert len(receiver.received) == 1
+    assert notify(receiver.url, summary(), secret=None, attempts=3, **FAST) is False
+    assert len(receiver.deliveries) == 1
 
 
-def test_too_many_requests_is_retried(receiver: Receiver) -> None:
+def test_too_many_requests_is_retried(receiver: WebhookReceiver) -> None:
     receiver.answers = [429]
 
-    assert notify(receiver.url(), summary(), secret=None, attempts=2, **FAST) is True
-    assert len(receiver.received) == 2
+    assert notify(receiver.url, summary(), secret=None, attempts=2, **FAST) is True
+    assert len(receiver.deliveries) == 2
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
-def test_a_redirect_is_not_followed_nor_retried(receiver: Receiver, status: int) -> None:
+def test_a_redirect_is_not_followed_nor_retried(receiver: WebhookReceiver, status: int) -> None:
     receiver.then = status
 
-    assert notify(receiver.url(), summary(), secret=SECRET, attempts=3, **FAST) is False
-    assert [r.path for r in receiver.received] == ["/hooks/stablenew"]
+    assert notify(receiver.url, summary(), secret=SECRET, attempts=3, **FAST) is False
+    assert [r.path for r in receiver.deliveries] == ["/hooks/stablenew"]
 
 
 # ------------------------------------------------------------------------------------------ never raises
@@ -249,26 +182,32 @@ def test_an_unusable_url_returns_false_at_once(url: str) -> None:
     assert notify(url, summary(), secret=SECRET, attempts=3, **FAST) is False
 
 
-def test_a_summary_that_is_not_json_returns_false_without_sending(receiver: Receiver) -> None:
+def test_a_summary_that_is_not_json_returns_false_without_sending(receiver: WebhookReceiver) -> None:
     bad = {**summary(), "error": object()}
 
-    assert notify(receiver.url(), bad, secret=SECRET, **FAST) is False
-    assert receiver.received == []
+    assert notify(receiver.url, bad, secret=SECRET, **FAST) is False
+    assert receiver.deliveries == []
 
 
 @pytest.mark.parametrize("status", ["started", "queued", None])
-def test_a_job_that_has_not_ended_is_not_announced(receiver: Receiver, status: str | None) -> None:
-    assert notify(receiver.url(), {**summary(), "status": status}, secret=None, **FAST) is False
-    assert receiver.received == []
+def test_a_job_that_has_not_ended_is_not_announced(receiver: WebhookReceiver, status: str | None) -> None:
+    assert notify(receiver.url, {**summary(), "status": status}, secret=None, **FAST) is False
+    assert receiver.deliveries == []
 
 
 def test_logs_name_the_receiver_by_origin_only_never_its_token_or_the_secret(
-    receiver: Receiver, caplog: pytest.LogCaptureFixture
+    receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="stablenew.notify")
     receiver.then = 500
 
-    notify(receiver.url("/hooks/T0KEN-in-path?key=QUERYKEY"), summary(), secret=SECRET, attempts=2, **FAST)
+    notify(
+        f"http://127.0.0.1:{receiver.port}/hooks/T0KEN-in-path?key=QUERYKEY",
+        summary(),
+        secret=SECRET,
+        attempts=2,
+        **FAST,
+    )
 
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert f"http://127.0.0.1:{receiver.port}" in text

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
+from ports import free_port
 from stablenew.errors import (
     WebUIError,
     WebUIHTTPError,
@@ -281,9 +281,7 @@ def test_unserialisable_payload_is_a_programming_error_not_a_webui_error(
 
 
 def test_refused_connection_is_webui_unavailable() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     with (
         WebUIClient(f"http://127.0.0.1:{port}", connect_timeout=1.0) as c,
         pytest.raises(WebUIUnavailable) as e,

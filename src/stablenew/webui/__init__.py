@@ -21,8 +21,9 @@ Names are loaded on first use (PEP 562), so that importing one of them (or the s
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from stablenew._lazy import lazy_exports
 
 _EXPORTS = {
     "ANSWER_FLOOR_BYTES": "stablenew.webui._bounded",
@@ -97,17 +98,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'stablenew.webui' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
 
 
 if TYPE_CHECKING:

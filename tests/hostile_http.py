@@ -1,18 +1,23 @@
-"""A small HTTP server on 127.0.0.1 whose answers a test writes: the hostile or unlucky WebUI.
+"""A small HTTP server on 127.0.0.1 whose answers a test writes: the hostile or unlucky WebUI, and
+the webhook receiver of tests/webhook_receiver.py.
 
 ``HostileServer(handler)`` runs a ThreadingHTTPServer in a daemon thread; ``handler(request)`` gets
 each request (method, path, headers, body) and writes the answer itself on ``request.wfile``, byte by
-byte if it likes. Every request is recorded. ``stop()`` sets ``stopping`` (handlers that drip or wait
-check it) and closes the server; use it as a context manager.
+byte if it likes. Every request is recorded as it arrives, under a lock (``requests`` is a snapshot),
+with when it arrived and when its answer ended. ``stop()`` sets ``stopping`` (handlers that drip or
+wait check it) and closes the server; use it as a context manager.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import io
 import json
+import socketserver
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,14 +26,36 @@ from typing import Any, BinaryIO, Self
 from PIL import Image
 
 
+class Headers(dict[str, str]):
+    """A request's headers, names as sent; looked up in any case, as HTTP names are."""
+
+    def _key(self, name: object) -> Any:
+        if isinstance(name, str):
+            for key in self:
+                if key.lower() == name.lower():
+                    return key
+        return name
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(self._key(name))
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(self._key(name))
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(self._key(name), default)
+
+
 @dataclass
 class Request:
     method: str
     path: str
-    headers: dict[str, str]
+    headers: Headers
     body: bytes
     wfile: BinaryIO
     stopping: threading.Event
+    arrived: float  # time.monotonic() when its request line and headers were read
+    ended: float | None = None  # when its handler was done: the answer written, or the peer gone
 
     def json(self) -> Any:
         return json.loads(self.body or b"null")
@@ -43,11 +70,20 @@ class Request:
 Handler = Callable[[Request], None]
 
 
+class _QuickHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def server_bind(self) -> None:  # skip HTTPServer's getfqdn(), which can stall on reverse DNS
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
 class HostileServer:
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
-        self.requests: list[Request] = []
         self.stopping = threading.Event()
+        self._requests: list[Request] = []
+        self._lock = threading.Lock()
         owner = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -57,25 +93,40 @@ class HostileServer:
                 pass
 
             def _any(self) -> None:
+                arrived = time.monotonic()
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                request = Request(
-                    self.command, self.path, dict(self.headers), body, self.wfile, owner.stopping
-                )
-                owner.requests.append(request)
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    owner.handler(request)
+                headers = Headers(self.headers.items())
+                request = Request(self.command, self.path, headers, body, self.wfile, owner.stopping, arrived)
+                with owner._lock:
+                    owner._requests.append(request)
+                try:
+                    with contextlib.suppress(OSError):  # the peer went away mid-answer
+                        owner.handler(request)
+                finally:
+                    request.ended = time.monotonic()
                 self.close_connection = True
 
             do_GET = do_POST = _any
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = _QuickHTTPServer(("127.0.0.1", 0), _Handler)
+        serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
+        self._thread = threading.Thread(target=serve, daemon=True)
+
+    @property
+    def port(self) -> int:
+        port: int = self._server.server_address[1]
+        return port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def requests(self) -> list[Request]:
+        """Every request so far, in the order they arrived (a copy: the server may be appending)."""
+        with self._lock:
+            return list(self._requests)
 
     def paths(self) -> list[str]:
         return [r.path for r in self.requests]
