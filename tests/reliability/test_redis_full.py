@@ -120,7 +120,6 @@ def test_a_worker_that_gives_up_on_a_full_redis_exits_4_and_its_restart_takes_th
     assert left.status in ("started", "queued"), left.to_dict()
     assert view.status == "finished", view.to_dict()
     request.node.user_properties.append(("worker_exited_after_redis_full_s", round(gave_up_s, 2)))
-    request.node.user_properties.append(("worker_exited_after_redis_full_s", round(gave_up_s, 2)))
 
 
 def test_a_watched_transaction_on_a_full_redis_ends_with_the_cause_not_an_endless_retry(
