@@ -16,7 +16,7 @@ from typing import Any, Self
 from stablenew.pipeline import PipelineRunner, StageExecutionPlan, StageResult, StageType
 from stablenew.run._outputs import JobOutputs
 from stablenew.run._recorder import Persist, RunRecorder, never, no_persist
-from stablenew.run._reuse import ReusingExecutor, StageIndex
+from stablenew.run._reuse import ReusingExecutor, StageIndex, read_images
 from stablenew.run._state import JobState
 from stablenew.settings import Settings
 from stablenew.webui import WebUIClient, WebUIExecutor
@@ -100,8 +100,11 @@ class PlanRun:
         self.client.close()
 
     def run(self) -> StageResult:
-        """Run every stage of the plan not already done (see :class:`RunRecorder` for resume)."""
-        return self.runner.run(self.plan)
+        """Run every stage of the plan not already done (see :class:`RunRecorder` for resume); return
+        the last stage's ``images`` (base64) and ``meta``."""
+        result = self.runner.run(self.plan)
+        result["images"] = read_images(result["images"])  # a reused last stage hands on its files
+        return result
 
     def _written_before(self, index: int) -> list[str]:
         """The sha256 of the images stage ``index - 1`` left, in the order it handed them on."""
