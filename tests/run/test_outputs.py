@@ -145,6 +145,37 @@ def test_read_verified_never_reads_outside_the_job_folder(tmp_path, path):
     assert outputs.read_verified([record]) is None
 
 
+def test_verify_says_whether_every_file_still_has_its_recorded_sha256(tmp_path):
+    # Given a stage's two files, as written
+    outputs = JobOutputs(tmp_path, "job")
+    written = outputs.write_stage(0, "txt2img", [b64(image_bytes()), b64(image_bytes(colour=(0, 0, 0)))])
+    assert outputs.verify(written)
+
+    # When one changes by a byte, or is gone, the stage's files are not intact
+    path = tmp_path / written[1].path
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert not outputs.verify(written)
+    path.unlink()
+    assert not outputs.verify(written)
+
+
+def test_verify_never_follows_a_symlink_or_leaves_the_job_folder(tmp_path):
+    # Given a file outside the job's folder with the recorded sha256, and a link to it inside
+    outputs = JobOutputs(tmp_path, "job")
+    written = outputs.write_stage(0, "txt2img", [b64(image_bytes())])
+    path = tmp_path / written[0].path
+    elsewhere = tmp_path / "elsewhere.png"
+    elsewhere.write_bytes(path.read_bytes())
+    outside = OutputFile("elsewhere.png", written[0].sha256, None, None, None, 0)
+
+    path.unlink()
+    path.symlink_to(elsewhere)
+
+    assert not outputs.verify(written)
+    assert not outputs.verify([outside])
+
+
 def test_write_manifest_writes_json_atomically(tmp_path):
     outputs = JobOutputs(tmp_path, "job")
 

@@ -215,7 +215,7 @@ class RunRecorder:
         missing = []
         for st in self.state.stages:
             for record in st.outputs if st.status == "finished" else []:
-                if self.outputs.read_verified([OutputFile(**record.model_dump())]) is None:
+                if not self.outputs.verify([OutputFile(**record.model_dump())]):
                     missing.append(record.path)
         return missing
 
