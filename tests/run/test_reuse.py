@@ -198,8 +198,8 @@ class MemoryIndex:
     def find(self, key: str) -> ReusableStage | None:
         return self.records.get(key)
 
-    def remember(self, key: str, stage: ReusableStage) -> None:
-        self.records[key] = stage
+    def remember(self, stages: Mapping[str, ReusableStage]) -> None:
+        self.records.update(stages)
 
 
 class StandInWebUI:

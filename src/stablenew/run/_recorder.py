@@ -138,7 +138,7 @@ class RunRecorder:
         if self.index is not None and isinstance(key, str):
             record = ReusableStage(self.job_id, index, st.type, written, st.seed, st.meta)
             try:
-                self.index.remember(key, record)
+                self.index.remember({key: record})
             except Exception:  # reuse is an optimisation: never fail a finished stage over it
                 log.warning("job %s: stage %d not recorded for reuse", self.job_id, index, exc_info=True)
 

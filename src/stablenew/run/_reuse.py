@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from stablenew.errors import Superseded
 from stablenew.pipeline import StageExecutor, StageResult, StageType
 from stablenew.run._outputs import JobOutputs, OutputFile, StoredImage
 from stablenew.webui import WebUIExecutor
@@ -154,10 +155,14 @@ class StageIndex(Protocol):
     """Where finished stages are found by their key (the worker's: Redis, with the results' TTL)."""
 
     def find(self, key: str) -> ReusableStage | None:
-        """The stage recorded under ``key`` if its job still holds it as finished, else None."""
+        """The stage recorded under ``key`` if its job still holds it as finished, else None.
 
-    def remember(self, key: str, stage: ReusableStage) -> None:
-        """Record a stage that has just finished (its state is already saved)."""
+        Raises:
+            Superseded: the run looking no longer owns its job (it must stop, taking nothing).
+        """
+
+    def remember(self, stages: Mapping[str, ReusableStage]) -> None:
+        """Record stages that have just finished, each under its key (their state is already saved)."""
 
 
 class ReusingExecutor:
@@ -275,6 +280,8 @@ class ReusingExecutor:
     def _reuse(self, key: str, stage_type: StageType, index: int) -> StageResult | None:
         try:
             found = self.index.find(key)
+        except Superseded:
+            raise
         except Exception:  # an index that cannot be read is a miss, never a failed stage
             log.warning(
                 "job %s: stage index unreadable; running the stage", self.outputs.job_id, exc_info=True
