@@ -8,13 +8,14 @@ import hashlib
 import io
 import os
 import tracemalloc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 from PIL import Image
 
 from plan_configs import Configs
+from stablenew.errors import Canceled, Requeued
 from stablenew.pipeline import PipelineRunner, StageSequencer, StageType, build_stage_payload
 from stablenew.run import (
     JobOutputs,
@@ -227,14 +228,38 @@ def noise_png(width: int, height: int) -> str:
 
 
 def run_plan(
-    root: Any, job_id: str, config: dict[str, Any], index: MemoryIndex, webui: StandInWebUI
+    root: Any,
+    job_id: str,
+    config: dict[str, Any],
+    index: MemoryIndex,
+    webui: StandInWebUI,
+    *,
+    persist: Callable[[JobState, bool], None] | None = None,
+    should_cancel: Callable[[], bool] = lambda: False,
+    should_yield: Callable[[], bool] = lambda: False,
 ) -> JobState:
+    """Run ``config`` as the worker does (PlanRun's wiring), with ``webui`` standing in for the WebUI."""
     plan = StageSequencer().build_plan(config)
     outputs = JobOutputs(root, job_id)
-    recorder = RunRecorder(outputs, plan, index=index)
+    recorder = RunRecorder(
+        outputs,
+        plan,
+        index=index,
+        start_on_run=True,
+        should_cancel=should_cancel,
+        should_yield=should_yield,
+        **({} if persist is None else {"persist": persist}),
+    )
     with WebUIClient("http://127.0.0.1:9") as client:  # builds the requests; nothing is sent
-        executor = ReusingExecutor(webui, WebUIExecutor(client), index, outputs)
-        PipelineRunner(executor, hooks=recorder).run(plan)
+        executor = ReusingExecutor(webui, WebUIExecutor(client), index, outputs, on_run=recorder.stage_runs)
+        try:
+            PipelineRunner(executor, hooks=recorder).run(plan)
+        except Canceled as exc:
+            recorder.canceled(exc)
+            return recorder.state
+        except Requeued as exc:
+            recorder.requeued(str(exc))
+            return recorder.state
     recorder.finished()
     return recorder.state
 
@@ -293,3 +318,80 @@ def test_a_changed_file_in_the_middle_of_the_reused_stages_makes_that_stage_run(
     assert webui.calls[0] == ("img2img", [first_image])
     assert [stage for stage, _ in webui.calls] == ["img2img", "upscale"]
     assert (tmp_path / state.stages[1].outputs[0].path).read_bytes() != changed.read_bytes()
+
+
+class SavedViews:
+    """A persist callback keeping each saved state's stage statuses; the index below checks with it
+    that a stage is remembered only once a save holds it done."""
+
+    def __init__(self) -> None:
+        self.views: list[list[str]] = []
+
+    def __call__(self, state: JobState, progress_only: bool) -> None:
+        self.views.append([st.status for st in state.stages])
+
+
+class CheckedIndex(MemoryIndex):
+    def __init__(self, saved: SavedViews) -> None:
+        super().__init__()
+        self.saved = saved
+
+    def remember(self, stages: Mapping[str, ReusableStage]) -> None:
+        for stage in stages.values():
+            assert self.saved.views[-1][stage.index] in ("finished", "reused"), (stage, self.saved.views)
+        super().remember(stages)
+
+
+def test_stages_taken_from_another_job_are_saved_with_the_start_of_the_stage_that_runs(tmp_path: Any) -> None:
+    # Given a job of three stages that ran
+    saved = SavedViews()
+    index = CheckedIndex(saved)
+    run_plan(tmp_path, "first", three_stages(), index, StandInWebUI(), persist=saved)
+    remembered = dict(index.records)
+    saved.views.clear()
+
+    # When a job changing only the last stage runs
+    run_plan(tmp_path, "second", three_stages(upscale=2.0), index, StandInWebUI(), persist=saved)
+
+    # Then the two stages taken are saved once, with the start of the one that runs: no save shows a
+    # stage as it was not, and each is remembered for reuse (under its key, now as the new job's) after it
+    assert saved.views == [
+        ["pending", "pending", "pending"],
+        ["reused", "reused", "running"],
+        ["reused", "reused", "finished"],
+        ["reused", "reused", "finished"],
+    ]
+    assert [r.job_id for r in index.records.values() if r.index < 2] == ["second", "second"]
+    assert set(remembered) < set(index.records)
+
+
+def test_a_cancel_asked_while_stages_are_taken_stops_the_job_before_the_stage_that_would_run(
+    tmp_path: Any,
+) -> None:
+    index = MemoryIndex()
+    run_plan(tmp_path, "first", three_stages(), index, StandInWebUI())
+    webui = StandInWebUI()
+
+    state = run_plan(tmp_path, "second", three_stages(upscale=2.0), index, webui, should_cancel=lambda: True)
+
+    assert webui.calls == []
+    assert state.status == "canceled"
+    assert [st.status for st in state.stages] == ["reused", "reused", "canceled"]
+    assert (state.stages[2].attempts, state.stages[2].started_at) == (0, None)  # it never started
+    assert state.error == "canceled before stage 2 (upscale)"
+
+
+def test_a_hand_back_asked_while_stages_are_taken_leaves_the_stage_that_would_run_pending(
+    tmp_path: Any,
+) -> None:
+    index = MemoryIndex()
+    run_plan(tmp_path, "first", three_stages(), index, StandInWebUI())
+    webui = StandInWebUI()
+
+    state = run_plan(tmp_path, "second", three_stages(upscale=2.0), index, webui, should_yield=lambda: True)
+
+    assert webui.calls == []
+    assert state.status == "queued"
+    assert [st.status for st in state.stages] == ["reused", "reused", "pending"]
+    assert [st.attempts for st in state.stages] == [1, 1, 0]
+    assert state.error == "its worker is stopping: handed back before stage 2 (upscale)"

@@ -73,6 +73,7 @@ class PlanRun:
             worker=worker,
             **({} if check_owner is None else {"check_owner": check_owner}),
             index=index,
+            start_on_run=index is not None,
         )
         self._on_progress = on_progress
         self.client = WebUIClient.from_settings(settings)
@@ -89,7 +90,13 @@ class PlanRun:
         )
         if index is not None:
             stages = ReusingExecutor(
-                stages, self.executor, index, outputs, lookup=reuse, input_digests=self._written_before
+                stages,
+                self.executor,
+                index,
+                outputs,
+                lookup=reuse,
+                input_digests=self._written_before,
+                on_run=self.recorder.stage_runs,
             )
         self.runner = PipelineRunner(stages, hooks=self.recorder)
 
