@@ -27,7 +27,7 @@ from stablenew.run import (
     RunRecorder,
     stage_key,
 )
-from stablenew.webui import WebUIClient, WebUIExecutor
+from stablenew.webui import ImageBytes, WebUIClient, WebUIExecutor
 
 MODELS = ModelIdentity("sd_xl_base_1.0.safetensors [31e35c80fc]", "Automatic")
 
@@ -125,9 +125,7 @@ def test_take_stage_gives_the_new_job_the_same_bytes_under_its_own_name(tmp_path
     source_bytes = (tmp_path / files[0].path).read_bytes()
     assert [t.path for t in taken] == ["target/00-txt2img-00.png"]
     assert (tmp_path / taken[0].path).read_bytes() == source_bytes
-    assert [image.read() for image in target.stored_images(taken)] == [
-        base64.b64encode(source_bytes).decode("ascii")
-    ]
+    assert [image.read().data for image in target.stored_images(taken)] == [source_bytes]
     assert taken[0].sha256 == files[0].sha256
     assert os.stat(tmp_path / taken[0].path).st_ino == os.stat(tmp_path / files[0].path).st_ino  # a hard link
 
@@ -205,14 +203,15 @@ class MemoryIndex:
 
 class StandInWebUI:
     """Stands in for the WebUI behind the reusing executor: each call draws the image given for its
-    stage, or a new one, and keeps the input images it was sent."""
+    stage, or a new one, and keeps the input images it was sent (as base64, as a request carries them)."""
 
     def __init__(self, images: Mapping[str, str] | None = None) -> None:
         self.images = dict(images or {})
         self.calls: list[tuple[str, list[str]]] = []
 
     def run_stage(self, stage_type: StageType, payload: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append((stage_type.value, list(payload["input_images"])))
+        sent = [i.base64() if isinstance(i, ImageBytes) else i for i in payload["input_images"]]
+        self.calls.append((stage_type.value, sent))
         image = self.images.get(stage_type.value) or png((len(self.calls) * 40 % 256, 90, 160))
         seed = payload.get("input_seed") or 7
         return {"images": [image], "meta": {"stage": stage_type.value, "seed": seed, "seeds": [seed]}}

@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from stablenew.run._job_id import is_valid_job_id
-from stablenew.webui import decode, image_format, image_size
+from stablenew.webui import ImageBytes, decode, image_format, image_size
 
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "bin": "bin"}
 # The name of every image write_stage makes; nothing else is ever read as another job's output.
@@ -63,7 +63,7 @@ class StoredImage:
 
     A reused stage hands these on instead of its images' base64: a stage after it that is reused too
     needs only their sha256 and size, and only the stage the WebUI runs reads the bytes it sends
-    (:meth:`read`, which checks the sha256 again on the very bytes it encodes).
+    (:meth:`read`, which checks the sha256 again on the very bytes it hands over).
     """
 
     path: Path
@@ -74,8 +74,9 @@ class StoredImage:
         with _open_no_follow(self.path) as handle:
             return base64.b64encode(handle.read(_HEAD_BYTES)).decode("ascii")
 
-    def read(self) -> str:
-        """The whole file's base64.
+    def read(self) -> ImageBytes:
+        """The file's bytes, checked against its sha256 (a request sends them as base64, encoded a
+        slice at a time as it goes out).
 
         Raises:
             OSError: the file cannot be read (gone, or a symlink).
@@ -83,11 +84,9 @@ class StoredImage:
         """
         with _open_no_follow(self.path) as handle:
             data = handle.read()
-        digest = _sha256_async(data)  # beside the base64 encoding: together they cost about one
-        text = base64.b64encode(data).decode("ascii")
-        if digest.result() != self.sha256:
+        if hashlib.sha256(data).hexdigest() != self.sha256:
             raise ValueError(f"{self.path.name} of job {self.path.parent.name} changed since it was checked")
-        return text
+        return ImageBytes(data)
 
 
 class JobOutputs:
@@ -177,7 +176,7 @@ class JobOutputs:
             if path is None:
                 return None
             try:
-                images.append(StoredImage(path, item.sha256).read())
+                images.append(StoredImage(path, item.sha256).read().base64())
             except (OSError, ValueError):
                 return None
         return images

@@ -19,7 +19,7 @@ from stablenew.run._recorder import Persist, RunRecorder, never, no_persist
 from stablenew.run._reuse import ReusingExecutor, StageIndex, read_images
 from stablenew.run._state import JobState
 from stablenew.settings import Settings
-from stablenew.webui import WebUIClient, WebUIExecutor
+from stablenew.webui import ImageBytes, WebUIClient, WebUIExecutor
 
 ProgressListener = Callable[[StageType, float], None]
 
@@ -110,7 +110,8 @@ class PlanRun:
         """Run every stage of the plan not already done (see :class:`RunRecorder` for resume); return
         the last stage's ``images`` (base64) and ``meta``."""
         result = self.runner.run(self.plan)
-        result["images"] = read_images(result["images"])  # a reused last stage hands on its files
+        images = read_images(result["images"])  # a reused last stage hands on its files
+        result["images"] = [i.base64() if isinstance(i, ImageBytes) else i for i in images]
         return result
 
     def _written_before(self, index: int) -> list[str]:

@@ -18,8 +18,9 @@ its key.
 
 A reused stage hands its images on as :class:`~stablenew.run.StoredImage` (a checked file, not its
 base64): the next stage's key needs only their sha256 and size. Only when a stage really runs are
-its input images read, checked again and encoded, so of a run of reused stages only the last one's
-images are ever read into memory.
+its input images read and checked again, so of a run of reused stages only the last one's images
+are ever read into memory; the request then sends them as base64 encoded a slice at a time
+(:class:`~stablenew.webui.ImageBytes`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any, Protocol
 from stablenew.errors import Superseded
 from stablenew.pipeline import StageExecutor, StageResult, StageType
 from stablenew.run._outputs import JobOutputs, OutputFile, StoredImage
-from stablenew.webui import WebUIExecutor
+from stablenew.webui import ImageBytes, WebUIExecutor
 
 log = logging.getLogger("stablenew.reuse")
 
@@ -60,7 +61,9 @@ ImageDigest = Callable[[Any], str]
 
 
 def image_digest(image: Any) -> str:
-    """``sha256:<hex>`` of an image's bytes (base64 or a data URL decoded)."""
+    """``sha256:<hex>`` of an image's bytes (base64 or a data URL decoded, or :class:`ImageBytes`)."""
+    if isinstance(image, ImageBytes):
+        return "sha256:" + hashlib.sha256(image.data).hexdigest()
     if not isinstance(image, str):
         return f"<{type(image).__name__}>"
     try:
@@ -319,7 +322,8 @@ class ReusingExecutor:
 
 
 def read_images(images: Sequence[Any]) -> list[Any]:
-    """``images`` with each :class:`~stablenew.run.StoredImage` read into its base64 (checked again).
+    """``images`` with each :class:`~stablenew.run.StoredImage` read into its bytes (checked again),
+    which the WebUI client sends as base64 (:class:`~stablenew.webui.ImageBytes`).
 
     Raises:
         OSError: a stored image is gone, or no longer has the sha256 it was taken with (the run

@@ -36,7 +36,7 @@ from stablenew.pipeline import MAX_OUTPUT_PIXELS, StageExecutionPlan, StageType,
 from stablenew.webui._bounded import answer_limit
 from stablenew.webui._client import GenerationResult, WebUIClient
 from stablenew.webui._fields import STAGE_ROUTES
-from stablenew.webui._images import image_size
+from stablenew.webui._images import ImageBytes, image_size
 from stablenew.webui._inventory import Inventory
 from stablenew.webui._payloads import adetailer_body, img2img_body, txt2img_body, upscale_body
 from stablenew.webui._preflight import Preflight
@@ -123,7 +123,7 @@ class WebUIExecutor:
         # The input images are handed over: neither the payload nor this loop keeps one once it is sent,
         # so a multi-MB image is not held while the next answer downloads.
         payload["input_images"] = []
-        calls: list[str | None] = [None] if stage_type is StageType.TXT2IMG else inputs
+        calls: list[str | ImageBytes | None] = [None] if stage_type is StageType.TXT2IMG else inputs
         del inputs
         total = len(calls)
         calls.reverse()
@@ -193,7 +193,7 @@ class WebUIExecutor:
             inputs = list(payload["config"].get("init_images") or [])
         if stage_type is not StageType.TXT2IMG and not inputs:
             raise ValueError(f"stage {stage_type.value} has no input image")
-        calls: list[str | None] = [None] if stage_type is StageType.TXT2IMG else inputs
+        calls: list[str | ImageBytes | None] = [None] if stage_type is StageType.TXT2IMG else inputs
         return [self._body(stage_type, payload, image) for image in calls]
 
     def loaded_checkpoint(self) -> str | None:
@@ -201,7 +201,9 @@ class WebUIExecutor:
         value = self.client.options().get("sd_model_checkpoint")
         return str(value) if value else None
 
-    def _body(self, stage_type: StageType, payload: Mapping[str, Any], image: str | None) -> dict[str, Any]:
+    def _body(
+        self, stage_type: StageType, payload: Mapping[str, Any], image: str | ImageBytes | None
+    ) -> dict[str, Any]:
         if stage_type is StageType.TXT2IMG:
             body = txt2img_body(payload)
         elif stage_type is StageType.IMG2IMG:
