@@ -102,6 +102,18 @@ def test_the_job_folder_is_directly_under_the_resolved_output_root(tmp_path):
     assert outputs.manifest_path == outputs.folder / "manifest.json"
 
 
+def test_write_stage_writes_the_bytes_its_caller_decoded_already(tmp_path):
+    # Given a stage's images and their bytes, as the executor decoded them to check them
+    images = [b64(image_bytes(colour=(1, 2, 3))), b64(image_bytes(size=(32, 16)))]
+    decoded = [base64.b64decode(image) for image in images]
+
+    written = JobOutputs(tmp_path, "job").write_stage(0, "txt2img", images, [1, 2], decoded=decoded)
+
+    assert [(tmp_path / w.path).read_bytes() for w in written] == decoded
+    assert [w.sha256 for w in written] == [hashlib.sha256(d).hexdigest() for d in decoded]
+    assert [(w.width, w.height) for w in written] == [(64, 48), (32, 16)]
+
+
 def test_read_verified_returns_the_base64_of_intact_files(tmp_path):
     outputs = JobOutputs(tmp_path, "job")
     data = image_bytes()

@@ -132,16 +132,27 @@ class JobOutputs:
         return removed
 
     def write_stage(
-        self, index: int, stage: str, images: Sequence[str], seeds: Sequence[int | None] = ()
+        self,
+        index: int,
+        stage: str,
+        images: Sequence[str],
+        seeds: Sequence[int | None] = (),
+        *,
+        decoded: Sequence[bytes] | None = None,
     ) -> list[OutputFile]:
-        """Write one stage's base64 images; return what was written, with sha256 and size."""
+        """Write one stage's base64 images; return what was written, with sha256 and size.
+
+        ``decoded`` is their bytes when the caller has them already (decoded from ``images`` as they
+        were checked), written as they are instead of being decoded again."""
         if not stage.isidentifier():
             raise ValueError(f"stage name {stage!r} is not a safe file name part")
         self._make_folder()
+        if decoded is not None and len(decoded) != len(images):
+            decoded = None
         written = []
         for number, b64 in enumerate(images):
             try:
-                data = decode(b64)
+                data = decode(b64) if decoded is None else decoded[number]
             except (binascii.Error, ValueError) as exc:
                 raise ValueError(f"stage {stage} image {number} is not valid base64: {exc}") from None
             ext = _EXTENSIONS[image_format(b64)]

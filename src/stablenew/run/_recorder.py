@@ -163,6 +163,7 @@ class RunRecorder:
             )
 
     def after_stage(self, index: int, stage: StageExecution, result: StageResult) -> None:
+        decoded = result.pop("decoded", None)  # written now, then released: not kept for the next stage
         meta = dict(result.get("meta") or {})
         seeds = meta.get("seeds") or [meta.get("seed")]
         st = self.state.stages[index]
@@ -173,7 +174,9 @@ class RunRecorder:
             written = list(source["outputs"])
         else:
             self.check_owner()
-            written = self.outputs.write_stage(index, stage.stage_type.value, result["images"], seeds)
+            written = self.outputs.write_stage(
+                index, stage.stage_type.value, result["images"], seeds, decoded=decoded
+            )
         st.outputs = [OutputRecord(**f.to_dict()) for f in written]
         st.status = "reused" if source is not None else "finished"
         st.reused_from = ReusedFrom(job_id=source["job_id"], index=source["index"]) if source else None
