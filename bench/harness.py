@@ -130,17 +130,21 @@ def machine() -> dict[str, Any]:
 
 
 def commit() -> str | None:
-    """The checked-out commit, read from ``.git`` (no git process: CI clones may lack one)."""
+    """The checked-out commit, read from ``.git`` (no git process: CI clones may lack one). In a linked
+    worktree ``.git`` is a file naming the worktree's own git folder, whose ``commondir`` holds the refs."""
     git = RESULTS_DIR.parent.parent / ".git"
     try:
+        if git.is_file():
+            git = (git.parent / git.read_text().strip().removeprefix("gitdir:").strip()).resolve()
         head = (git / "HEAD").read_text().strip()
         if not head.startswith("ref: "):
             return head or None
         ref = head[5:]
-        loose = git / ref
+        common = git / (git / "commondir").read_text().strip() if (git / "commondir").exists() else git
+        loose = common / ref
         if loose.exists():
             return loose.read_text().strip() or None
-        for text in (git / "packed-refs").read_text().splitlines():
+        for text in (common / "packed-refs").read_text().splitlines():
             if text.endswith(" " + ref):
                 return text.split(" ", 1)[0]
     except OSError:

@@ -102,6 +102,18 @@ def test_the_job_folder_is_directly_under_the_resolved_output_root(tmp_path):
     assert outputs.manifest_path == outputs.folder / "manifest.json"
 
 
+def test_write_stage_writes_the_bytes_its_caller_decoded_already(tmp_path):
+    # Given a stage's images and their bytes, as the executor decoded them to check them
+    images = [b64(image_bytes(colour=(1, 2, 3))), b64(image_bytes(size=(32, 16)))]
+    decoded = [base64.b64decode(image) for image in images]
+
+    written = JobOutputs(tmp_path, "job").write_stage(0, "txt2img", images, [1, 2], decoded=decoded)
+
+    assert [(tmp_path / w.path).read_bytes() for w in written] == decoded
+    assert [w.sha256 for w in written] == [hashlib.sha256(d).hexdigest() for d in decoded]
+    assert [(w.width, w.height) for w in written] == [(64, 48), (32, 16)]
+
+
 def test_read_verified_returns_the_base64_of_intact_files(tmp_path):
     outputs = JobOutputs(tmp_path, "job")
     data = image_bytes()
@@ -143,6 +155,37 @@ def test_read_verified_never_reads_outside_the_job_folder(tmp_path, path):
     )
 
     assert outputs.read_verified([record]) is None
+
+
+def test_verify_says_whether_every_file_still_has_its_recorded_sha256(tmp_path):
+    # Given a stage's two files, as written
+    outputs = JobOutputs(tmp_path, "job")
+    written = outputs.write_stage(0, "txt2img", [b64(image_bytes()), b64(image_bytes(colour=(0, 0, 0)))])
+    assert outputs.verify(written)
+
+    # When one changes by a byte, or is gone, the stage's files are not intact
+    path = tmp_path / written[1].path
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert not outputs.verify(written)
+    path.unlink()
+    assert not outputs.verify(written)
+
+
+def test_verify_never_follows_a_symlink_or_leaves_the_job_folder(tmp_path):
+    # Given a file outside the job's folder with the recorded sha256, and a link to it inside
+    outputs = JobOutputs(tmp_path, "job")
+    written = outputs.write_stage(0, "txt2img", [b64(image_bytes())])
+    path = tmp_path / written[0].path
+    elsewhere = tmp_path / "elsewhere.png"
+    elsewhere.write_bytes(path.read_bytes())
+    outside = OutputFile("elsewhere.png", written[0].sha256, None, None, None, 0)
+
+    path.unlink()
+    path.symlink_to(elsewhere)
+
+    assert not outputs.verify(written)
+    assert not outputs.verify([outside])
 
 
 def test_write_manifest_writes_json_atomically(tmp_path):

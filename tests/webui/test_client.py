@@ -27,7 +27,7 @@ from stablenew.errors import (
     is_permanent,
 )
 from stablenew.settings import Settings
-from stablenew.webui import GenerationResult, WebUIClient
+from stablenew.webui import GenerationResult, ImageBytes, WebUIClient
 
 PNG_1X1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 BIG_IMAGE = base64.b64encode(os.urandom(300_000)).decode()  # far longer than the prefix the client checks
@@ -198,6 +198,27 @@ def test_payload_is_sent_as_json_and_images_come_back_byte_identical(
     assert webui.seen[0].headers["Content-Type"] == "application/json"
     assert result.parameters == {"prompt": "a cat"}
     assert str(len(BIG_IMAGE)) in repr(result) and BIG_IMAGE[:50] not in repr(result)
+
+
+def test_image_bytes_are_sent_as_their_base64_encoded_a_slice_at_a_time(
+    webui: FakeWebUI, client: WebUIClient
+) -> None:
+    # Given an input image held as its bytes (3 MB: several slices, and a length that is no multiple of 3)
+    data = os.urandom(3_000_001)
+    webui.reply("POST /sdapi/v1/img2img", body=a1111_generation([PNG_1X1]))
+    payload = {"prompt": "a cat", "init_images": [ImageBytes(data), PNG_1X1]}
+
+    client.img2img(payload, release_images=True)
+
+    # Then the WebUI received it as base64, exactly, in a body as long as announced
+    received = json.loads(webui.seen[0].body)
+    assert received == {"prompt": "a cat", "init_images": [base64.b64encode(data).decode(), PNG_1X1]}
+    assert int(webui.seen[0].headers["Content-Length"]) == len(webui.seen[0].body)
+    assert payload["init_images"] == []  # handed over: the caller holds no copy while the answer downloads
+    # and the base64 was made a slice at a time, never whole
+    slices = list(ImageBytes(data).base64_slices())
+    assert b"".join(slices).decode() == base64.b64encode(data).decode()
+    assert len(slices) > 1 and max(len(part) for part in slices) <= 1 << 20
 
 
 def test_info_json_string_is_parsed_into_a_dict(webui: FakeWebUI, client: WebUIClient) -> None:

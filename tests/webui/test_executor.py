@@ -178,6 +178,13 @@ def test_img2img_receives_the_txt2img_output_byte_for_byte(sim, client):
     assert base64.b64decode(sent[0]) == base64.b64decode(txt2img_output)
 
 
+def test_each_stage_hands_over_its_images_bytes_as_decoded_for_the_check(sim, client):
+    _, hooks = run_plan(client, flat_config())
+
+    for result in hooks.results.values():
+        assert result["decoded"] == [base64.b64decode(image) for image in result["images"]]
+
+
 def test_img2img_size_defaults_to_its_input_image_size(sim, client):
     _, hooks = run_plan(client, flat_config())
 

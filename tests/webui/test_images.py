@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image
 
-from stablenew.webui import decode, image_format, image_size, strip_data_url
+from stablenew.webui import ImageBytes, decode, image_format, image_size, strip_data_url
 
 
 def encoded(width: int, height: int, fmt: str = "PNG") -> str:
@@ -160,3 +160,17 @@ def test_a_huge_image_pillow_refuses_is_a_value_error_not_a_pillow_error():
 
     with pytest.raises(ValueError):
         image_size(base64.b64encode(bytes(data)).decode())
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("PNG", "png"), ("JPEG", "jpeg"), ("WEBP", "webp")])
+def test_image_bytes_have_the_size_and_format_of_their_base64(fmt, name):
+    image = encoded(320, 200, fmt)
+    held = ImageBytes(base64.b64decode(image))
+
+    assert (
+        (image_size(held), image_format(held))
+        == (image_size(image), image_format(image))
+        == ((320, 200), name)
+    )
+    assert held.base64() == image
+    assert len(held) == len(image)

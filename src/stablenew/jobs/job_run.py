@@ -150,7 +150,7 @@ class JobRun:
             worker=self.worker_name,
             on_stage_done=self.breaker.record_success,
             check_owner=self._check_owner,
-            index=RedisStageIndex(self.connection, ttl=self.ttl),
+            index=RedisStageIndex(self.connection, ttl=self.ttl, owner=(self.job.id, self.token)),
             reuse=bool(reuse),
             on_answer=self._track_checkpoint,
         )

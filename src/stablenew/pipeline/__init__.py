@@ -28,7 +28,7 @@ from stablenew.pipeline._config import (
     UpscaleSection,
 )
 from stablenew.pipeline._fill import fill_prompt
-from stablenew.pipeline._image_data import image_bytes_problem, image_data_problem
+from stablenew.pipeline._image_data import checked_image_data, image_bytes_problem, image_data_problem
 from stablenew.pipeline._keys import KEPT_SECTIONS, NOT_SENT, section_keys
 from stablenew.pipeline._limits import (
     MAX_BATCH,
@@ -126,6 +126,7 @@ __all__ = [
     "UpscaleSection",
     "build_stage_payload",
     "check_plan_invariants",
+    "checked_image_data",
     "detect_shape",
     "fill_prompt",
     "image_bytes_problem",

@@ -26,15 +26,26 @@ def image_data_problem(text: str, *, max_pixels: int) -> str | None:
     ``text`` is plain base64 or a ``data:image/...;base64,`` URI (strict base64: a URL, a path or any
     stray character is refused). The image's width x height must be at most ``max_pixels``.
     """
+    return checked_image_data(text, max_pixels=max_pixels)[1]
+
+
+def checked_image_data(text: str, *, max_pixels: int) -> tuple[bytes, None] | tuple[None, str]:
+    """``(its bytes, None)`` when :func:`image_data_problem` finds nothing wrong with ``text``, else
+    ``(None, the problem)``: for a caller that keeps the bytes it checked (a WebUI answer's image,
+    written to disk as it was decoded here)."""
     match = _DATA_URI.match(text)
     body = text[match.end() :] if match else text
     try:
         data = binascii.a2b_base64(body, strict_mode=True)
     except (binascii.Error, ValueError):  # ValueError: non-ASCII text
         if "://" in text[:16]:
-            return "must be base64 image data, not a URL (the WebUI would fetch it)"
-        return "must be base64 image data or a data:image/...;base64, URI (a file goes in init_image_path)"
-    return image_bytes_problem(data, max_pixels=max_pixels)
+            return None, "must be base64 image data, not a URL (the WebUI would fetch it)"
+        return (
+            None,
+            "must be base64 image data or a data:image/...;base64, URI (a file goes in init_image_path)",
+        )
+    problem = image_bytes_problem(data, max_pixels=max_pixels)
+    return (data, None) if problem is None else (None, problem)
 
 
 def image_bytes_problem(data: bytes, *, max_pixels: int) -> str | None:

@@ -18,7 +18,9 @@ The *neutral payload* handed to ``executor.run_stage(stage_type, payload)``::
     }
 
 An executor returns ``{"images": [...], "meta": {...}}``; ``meta["seed"]`` (if present) is the
-seed the stage really used, and is what the next stage receives as ``input_seed``.
+seed the stage really used, and is what the next stage receives as ``input_seed``. It may add
+``"decoded"``: the images' bytes, in order, when it decoded them anyway (the WebUI executor checks
+each image to its end), so that the hook that writes them need not decode them again.
 """
 
 from __future__ import annotations

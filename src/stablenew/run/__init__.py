@@ -2,7 +2,7 @@
 
 ``stablenew run`` and the queue worker both run plans through :class:`PlanRun` (client, executor,
 runner and :class:`RunRecorder` wired from settings once). Here too: the per-stage state model
-(:class:`JobState`), the job's files on disk (:class:`JobOutputs`), stage reuse across jobs by
+(:class:`JobState`), the job's files on disk (:class:`JobOutputs`, :class:`StoredImage`), stage reuse across jobs by
 stage key (:class:`ReusingExecutor`, :func:`stage_key`, the :class:`StageIndex` it looks in), which job ids are safe, and
 the webhook that tells a plan's ``callback_url`` how its job ended (:func:`notify`). Nothing here
 knows of Redis or RQ: where a queued job's state is stored is :mod:`stablenew.jobs`' business.
@@ -27,7 +27,7 @@ from stablenew.run._notify import (
     signature,
     verify_signature,
 )
-from stablenew.run._outputs import JobOutputs, OutputFile, atomic_write
+from stablenew.run._outputs import JobOutputs, OutputFile, StoredImage, atomic_write
 from stablenew.run._plan_run import PlanRun, ProgressListener
 from stablenew.run._recorder import PROGRESS_SAVE_INTERVAL_S, Persist, RunRecorder
 from stablenew.run._reuse import (
@@ -76,6 +76,7 @@ __all__ = [
     "StageIndex",
     "StageState",
     "StageStatus",
+    "StoredImage",
     "atomic_write",
     "callback_allowed",
     "callback_host",

@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from stablenew.run._job_id import is_valid_job_id
-from stablenew.webui import decode, image_format, image_size
+from stablenew.webui import ImageBytes, decode, image_format, image_size
 
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "bin": "bin"}
 # The name of every image write_stage makes; nothing else is ever read as another job's output.
@@ -49,6 +49,44 @@ class OutputFile:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# Of an image read only for its header (size and format): a PNG or WebP states both in its first
+# 30 bytes, a JPEG in a start-of-frame segment that follows its EXIF and ICC segments.
+_HEAD_BYTES = 3 * (1 << 16)
+_SLICE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An image file of a job's folder, known by its sha256, whose base64 is read only when needed.
+
+    A reused stage hands these on instead of its images' base64: a stage after it that is reused too
+    needs only their sha256 and size, and only the stage the WebUI runs reads the bytes it sends
+    (:meth:`read`, which checks the sha256 again on the very bytes it hands over).
+    """
+
+    path: Path
+    sha256: str
+
+    def head(self) -> str:
+        """The base64 of the file's first bytes: enough to tell its size and format."""
+        with _open_no_follow(self.path) as handle:
+            return base64.b64encode(handle.read(_HEAD_BYTES)).decode("ascii")
+
+    def read(self) -> ImageBytes:
+        """The file's bytes, checked against its sha256 (a request sends them as base64, encoded a
+        slice at a time as it goes out).
+
+        Raises:
+            OSError: the file cannot be read (gone, or a symlink).
+            ValueError: its bytes no longer have the sha256 it was taken with.
+        """
+        with _open_no_follow(self.path) as handle:
+            data = handle.read()
+        if hashlib.sha256(data).hexdigest() != self.sha256:
+            raise ValueError(f"{self.path.name} of job {self.path.parent.name} changed since it was checked")
+        return ImageBytes(data)
 
 
 class JobOutputs:
@@ -94,16 +132,27 @@ class JobOutputs:
         return removed
 
     def write_stage(
-        self, index: int, stage: str, images: Sequence[str], seeds: Sequence[int | None] = ()
+        self,
+        index: int,
+        stage: str,
+        images: Sequence[str],
+        seeds: Sequence[int | None] = (),
+        *,
+        decoded: Sequence[bytes] | None = None,
     ) -> list[OutputFile]:
-        """Write one stage's base64 images; return what was written, with sha256 and size."""
+        """Write one stage's base64 images; return what was written, with sha256 and size.
+
+        ``decoded`` is their bytes when the caller has them already (decoded from ``images`` as they
+        were checked), written as they are instead of being decoded again."""
         if not stage.isidentifier():
             raise ValueError(f"stage name {stage!r} is not a safe file name part")
         self._make_folder()
+        if decoded is not None and len(decoded) != len(images):
+            decoded = None
         written = []
         for number, b64 in enumerate(images):
             try:
-                data = decode(b64)
+                data = decode(b64) if decoded is None else decoded[number]
             except (binascii.Error, ValueError) as exc:
                 raise ValueError(f"stage {stage} image {number} is not valid base64: {exc}") from None
             ext = _EXTENSIONS[image_format(b64)]
@@ -134,17 +183,39 @@ class JobOutputs:
         """The base64 of ``files`` if every one exists with its recorded sha256, else None."""
         images = []
         for item in files:
-            path = self.root / item.path
-            if path.parent != self.folder or path.is_symlink():
-                return None  # a link could hand the next stage (and the WebUI) a file from elsewhere
+            path = self._own_file(item)
+            if path is None:
+                return None
             try:
-                data = path.read_bytes()
-            except OSError:
+                images.append(StoredImage(path, item.sha256).read().base64())
+            except (OSError, ValueError):
                 return None
-            if hashlib.sha256(data).hexdigest() != item.sha256:
-                return None
-            images.append(base64.b64encode(data).decode("ascii"))
         return images
+
+    def verify(self, files: Sequence[OutputFile]) -> bool:
+        """Whether every one of ``files`` is in this job's folder with its recorded sha256. Each file is
+        hashed as it is read, a slice at a time: nothing is kept or encoded."""
+        for item in files:
+            path = self._own_file(item)
+            if path is None:
+                return False
+            try:
+                digest, _ = _file_sha256(path)
+            except OSError:
+                return False
+            if digest != item.sha256:
+                return False
+        return True
+
+    def stored_images(self, files: Sequence[OutputFile]) -> list[StoredImage]:
+        """``files`` of this job (e.g. just taken by :meth:`take_stage`) as images read only when needed."""
+        return [StoredImage(self.root / item.path, item.sha256) for item in files]
+
+    def _own_file(self, item: OutputFile) -> Path | None:
+        path = self.root / item.path
+        if path.parent != self.folder or path.is_symlink():
+            return None  # a link could hand the next stage (and the WebUI) a file from elsewhere
+        return path
 
     def source_path(self, item: OutputFile) -> Path | None:
         """Where a file recorded for another job of this output root is, if ``item.path`` is one we
@@ -162,13 +233,11 @@ class JobOutputs:
             return None
         return path
 
-    def take_stage(
-        self, index: int, stage: str, files: Sequence[OutputFile]
-    ) -> tuple[list[OutputFile], list[str]]:
+    def take_stage(self, index: int, stage: str, files: Sequence[OutputFile]) -> list[OutputFile]:
         """Give this job stage ``index``'s files from another job's ``files``: a hard link when the
-        output root allows it, else a copy. Each file is read once, where it now is in this job's
-        folder, and must have its recorded sha256. Returns the new files and their base64 (the next
-        stage's input).
+        output root allows it, else a copy. Each file must have its recorded sha256, hashed as it is
+        linked or copied (read once, a slice at a time; never held whole or encoded). Returns the new
+        files; their base64 is read only when a stage needs it (:meth:`stored_images`).
 
         Raises:
             ValueError / OSError: a file is missing, not one of ours or changed (then nothing is kept
@@ -178,14 +247,13 @@ class JobOutputs:
             raise ValueError(f"stage name {stage!r} is not a safe file name part")
         self._make_folder()
         taken: list[OutputFile] = []
-        images: list[str] = []
         try:
             for number, item in enumerate(files):
                 source = self.source_path(item)
                 if source is None:
                     raise ValueError(f"{item.path} is not a file of this output root")
                 name = f"{index:02d}-{stage}-{number:02d}{source.suffix}"
-                data = self._link_verified(source, self.folder / name, item.sha256, images)
+                size = _link_verified(source, self.folder / name, item.sha256)
                 taken.append(
                     OutputFile(
                         path=f"{self.job_id}/{name}",
@@ -193,7 +261,7 @@ class JobOutputs:
                         width=item.width,
                         height=item.height,
                         seed=item.seed,
-                        bytes=len(data),
+                        bytes=size,
                     )
                 )
         except BaseException:
@@ -201,29 +269,7 @@ class JobOutputs:
                 with contextlib.suppress(OSError):
                     (self.root / done.path).unlink()
             raise
-        return taken, images
-
-    def _link_verified(self, source: Path, target: Path, sha256: str, images: list[str]) -> bytes:
-        """Link (else copy) ``source`` to ``target`` atomically if its bytes hash to ``sha256``; return
-        them, their base64 appended to ``images``."""
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            try:
-                os.link(source, tmp, follow_symlinks=False)
-            except OSError:  # another file system, or no links there: copy
-                atomic_write(tmp, source.read_bytes())
-            data = tmp.read_bytes()
-            digest = _sha256_async(data)  # beside the base64 encoding: together they cost about one
-            images.append(base64.b64encode(data).decode("ascii"))
-            if digest.result() != sha256:
-                images.pop()
-                raise ValueError(f"{source.name} of {source.parent.name} changed since it was recorded")
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        return data
+        return taken
 
     def write_manifest(self, manifest: dict[str, Any]) -> Path:
         self._make_folder()
@@ -231,6 +277,55 @@ class JobOutputs:
             self.manifest_path, json.dumps(manifest, indent=2, sort_keys=False).encode("utf-8"), durable=True
         )
         return self.manifest_path
+
+
+def _open_no_follow(path: Path) -> Any:
+    """``path`` opened for reading, unbuffered; a symlink there is refused (OSError), never followed."""
+    return open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb", buffering=0)
+
+
+def _file_sha256(path: Path) -> tuple[str, int]:
+    """(sha256, size) of the file at ``path``, read a slice at a time (never held whole)."""
+    with _open_no_follow(path) as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        return digest, os.fstat(handle.fileno()).st_size
+
+
+def _copy_hashing(source: Path, target: Path) -> str:
+    """Copy ``source`` to the new file ``target`` a slice at a time; return the sha256 of what was copied."""
+    digest = hashlib.sha256()
+    buffer = bytearray(_SLICE_BYTES)
+    view = memoryview(buffer)
+    with _open_no_follow(source) as reader, open(target, "xb") as writer:
+        while size := reader.readinto(buffer):
+            digest.update(view[:size])
+            writer.write(view[:size])
+    return digest.hexdigest()
+
+
+def _link_verified(source: Path, target: Path, sha256: str) -> int:
+    """Link (else copy) ``source`` to ``target`` atomically if its bytes hash to ``sha256``; return its
+    size. The hash is taken of what ``target`` holds: the linked file, or the bytes as they were copied.
+
+    Raises:
+        ValueError: the bytes do not hash to ``sha256``. OSError: ``source`` cannot be read.
+    """
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        try:
+            os.link(source, tmp, follow_symlinks=False)
+        except OSError:  # another file system, or no links there: copy, hashing as it goes
+            digest, size = _copy_hashing(source, tmp), tmp.stat().st_size
+        else:
+            digest, size = _file_sha256(tmp)
+        if digest != sha256:
+            raise ValueError(f"{source.name} of {source.parent.name} changed since it was recorded")
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return size
 
 
 def _current_umask() -> int:

@@ -16,10 +16,10 @@ from typing import Any, Self
 from stablenew.pipeline import PipelineRunner, StageExecutionPlan, StageResult, StageType
 from stablenew.run._outputs import JobOutputs
 from stablenew.run._recorder import Persist, RunRecorder, never, no_persist
-from stablenew.run._reuse import ReusingExecutor, StageIndex
+from stablenew.run._reuse import ReusingExecutor, StageIndex, read_images
 from stablenew.run._state import JobState
 from stablenew.settings import Settings
-from stablenew.webui import WebUIClient, WebUIExecutor
+from stablenew.webui import ImageBytes, WebUIClient, WebUIExecutor
 
 ProgressListener = Callable[[StageType, float], None]
 
@@ -73,6 +73,7 @@ class PlanRun:
             worker=worker,
             **({} if check_owner is None else {"check_owner": check_owner}),
             index=index,
+            start_on_run=index is not None,
         )
         self._on_progress = on_progress
         self.client = WebUIClient.from_settings(settings)
@@ -89,7 +90,13 @@ class PlanRun:
         )
         if index is not None:
             stages = ReusingExecutor(
-                stages, self.executor, index, outputs, lookup=reuse, input_digests=self._written_before
+                stages,
+                self.executor,
+                index,
+                outputs,
+                lookup=reuse,
+                input_digests=self._written_before,
+                on_run=self.recorder.stage_runs,
             )
         self.runner = PipelineRunner(stages, hooks=self.recorder)
 
@@ -100,8 +107,12 @@ class PlanRun:
         self.client.close()
 
     def run(self) -> StageResult:
-        """Run every stage of the plan not already done (see :class:`RunRecorder` for resume)."""
-        return self.runner.run(self.plan)
+        """Run every stage of the plan not already done (see :class:`RunRecorder` for resume); return
+        the last stage's ``images`` (base64) and ``meta``."""
+        result = self.runner.run(self.plan)
+        images = read_images(result["images"])  # a reused last stage hands on its files
+        result["images"] = [i.base64() if isinstance(i, ImageBytes) else i for i in images]
+        return result
 
     def _written_before(self, index: int) -> list[str]:
         """The sha256 of the images stage ``index - 1`` left, in the order it handed them on."""

@@ -18,7 +18,7 @@ from stablenew.errors import Canceled, Requeued
 from stablenew.pipeline import StageExecution, StageExecutionPlan, StageResult, StageType
 from stablenew.run._outputs import JobOutputs, OutputFile
 from stablenew.run._reuse import ReusableStage, StageIndex
-from stablenew.run._state import DONE_STATUSES, JobState, OutputRecord, ReusedFrom, utcnow
+from stablenew.run._state import DONE_STATUSES, JobState, OutputRecord, ReusedFrom, StageState, utcnow
 from stablenew.settings import redact_url
 
 log = logging.getLogger("stablenew.recorder")
@@ -38,7 +38,15 @@ def never() -> bool:
 
 
 class RunRecorder:
-    """Implements :class:`~stablenew.pipeline.pipeline_runner.StageHooks` for one run of a plan."""
+    """Implements :class:`~stablenew.pipeline.pipeline_runner.StageHooks` for one run of a plan.
+
+    ``start_on_run`` is for a run whose executor may take a stage from another job instead of running
+    it (:class:`~stablenew.run.ReusingExecutor`): :meth:`before_stage` cannot know which it will be,
+    so the cancel and hand-back checks and the save that records the stage running wait for
+    :meth:`stage_runs`, which that executor calls right before the WebUI call. A stage taken from
+    another job is then recorded ``reused`` by the next save (the next stage's start, or the run's
+    end), without a save of its own: every save shows the stages as they are.
+    """
 
     def __init__(
         self,
@@ -53,6 +61,7 @@ class RunRecorder:
         worker: str | None = None,
         check_owner: Callable[[], None] = lambda: None,
         index: StageIndex | None = None,
+        start_on_run: bool = False,
     ) -> None:
         self.outputs = outputs
         # Raises when this run no longer owns the job (a later run took it over): asked before each
@@ -64,6 +73,9 @@ class RunRecorder:
         self.should_yield = should_yield  # e.g. the worker is stopping: hand the job back between stages
         self.webui_url = webui_url
         self.index = index  # where each finished stage is remembered by its stage key, for reuse
+        self.start_on_run = start_on_run
+        # Stages done but not yet remembered in the index: remembered once a save holds them.
+        self._to_remember: dict[str, ReusableStage] = {}
         job_id = outputs.job_id
         if state is None or not state.matches(plan):
             state = JobState.for_plan(job_id, plan)
@@ -75,6 +87,7 @@ class RunRecorder:
         self.state.error = None
         self.state.worker = worker
         self.current: int | None = None
+        self._unstarted: int | None = None  # with start_on_run: the stage prepared, not yet started
         self._ran_a_stage = False  # once a stage runs, later stored outputs are stale
         self._last_progress_save = 0.0
         self.save()
@@ -85,17 +98,18 @@ class RunRecorder:
 
     def save(self, *, progress_only: bool = False) -> None:
         self.persist(self.state, progress_only)
+        if self._to_remember and self.index is not None:
+            stages, self._to_remember = self._to_remember, {}
+            try:
+                self.index.remember(stages)
+            except Exception:  # reuse is an optimisation: never fail a finished stage over it
+                log.warning("job %s: stages not recorded for reuse", self.job_id, exc_info=True)
 
     # -------------------------------------------------------------- runner hooks
     def before_stage(self, index: int, stage: StageExecution) -> StageResult | None:
         self.current = index  # (a stage that runs is saved first: the owner check is in that save)
-        if self.should_cancel():
-            raise Canceled(f"canceled before stage {index} ({stage.stage_type.value})", job_id=self.job_id)
-        if self.should_yield():
-            raise Requeued(
-                f"its worker is stopping: handed back before stage {index} ({stage.stage_type.value})",
-                job_id=self.job_id,
-            )
+        if not self.start_on_run:
+            self._stop_if_asked(index, stage)
         st = self.state.stages[index]
         # A stored stage is only reused while every stage before it was reused too: a stage made
         # from an input that was just regenerated must be regenerated as well.
@@ -105,6 +119,31 @@ class RunRecorder:
                 log.info("job %s: stage %d (%s) already done, resuming after it", self.job_id, index, st.type)
                 return {"images": images, "meta": {**st.meta, "stage": st.type, "seed": st.seed}}
         self._ran_a_stage = True
+        if self.start_on_run:
+            self._unstarted = index  # started by stage_runs(), or by after_stage() if it was taken
+            return None
+        self._start(st)
+        self.save()
+        return None
+
+    def stage_runs(self) -> None:
+        """The stage :meth:`before_stage` prepared is about to run on the WebUI (it was not taken from
+        another job). With ``start_on_run``, a cancel or a hand-back asked for is honoured here (the
+        stage stays pending), else the stage is recorded running, with the stages reused before it,
+        in one save (the owner check is in that save).
+
+        Raises:
+            Canceled / Requeued: as :meth:`before_stage` would have.
+        """
+        index = self._unstarted
+        if index is None:
+            return
+        self._stop_if_asked(index, self.plan.stages[index])
+        self._start(self.state.stages[index])
+        self.save()
+
+    def _start(self, st: StageState) -> None:
+        self._unstarted = None
         st.status = "running"
         st.progress = 0.0
         st.attempts += 1
@@ -113,19 +152,31 @@ class RunRecorder:
         st.error = None
         st.outputs = []
         st.reused_from = None
-        self.save()
-        return None
+
+    def _stop_if_asked(self, index: int, stage: StageExecution) -> None:
+        if self.should_cancel():
+            raise Canceled(f"canceled before stage {index} ({stage.stage_type.value})", job_id=self.job_id)
+        if self.should_yield():
+            raise Requeued(
+                f"its worker is stopping: handed back before stage {index} ({stage.stage_type.value})",
+                job_id=self.job_id,
+            )
 
     def after_stage(self, index: int, stage: StageExecution, result: StageResult) -> None:
+        decoded = result.pop("decoded", None)  # written now, then released: not kept for the next stage
         meta = dict(result.get("meta") or {})
         seeds = meta.get("seeds") or [meta.get("seed")]
-        self.check_owner()
         st = self.state.stages[index]
+        if self._unstarted == index:  # taken from another job: started and done at once
+            self._start(st)
         source = meta.get("reused_from")  # already in this job's folder (ReusingExecutor took them)
         if source is not None:
             written = list(source["outputs"])
         else:
-            written = self.outputs.write_stage(index, stage.stage_type.value, result["images"], seeds)
+            self.check_owner()
+            written = self.outputs.write_stage(
+                index, stage.stage_type.value, result["images"], seeds, decoded=decoded
+            )
         st.outputs = [OutputRecord(**f.to_dict()) for f in written]
         st.status = "reused" if source is not None else "finished"
         st.reused_from = ReusedFrom(job_id=source["job_id"], index=source["index"]) if source else None
@@ -133,14 +184,11 @@ class RunRecorder:
         st.ended_at = utcnow()
         st.seed = meta.get("seed")
         st.meta = {k: meta[k] for k in _KEPT_META if k in meta}
-        self.save()
         key = meta.get("stage_key")
         if self.index is not None and isinstance(key, str):
-            record = ReusableStage(self.job_id, index, st.type, written, st.seed, st.meta)
-            try:
-                self.index.remember(key, record)
-            except Exception:  # reuse is an optimisation: never fail a finished stage over it
-                log.warning("job %s: stage %d not recorded for reuse", self.job_id, index, exc_info=True)
+            self._to_remember[key] = ReusableStage(self.job_id, index, st.type, written, st.seed, st.meta)
+        if source is None or not self.start_on_run:
+            self.save()
 
     def on_progress(self, stage_type: StageType, fraction: float) -> None:
         """Step progress from the executor; saved at most every PROGRESS_SAVE_INTERVAL_S."""
@@ -162,6 +210,8 @@ class RunRecorder:
         where = ""
         if self.current is not None:
             st = self.state.stages[self.current]
+            if self._unstarted == self.current:  # it failed while it was looked up or taken
+                self._start(st)
             st.status = "failed"
             st.ended_at = utcnow()
             st.error = str(exc)
@@ -177,17 +227,19 @@ class RunRecorder:
         let the next pass reuse every stage finished so far (they are this run's own outputs)."""
         if self.current is not None:
             st = self.state.stages[self.current]
+            if self._unstarted == self.current:
+                self._start(st)
             st.status = "failed"
             st.ended_at = utcnow()
             st.error = f"{type(exc).__name__}: {exc}"
-        self.current = None
+        self.current = self._unstarted = None
         self._ran_a_stage = False
         self.save()
 
     def requeued(self, reason: str) -> None:
         """The job goes back to its queue unfinished; a stage caught running will run again."""
         self.state.mark_requeued(reason)
-        self.current = None
+        self.current = self._unstarted = None
         self.save()
 
     def canceled(self, exc: Canceled) -> None:
@@ -215,7 +267,7 @@ class RunRecorder:
         missing = []
         for st in self.state.stages:
             for record in st.outputs if st.status == "finished" else []:
-                if self.outputs.read_verified([OutputFile(**record.model_dump())]) is None:
+                if not self.outputs.verify([OutputFile(**record.model_dump())]):
                     missing.append(record.path)
         return missing
 

@@ -15,6 +15,12 @@ stage recorded there still has every file intact it links them into the new job'
 (:meth:`~stablenew.run.JobOutputs.take_stage`: sha256 checked) and returns them marked
 ``reused_from`` instead of calling the WebUI. The recorder remembers each stage it finished under
 its key.
+
+A reused stage hands its images on as :class:`~stablenew.run.StoredImage` (a checked file, not its
+base64): the next stage's key needs only their sha256 and size. Only when a stage really runs are
+its input images read and checked again, so of a run of reused stages only the last one's images
+are ever read into memory; the request then sends them as base64 encoded a slice at a time
+(:class:`~stablenew.webui.ImageBytes`).
 """
 
 from __future__ import annotations
@@ -28,9 +34,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from stablenew.errors import Superseded
 from stablenew.pipeline import StageExecutor, StageResult, StageType
-from stablenew.run._outputs import JobOutputs, OutputFile
-from stablenew.webui import WebUIExecutor
+from stablenew.run._outputs import JobOutputs, OutputFile, StoredImage
+from stablenew.webui import ImageBytes, WebUIExecutor
 
 log = logging.getLogger("stablenew.reuse")
 
@@ -54,7 +61,9 @@ ImageDigest = Callable[[Any], str]
 
 
 def image_digest(image: Any) -> str:
-    """``sha256:<hex>`` of an image's bytes (base64 or a data URL decoded)."""
+    """``sha256:<hex>`` of an image's bytes (base64 or a data URL decoded, or :class:`ImageBytes`)."""
+    if isinstance(image, ImageBytes):
+        return "sha256:" + hashlib.sha256(image.data).hexdigest()
     if not isinstance(image, str):
         return f"<{type(image).__name__}>"
     try:
@@ -149,17 +158,22 @@ class StageIndex(Protocol):
     """Where finished stages are found by their key (the worker's: Redis, with the results' TTL)."""
 
     def find(self, key: str) -> ReusableStage | None:
-        """The stage recorded under ``key`` if its job still holds it as finished, else None."""
+        """The stage recorded under ``key`` if its job still holds it as finished, else None.
 
-    def remember(self, key: str, stage: ReusableStage) -> None:
-        """Record a stage that has just finished (its state is already saved)."""
+        Raises:
+            Superseded: the run looking no longer owns its job (it must stop, taking nothing).
+        """
+
+    def remember(self, stages: Mapping[str, ReusableStage]) -> None:
+        """Record stages that have just finished, each under its key (their state is already saved)."""
 
 
 class ReusingExecutor:
     """Runs stages through ``inner`` unless one recorded in ``index`` made the same request.
 
     ``lookup=False`` (``--no-reuse``) never takes a recorded stage but still reports each stage's key,
-    so what it runs can be reused by later jobs.
+    so what it runs can be reused by later jobs. ``on_run`` is called right before a stage is handed
+    to ``inner`` (the recorder then records it running), never for a stage taken from another job.
     """
 
     def __init__(
@@ -171,6 +185,7 @@ class ReusingExecutor:
         *,
         lookup: bool = True,
         input_digests: Callable[[int], Sequence[str]] | None = None,
+        on_run: Callable[[], None] | None = None,
     ) -> None:
         self.inner = inner
         self.webui = webui
@@ -179,16 +194,30 @@ class ReusingExecutor:
         self.lookup = lookup
         # The sha256 of the images stage N-1 left (what stage N gets): known, so not hashed again.
         self.input_digests = input_digests
+        self.on_run = on_run
         self._loaded: str | None = None
 
     def run_stage(self, stage_type: StageType, payload: dict[str, Any]) -> StageResult:
-        bodies, models = self._requests(stage_type, payload)
-        digest = self._digests(payload)
+        inputs = list(payload.get("input_images") or [])
+        stored = any(isinstance(image, StoredImage) for image in inputs)
+        # Of a stored input image the key needs only its sha256 and its size (from its first bytes).
+        probe = {**payload, "input_images": _heads(inputs)} if stored else payload
+        bodies, models = self._requests(stage_type, probe)
+        if bodies is None and stored:  # its first bytes did not tell its size: read it whole
+            payload["input_images"] = inputs = read_images(inputs)
+            stored, probe = False, payload
+            bodies, models = self._requests(stage_type, probe)
+        digest = self._digests(probe, payload)
         key = stage_key(stage_type, bodies, models, digest=digest) if bodies is not None else None
         if key is not None and self.lookup:
             reused = self._reuse(key, stage_type, int(payload.get("index") or 0))
             if reused is not None:
                 return reused
+        if self.on_run is not None:
+            self.on_run()
+        if stored:
+            payload["input_images"] = read_images(inputs)
+        del inputs, probe
         result = self.inner.run_stage(stage_type, payload)
         meta = result.setdefault("meta", {})
         if key is None and bodies is not None and isinstance(meta.get("seed"), int):
@@ -197,20 +226,34 @@ class ReusingExecutor:
             meta["stage_key"] = key
         return result
 
-    def _digests(self, payload: Mapping[str, Any]) -> ImageDigest:
-        inputs = payload.get("input_images") or []
-        index = payload.get("index")
-        if not inputs or self.input_digests is None or not isinstance(index, int) or index < 1:
+    def _digests(self, probe: Mapping[str, Any], payload: Mapping[str, Any]) -> ImageDigest:
+        """How the key sees the input images of ``probe``: a stored image (in ``payload`` at the same
+        place) by the sha256 it was checked with, one the stage before wrote by the sha256 recorded."""
+        inputs = probe.get("input_images") or []
+        originals = payload.get("input_images") or []
+        known = {
+            id(image): f"sha256:{original.sha256}"
+            for image, original in zip(inputs, originals, strict=False)
+            if isinstance(original, StoredImage)
+        }
+        if len(known) < len(inputs):
+            known = {**self._recorded(inputs, payload.get("index")), **known}
+        if not known:
             return image_digest
-        known = list(self.input_digests(index))
-        if len(known) != len(inputs):
-            return image_digest
-        by_image = {id(image): f"sha256:{sha}" for image, sha in zip(inputs, known, strict=True)}
 
         def digest(image: Any) -> str:
-            return by_image.get(id(image)) or image_digest(image)
+            return known.get(id(image)) or image_digest(image)
 
         return digest
+
+    def _recorded(self, inputs: Sequence[Any], index: Any) -> dict[int, str]:
+        """The sha256 stage ``index - 1`` recorded of the images it wrote (what stage ``index`` gets)."""
+        if self.input_digests is None or not isinstance(index, int) or index < 1:
+            return {}
+        recorded = list(self.input_digests(index))
+        if len(recorded) != len(inputs):
+            return {}
+        return {id(image): f"sha256:{sha}" for image, sha in zip(inputs, recorded, strict=True)}
 
     def _requests(
         self, stage_type: StageType, payload: Mapping[str, Any]
@@ -240,6 +283,8 @@ class ReusingExecutor:
     def _reuse(self, key: str, stage_type: StageType, index: int) -> StageResult | None:
         try:
             found = self.index.find(key)
+        except Superseded:
+            raise
         except Exception:  # an index that cannot be read is a miss, never a failed stage
             log.warning(
                 "job %s: stage index unreadable; running the stage", self.outputs.job_id, exc_info=True
@@ -248,7 +293,7 @@ class ReusingExecutor:
         if found is None or found.job_id == self.outputs.job_id or found.type != stage_type.value:
             return None
         try:
-            taken, images = self.outputs.take_stage(index, stage_type.value, found.outputs)
+            taken = self.outputs.take_stage(index, stage_type.value, found.outputs)
         except (OSError, ValueError) as exc:
             log.info(
                 "job %s: %s of job %s not taken (%s); running the stage",
@@ -273,4 +318,31 @@ class ReusingExecutor:
             "stage_key": key,
             "reused_from": {"job_id": found.job_id, "index": found.index, "outputs": taken},
         }
-        return {"images": images, "meta": meta}
+        return {"images": self.outputs.stored_images(taken), "meta": meta}
+
+
+def read_images(images: Sequence[Any]) -> list[Any]:
+    """``images`` with each :class:`~stablenew.run.StoredImage` read into its bytes (checked again),
+    which the WebUI client sends as base64 (:class:`~stablenew.webui.ImageBytes`).
+
+    Raises:
+        OSError: a stored image is gone, or no longer has the sha256 it was taken with (the run
+            fails; the next run of the job finds that stage's file changed and runs it again).
+    """
+    read = []
+    for image in images:
+        if isinstance(image, StoredImage):
+            try:
+                image = image.read()
+            except (OSError, ValueError) as exc:
+                raise OSError(f"an input image taken from another job cannot be used: {exc}") from exc
+        read.append(image)
+    return read
+
+
+def _heads(images: Sequence[Any]) -> list[Any]:
+    """``images`` with each stored one replaced by the base64 of its first bytes."""
+    try:
+        return [image.head() if isinstance(image, StoredImage) else image for image in images]
+    except OSError as exc:
+        raise OSError(f"an input image taken from another job cannot be read: {exc}") from exc

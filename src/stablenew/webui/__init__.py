@@ -13,7 +13,8 @@ Every public name of the WebUI client side is imported from here; the modules be
 - ``_executor``: :class:`WebUIExecutor`, the runner's stage executor, with its ``_preflight`` (a plan
   checked against the WebUI's :class:`Inventory`, read in ``_inventory``) and its ``_progress`` poller
   (progress reports, and the interrupt of a canceled stage);
-- ``_images``: cheap facts about base64 images (:func:`image_size`, :func:`image_format`, :func:`decode`).
+- ``_images``: cheap facts about base64 images (:func:`image_size`, :func:`image_format`, :func:`decode`),
+  and :class:`ImageBytes`, an input image held as its bytes and sent as base64 a slice at a time.
 
 Names are loaded on first use (PEP 562), so that importing one of them (or the simulator) does not load
 ``requests`` and the pipeline's models with it.
@@ -40,6 +41,7 @@ _EXPORTS = {
     "USE_SAME_SCHEDULER": "stablenew.webui._fields",
     "CancelCheck": "stablenew.webui._executor",
     "GenerationResult": "stablenew.webui._client",
+    "ImageBytes": "stablenew.webui._images",
     "Inventory": "stablenew.webui._inventory",
     "ProgressCallback": "stablenew.webui._executor",
     "WebUIClient": "stablenew.webui._client",
@@ -75,6 +77,7 @@ __all__ = [
     "USE_SAME_SCHEDULER",
     "CancelCheck",
     "GenerationResult",
+    "ImageBytes",
     "Inventory",
     "ProgressCallback",
     "WebUIClient",
@@ -118,7 +121,7 @@ if TYPE_CHECKING:
         hires_sampler_and_scheduler,
         sampler_and_scheduler,
     )
-    from stablenew.webui._images import decode, image_format, image_size, strip_data_url
+    from stablenew.webui._images import ImageBytes, decode, image_format, image_size, strip_data_url
     from stablenew.webui._inventory import Inventory, fetch_inventory
     from stablenew.webui._payloads import (
         DEFAULT_CLIP_SKIP,

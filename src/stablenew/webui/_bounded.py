@@ -29,7 +29,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.response import BaseHTTPResponse
 
-from stablenew.webui._images import image_size
+from stablenew.webui._images import ImageBytes, image_size
 
 _CHUNK = 256 * 1024
 _current = threading.local()
@@ -187,7 +187,7 @@ ANSWER_FLOOR_BYTES = 64 * 1024 * 1024
 _INFO_BYTES = 1024 * 1024  # info, parameters and infotexts beside the images
 
 
-def answer_limit(body: Mapping[str, Any], image: str | None) -> int:
+def answer_limit(body: Mapping[str, Any], image: str | ImageBytes | None) -> int:
     """The most a generation answer to ``body`` may decode to: the largest image the request can make
     (its size, a hires or upscale factor, or the input ``image``'s size) x 4 bytes a pixel x the images
     it asks for x 4/3 for base64, plus room for ``info``; never under :data:`ANSWER_FLOOR_BYTES`."""

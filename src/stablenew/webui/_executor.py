@@ -32,11 +32,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stablenew.errors import Canceled, WebUIError, WebUIHTTPError
-from stablenew.pipeline import MAX_OUTPUT_PIXELS, StageExecutionPlan, StageType, image_data_problem
+from stablenew.pipeline import MAX_OUTPUT_PIXELS, StageExecutionPlan, StageType, checked_image_data
 from stablenew.webui._bounded import answer_limit
 from stablenew.webui._client import GenerationResult, WebUIClient
 from stablenew.webui._fields import STAGE_ROUTES
-from stablenew.webui._images import image_size
+from stablenew.webui._images import ImageBytes, image_size
 from stablenew.webui._inventory import Inventory
 from stablenew.webui._payloads import adetailer_body, img2img_body, txt2img_body, upscale_body
 from stablenew.webui._preflight import Preflight
@@ -102,7 +102,8 @@ class WebUIExecutor:
         return True
 
     def run_stage(self, stage_type: StageType, payload: dict[str, Any]) -> dict[str, Any]:
-        """Run one stage and return ``{"images": [...], "meta": {...}}``.
+        """Run one stage and return ``{"images": [...], "meta": {...}, "decoded": [...]}``: the images
+        as the WebUI sent them (base64) and, in ``decoded``, their bytes as checked (see the runner).
 
         Raises:
             WebUIError: from the client, with ``.stage`` set.
@@ -117,13 +118,14 @@ class WebUIExecutor:
             raise ValueError(f"stage {stage_type.value} has no input image")
 
         images: list[str] = []
+        decoded: list[bytes] = []
         seeds: list[int | None] = []
         requests_sent: list[dict[str, Any]] = []
         info: dict[str, Any] = {}
         # The input images are handed over: neither the payload nor this loop keeps one once it is sent,
         # so a multi-MB image is not held while the next answer downloads.
         payload["input_images"] = []
-        calls: list[str | None] = [None] if stage_type is StageType.TXT2IMG else inputs
+        calls: list[str | ImageBytes | None] = [None] if stage_type is StageType.TXT2IMG else inputs
         del inputs
         total = len(calls)
         calls.reverse()
@@ -153,7 +155,7 @@ class WebUIExecutor:
                         stage=stage_type.value,
                         transient=True,
                     )
-                _require_whole_images(
+                decoded += _require_whole_images(
                     result.images, self.client.base_url + STAGE_ROUTES[stage_type.value], stage_type
                 )
                 images.extend(result.images)
@@ -179,7 +181,7 @@ class WebUIExecutor:
             "requests": requests_sent,
             "info": _info_subset(info) if stage_type is not StageType.ADETAILER else {},
         }
-        return {"images": images, "meta": meta}
+        return {"images": images, "meta": meta, "decoded": decoded}
 
     def stage_requests(self, stage_type: StageType, payload: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The request bodies :meth:`run_stage` would send for ``payload`` (one per input image), built
@@ -193,7 +195,7 @@ class WebUIExecutor:
             inputs = list(payload["config"].get("init_images") or [])
         if stage_type is not StageType.TXT2IMG and not inputs:
             raise ValueError(f"stage {stage_type.value} has no input image")
-        calls: list[str | None] = [None] if stage_type is StageType.TXT2IMG else inputs
+        calls: list[str | ImageBytes | None] = [None] if stage_type is StageType.TXT2IMG else inputs
         return [self._body(stage_type, payload, image) for image in calls]
 
     def loaded_checkpoint(self) -> str | None:
@@ -201,7 +203,9 @@ class WebUIExecutor:
         value = self.client.options().get("sd_model_checkpoint")
         return str(value) if value else None
 
-    def _body(self, stage_type: StageType, payload: Mapping[str, Any], image: str | None) -> dict[str, Any]:
+    def _body(
+        self, stage_type: StageType, payload: Mapping[str, Any], image: str | ImageBytes | None
+    ) -> dict[str, Any]:
         if stage_type is StageType.TXT2IMG:
             body = txt2img_body(payload)
         elif stage_type is StageType.IMG2IMG:
@@ -253,16 +257,20 @@ class WebUIExecutor:
         return [int(seed) if isinstance(seed, int) and seed >= 0 else None] * len(result.images)
 
 
-def _require_whole_images(images: list[str], url: str, stage_type: StageType) -> None:
+def _require_whole_images(images: list[str], url: str, stage_type: StageType) -> list[bytes]:
     """Every returned image must decode to its end before the stage counts as done: a truncated PNG
     would otherwise be recorded (its sha256 matches what was written) and reused by a retry. A bad one
-    fails the call as transient: the WebUI may send it whole next time, within the stage's retries."""
+    fails the call as transient: the WebUI may send it whole next time, within the stage's retries.
+    Returns the images' bytes as decoded for the check (written as they are, not decoded again)."""
+    decoded = []
     for index, image in enumerate(images):
-        problem = image_data_problem(image, max_pixels=MAX_OUTPUT_PIXELS)
-        if problem is not None:
+        data, problem = checked_image_data(image, max_pixels=MAX_OUTPUT_PIXELS)
+        if data is None:
             raise WebUIHTTPError(
                 200, f"image {index} {problem}", url=url, stage=stage_type.value, transient=True
             )
+        decoded.append(data)
+    return decoded
 
 
 def _without_images(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,13 @@
-"""Cheap facts about base64 images, without decoding pixels.
+"""Cheap facts about base64 images, without decoding pixels, and :class:`ImageBytes`.
 
 Images flow through stablenew as the base64 strings the WebUI sent. We only ever need their size
 and format, which a PNG states in its first 24 bytes (32 base64 characters) and a WebP in its first
 30; a JPEG states it in its start-of-frame segment. Other formats fall back to Pillow's lazy header
 read (still no pixel decode).
+
+An input image read from a file (a stage taken from another job) travels as :class:`ImageBytes`
+instead: its bytes, which a request sends as base64 encoded a slice at a time, so that its whole
+base64 text is never built. Every function here takes either.
 """
 
 from __future__ import annotations
@@ -12,8 +16,38 @@ import base64
 import binascii
 import io
 import struct
+from collections.abc import Iterator
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_SLICE_BYTES = 3 * (1 << 18)  # a multiple of 3: the slices' base64 joins into the whole one's
+
+
+class ImageBytes:
+    """An image held as its bytes, sent as base64 that is encoded a slice at a time as the request
+    body goes out (:class:`~stablenew.webui._request_body.JsonBody`): 4/3 of its size is never
+    allocated at once, and nothing is encoded before it is sent."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        """The length of its base64 text."""
+        return 4 * ((len(self.data) + 2) // 3)
+
+    def base64_slices(self) -> Iterator[bytes]:
+        """Its base64 text, in slices that join into the whole."""
+        view = memoryview(self.data)
+        for start in range(0, len(view), _SLICE_BYTES):
+            yield binascii.b2a_base64(view[start : start + _SLICE_BYTES], newline=False)
+
+    def base64(self) -> str:
+        """Its whole base64 text, for a caller that needs it as a string."""
+        return binascii.b2a_base64(self.data, newline=False).decode("ascii")
+
+    def __repr__(self) -> str:  # never dump megabytes into a log line
+        return f"ImageBytes(<{len(self.data)} bytes>)"
 
 
 def strip_data_url(b64: str) -> str:
@@ -23,7 +57,7 @@ def strip_data_url(b64: str) -> str:
     return b64
 
 
-def image_format(b64: str) -> str:
+def image_format(b64: str | ImageBytes) -> str:
     """``png``, ``jpeg``, ``webp`` or ``bin``, from the first bytes."""
     head = _head(b64, 16)
     if head.startswith(_PNG_MAGIC):
@@ -35,8 +69,8 @@ def image_format(b64: str) -> str:
     return "bin"
 
 
-def image_size(b64: str) -> tuple[int, int]:
-    """(width, height) of a base64 image, read from its header.
+def image_size(b64: str | ImageBytes) -> tuple[int, int]:
+    """(width, height) of a base64 image (or :class:`ImageBytes`), read from its header.
 
     PNG, WebP and JPEG headers are parsed here: Pillow's decompression-bomb guard would refuse to even
     report the size of a large upscale (over ~179 megapixels), although no pixel is ever decoded.
@@ -92,14 +126,16 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _decoded(b64: str) -> bytes:
+def _decoded(b64: str | ImageBytes) -> bytes:
+    if isinstance(b64, ImageBytes):
+        return b64.data
     try:
         return base64.b64decode(strip_data_url(b64))
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"not a decodable image: {exc}") from None
 
 
-def _pillow_size(b64: str) -> tuple[int, int]:
+def _pillow_size(b64: str | ImageBytes) -> tuple[int, int]:
     from PIL import Image  # lazy: the header parsers above cover what A1111 sends
 
     try:
@@ -118,7 +154,9 @@ def decode(b64: str) -> bytes:
     return binascii.a2b_base64(strip_data_url(b64), strict_mode=True)
 
 
-def _head(b64: str, nbytes: int) -> bytes:
+def _head(b64: str | ImageBytes, nbytes: int) -> bytes:
+    if isinstance(b64, ImageBytes):
+        return b64.data[:nbytes]
     chars = strip_data_url(b64)[: (nbytes + 2) // 3 * 4]
     try:
         return base64.b64decode(chars, validate=True)

@@ -58,7 +58,7 @@ from stablenew.webui._fields import (
     hires_sampler_and_scheduler,
     sampler_and_scheduler,
 )
-from stablenew.webui._images import image_size
+from stablenew.webui._images import ImageBytes, image_size
 
 DEFAULT_CLIP_SKIP = 1
 DEFAULT_VAE = "Automatic"
@@ -154,7 +154,7 @@ def _check_output(size: tuple[int, int], field: str, value: Any) -> None:
         raise ConfigError([FieldProblem(field, problem, value) for problem in problems])
 
 
-def img2img_body(payload: Mapping[str, Any], image: str) -> dict[str, Any]:
+def img2img_body(payload: Mapping[str, Any], image: str | ImageBytes) -> dict[str, Any]:
     """``POST /sdapi/v1/img2img`` body for one input image; size defaults to the image's size.
 
     Raises:
@@ -181,7 +181,7 @@ def img2img_body(payload: Mapping[str, Any], image: str) -> dict[str, Any]:
     return body
 
 
-def upscale_body(payload: Mapping[str, Any], image: str) -> dict[str, Any]:
+def upscale_body(payload: Mapping[str, Any], image: str | ImageBytes) -> dict[str, Any]:
     """``POST /sdapi/v1/extra-single-image`` body for one image.
 
     Raises:
@@ -218,7 +218,7 @@ def upscale_body(payload: Mapping[str, Any], image: str) -> dict[str, Any]:
     return body
 
 
-def adetailer_body(payload: Mapping[str, Any], image: str) -> dict[str, Any]:
+def adetailer_body(payload: Mapping[str, Any], image: str | ImageBytes) -> dict[str, Any]:
     """``POST /sdapi/v1/img2img`` running ADetailer alone on ``image`` (skip img2img on)."""
     config = payload["config"]
     base = dict(config.get("base") or {})

@@ -10,6 +10,8 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from stablenew.webui._images import ImageBytes
+
 _SLICE_CHARS = 1 << 20
 _INLINE_LIMIT = 1 << 16
 
@@ -21,16 +23,18 @@ class JsonBody:
     the big strings (``init_images``, ``image``) are replaced by unique markers, the small rest is dumped as
     usual, and the images are spliced back in at send time, 1 MiB at a time. requests sends an iterable with
     ``__len__`` with a Content-Length, like any body. Strings that are not plain base64 are left to
-    ``json.dumps`` (which would escape them) so the output is always valid JSON.
+    ``json.dumps`` (which would escape them) so the output is always valid JSON. An :class:`ImageBytes` is
+    encoded to base64 a slice at a time as it is sent (its whole base64 text is never built).
     """
 
     def __init__(self, payload: Mapping[str, Any]) -> None:
         body = dict(payload)
         token = uuid.uuid4().hex
-        images: list[str] = []
+        images: list[str | ImageBytes] = []
 
         def mark(value: Any) -> Any:
-            if isinstance(value, str) and len(value) > _INLINE_LIMIT and _is_plain_ascii(value):
+            plain = isinstance(value, str) and len(value) > _INLINE_LIMIT and _is_plain_ascii(value)
+            if plain or isinstance(value, ImageBytes):
                 images.append(value)
                 return f"\x00{token}{len(images) - 1}\x00"
             return value
@@ -40,7 +44,7 @@ class JsonBody:
         if "image" in body:
             body["image"] = mark(body["image"])
         text = json.dumps(body, allow_nan=False)
-        parts: list[bytes | str] = []
+        parts: list[bytes | str | ImageBytes] = []
         for index, image in enumerate(images):
             head, found, text = text.partition(f'"\\u0000{token}{index}\\u0000"')
             assert found, "image marker lost"
@@ -59,6 +63,10 @@ class JsonBody:
             part = parts.pop()
             if isinstance(part, bytes):
                 yield part
+                continue
+            if isinstance(part, ImageBytes):
+                yield from part.base64_slices()
+                del part
                 continue
             for start in range(0, len(part), _SLICE_CHARS):
                 yield part[start : start + _SLICE_CHARS].encode("ascii")
