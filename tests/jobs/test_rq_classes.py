@@ -187,3 +187,28 @@ def test_a_webui_500_no_retry_can_fix_fails_at_once_under_our_worker(
     state = stored_state(submission.job_id)
     assert state.status == "failed"
     assert gone in (state.error or "")
+
+
+class RefusingDequeues(fakeredis.FakeRedis):
+    """A Redis that refuses a worker's blocking take of a job off its queue (one at maxmemory refuses
+    RQ's BLMOVE, which may grow it; BLPOP stands in for it here) and answers everything else."""
+
+    def execute_command(self, *args: object, **options: object) -> object:
+        if str(args[0]).upper() in {"BLPOP", "BLMOVE", "LMOVE"}:
+            raise redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'")
+        return super().execute_command(*args, **options)
+
+
+def test_a_redis_error_that_ends_rqs_work_loop_is_kept_for_the_exit_code() -> None:
+    """RQ's loop logs an exception from a dequeue or a job and returns as if asked to stop; the worker
+    keeps it (``ended_by``) so that ``stablenew worker`` exits 4 with the cause, not 0."""
+    from stablenew.jobs.rq_classes import StableNewSimpleWorker
+
+    server = fakeredis.FakeServer()
+    worker = make_worker(RefusingDequeues(server=server), ["default"], worker_class=StableNewSimpleWorker)
+    assert worker.work(max_idle_time=2) is False  # RQ swallowed the error and returned
+    assert isinstance(worker.ended_by, redis.exceptions.OutOfMemoryError)
+
+    calm = make_worker(fakeredis.FakeRedis(server=server), ["low"], worker_class=StableNewSimpleWorker)
+    calm.work(max_idle_time=1)
+    assert calm.ended_by is None

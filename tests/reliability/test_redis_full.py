@@ -124,6 +124,28 @@ def test_a_worker_that_gives_up_on_a_full_redis_exits_4_and_its_restart_takes_th
     request.node.user_properties.append(("worker_exited_after_redis_full_s", round(gave_up_s, 2)))
 
 
+def test_an_idle_worker_that_gives_up_on_a_full_redis_exits_4_not_0(
+    own_redis: str,
+    worker_process: Callable[..., Any],
+    simulator: SimulatedWebUI,
+) -> None:
+    """Redis at maxmemory refuses the worker's dequeue (BLMOVE writes): RQ's loop logs the error and
+    returns as if the worker had been asked to stop. It must exit 4 naming the cause, so that a
+    service manager restarting on failure restarts it, not 0."""
+    env = {"STABLENEW_REDIS_URL": own_redis, "STABLENEW_REDIS_RETRY_SECONDS": "1"}
+    worker = worker_process("default", webui_url=simulator.url, env=env)
+    client = connect(own_redis)
+    try:
+        _fill_up(client)
+        code = worker.proc.wait(timeout=DEADLINE_S)
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            client.config_set("maxmemory", "0")
+        client.close()
+    assert code == 4, worker.log()[-3000:]
+    assert "Redis is full (maxmemory reached)" in worker.log(), worker.log()[-3000:]
+
+
 def test_a_watched_transaction_on_a_full_redis_ends_with_the_cause_not_an_endless_retry(
     own_redis: str,
 ) -> None:

@@ -353,6 +353,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         with map_redis_errors():  # Redis gone for longer than the worker rides out: exit 4
             worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+            ended_by = getattr(worker, "ended_by", None)
+            if ended_by is not None:  # RQ's loop logged it and returned: exit with the cause
+                raise ended_by
     except ValueError as exc:
         if "active worker named" not in str(exc):
             raise

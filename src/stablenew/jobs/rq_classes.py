@@ -31,12 +31,13 @@ import math
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
 import redis
 from rq import Queue, SimpleWorker, Worker
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
@@ -86,6 +87,27 @@ class StableNewBaseWorker(RegistrationWatch, AffinityDispatch, WebUIOutage, Webh
     in the order, whichever RQ worker class this one is put on.
     """
 
+    #: What ended the work loop, when an error did: RQ's loop logs any exception that escapes a
+    #: dequeue or a job's execution and returns as if asked to stop, so the CLI reads it here to exit
+    #: with the cause (4 for Redis) instead of 0, and a service manager restarts the worker.
+    ended_by: Exception | None = None
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        with self._ending_the_loop_on_error():
+            super().execute_job(job, queue)
+
+    @contextlib.contextmanager
+    def _ending_the_loop_on_error(self) -> Iterator[None]:
+        """Note an exception leaving RQ's loop methods (each is called only from its ``work``, which
+        ends on any exception but a stop request) before RQ swallows it."""
+        try:
+            yield
+        except (StopRequested, SystemExit):
+            raise
+        except Exception as exc:
+            self.ended_by = exc
+            raise
+
     # ------------------------------------------------------------------ start-up
     def register_birth(self) -> None:
         s = self._settings()
@@ -116,6 +138,10 @@ class StableNewBaseWorker(RegistrationWatch, AffinityDispatch, WebUIOutage, Webh
         The order is made again before each blocking wait of at most ``AFFINITY_POLL_S`` seconds,
         so that a checkpoint queue created meanwhile, a plan passing the max wait or a swap made by
         another worker is seen within that time."""
+        with self._ending_the_loop_on_error():
+            return self._dequeue(timeout, max_idle_time)
+
+    def _dequeue(self, timeout: int | None, max_idle_time: int | None) -> tuple[Job, Queue] | None:
         self._wait_for_webui()
         # Dequeue through PausableQueue: no job from a paused queue (stablenew.jobs.queue_control).
         # Set here, not as a class attribute: RQ checks the given queues' type against it.
