@@ -28,6 +28,8 @@ from stablenew.pipeline import StageExecutionPlan
 from stablenew.queues import QUEUES
 from stablenew.settings import Settings
 
+_QUEUES_KEPT = 256
+
 
 class JobReader:
     """Reads jobs on one Redis: the base of :class:`~stablenew.jobs.producer.Producer`, which sets
@@ -40,10 +42,19 @@ class JobReader:
     @map_redis_errors()
     def queue(self, name: str) -> Queue:
         """The RQ queue ``name``: a band (``high``, ``default``, ``low``) or one of its checkpoint
-        queues (``default.ckpt.<slug>``, see :mod:`stablenew.jobs.affinity`)."""
-        if band_of(name) is None:
-            raise ConfigError([FieldProblem("queue", f"must be one of {list(QUEUES)}", name)])
-        return Queue(name, connection=self.connection, serializer=JSONSerializer, job_class=StableNewJob)
+        queues (``default.ckpt.<slug>``, see :mod:`stablenew.jobs.affinity`). Made once per name
+        and kept (a queue object keeps nothing per job; every submit asks for one)."""
+        queues: dict[str, Queue] = self.__dict__.setdefault("_queues", {})
+        found = queues.get(name)
+        if found is None or found.connection is not self.connection:
+            if band_of(name) is None:
+                raise ConfigError([FieldProblem("queue", f"must be one of {list(QUEUES)}", name)])
+            if len(queues) >= _QUEUES_KEPT:  # one per band and checkpoint: a few, unless names churn
+                queues.clear()
+            found = queues[name] = Queue(
+                name, connection=self.connection, serializer=JSONSerializer, job_class=StableNewJob
+            )
+        return found
 
     def _existing(self, job_id: str) -> Submission | None:
         try:
