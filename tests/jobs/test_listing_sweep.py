@@ -15,7 +15,7 @@ from rq.serializers import JSONSerializer
 
 from stablenew.jobs.affinity import affinity_queue, register_queue
 from stablenew.jobs.keys import JOB_FUNCTION, jobs_index_key, jobs_text_key
-from stablenew.jobs.listing import sweep
+from stablenew.jobs.listing import IndexEntry, index_jobs, sweep
 from stablenew.jobs.producer import Producer, build_checked_plan
 from stablenew.settings import Settings
 
@@ -195,3 +195,25 @@ def test_the_backfill_finds_jobs_on_checkpoint_queues(
         ("default", BASE, "finished"),
     ]
     assert ids(producer.list_jobs(queue="default", grep="old sdxl")) == [waiting, ran]
+
+
+def test_one_write_records_every_entry_under_its_queue_in_order_and_sweeps(conn: Any) -> None:
+    # Given an index holding the entry of a job RQ has expired
+    index_jobs(conn, [IndexEntry("gone", "low", "old text")], at=time.time() - A_MONTH)
+
+    # When a batch of jobs that exist is recorded (one of them on a queue that is not a band)
+    for job_id in ("a", "b", "c"):
+        conn.hset(job_key(job_id), "status", "queued")
+    batch = [IndexEntry("a", "high", "first"), IndexEntry("b", "default", "second"), IndexEntry("c", "x", "")]
+    index_jobs(conn, batch)
+
+    # Then each is in the index of all queues, in batch order, and in its own queue's, with its
+    # text; the expired job's entry is gone from every index and the texts
+    assert conn.zrange(jobs_index_key(None), 0, -1) == [b"a", b"b", b"c"]
+    assert [conn.zrange(jobs_index_key(q), 0, -1) for q in ("high", "default", "low", "x")] == [
+        [b"a"],
+        [b"b"],
+        [],
+        [b"c"],
+    ]
+    assert conn.hgetall(jobs_text_key()) == {b"a": b"first", b"b": b"second", b"c": b""}
