@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from itertools import groupby
 from typing import Any
 
 import redis
@@ -279,15 +280,15 @@ class Producer(JobControl):
                 checkpoint = plan_checkpoint(plan)
                 if checkpoint:  # known to the workers before the plans land on it
                     register_queue(pipe, target.name, checkpoint)
-            # One by one in submission order (each on its own queue): a plan's enqueue time is
-            # its age, which orders dispatch across a band's queues.
-            jobs = [
-                target.enqueue_many(
-                    [Queue.prepare_data(JOB_FUNCTION, **self._enqueue_args(plan, None, reuse=reuse))],
-                    pipeline=pipe,
-                )[0]
-                for target, plan in zip(targets, plans, strict=True)
-            ]
+            # In submission order (each on its own queue; a run of plans for one queue in one call):
+            # a plan's enqueue time is its age, which orders dispatch across a band's queues.
+            jobs = []
+            for target, run in groupby(zip(targets, plans, strict=True), key=lambda pair: pair[0]):
+                datas = [
+                    Queue.prepare_data(JOB_FUNCTION, **self._enqueue_args(plan, None, reuse=reuse))
+                    for _, plan in run
+                ]
+                jobs += target.enqueue_many(datas, pipeline=pipe)
             names = [sources[i] if sources else None for i in range(len(plans))]
             entries = [entry_for(j.id, queue, p, n) for j, p, n in zip(jobs, plans, names, strict=True)]
             index_jobs(pipe, entries)
