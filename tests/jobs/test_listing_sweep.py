@@ -13,6 +13,7 @@ import pytest
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from interleaving import on_replies
 from stablenew.jobs.affinity import affinity_queue, register_queue
 from stablenew.jobs.keys import JOB_FUNCTION, jobs_index_key, jobs_text_key
 from stablenew.jobs.listing import IndexEntry, index_jobs, sweep
@@ -100,27 +101,6 @@ def test_under_a_steady_stream_the_index_stays_near_the_jobs_rq_holds(
     assert held <= conn.hlen(jobs_text_key()) <= bound
     assert indexed(conn, submitted[-held:]) == submitted[-held:]
     assert ids(producer.list_jobs(limit=held)) == list(reversed(submitted[-held:]))
-
-
-def on_replies(server: fakeredis.FakeServer, callback: Callable[[int], None]) -> Any:
-    """A client on ``server`` that calls ``callback(n)`` once it has read its n-th reply, as
-    another client's commands may run on Redis between two of ours."""
-    replies = 0
-    armed = False
-
-    class Connection(fakeredis.FakeRedisConnection):
-        def read_response(self, *args: Any, **kwargs: Any) -> Any:
-            nonlocal replies
-            reply = super().read_response(*args, **kwargs)
-            if armed:
-                replies += 1
-                callback(replies)
-            return reply
-
-    client = fakeredis.FakeRedis(server=server, connection_class=Connection)
-    client.ping()  # the connection's own handshake is not one of the replies counted
-    armed = True
-    return client
 
 
 def test_an_index_entry_is_never_written_before_its_job(

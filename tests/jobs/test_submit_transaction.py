@@ -5,38 +5,18 @@ fakeredis, with a client that lets other clients' commands run between two of it
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import fakeredis
 import pytest
 
+from interleaving import on_replies
 from stablenew.jobs.keys import config_key, jobs_index_key, state_key
 from stablenew.jobs.producer import Producer
 from stablenew.queues import QUEUES
 from stablenew.settings import Settings
 
 JOB_ID = "nightly-7"
-
-
-def between_replies(server: fakeredis.FakeServer, callback: Callable[[int], None]) -> Any:
-    """A client on ``server`` that calls ``callback(n)`` once it has read its n-th reply."""
-    replies = 0
-    armed = False
-
-    class Connection(fakeredis.FakeRedisConnection):
-        def read_response(self, *args: Any, **kwargs: Any) -> Any:
-            nonlocal replies
-            reply = super().read_response(*args, **kwargs)
-            if armed:
-                replies += 1
-                callback(replies)
-            return reply
-
-    client = fakeredis.FakeRedis(server=server, connection_class=Connection)
-    client.ping()  # the connection's own handshake is not one of the replies counted
-    armed = True
-    return client
 
 
 def queued(conn: Any) -> list[str]:
@@ -60,7 +40,7 @@ def test_no_one_sees_a_submitted_job_without_its_index_entry_dashboard_view_and_
             )
             seen.append("complete" if complete else f"{job_id} incomplete")
 
-    producer = Producer(between_replies(server, look), Settings())
+    producer = Producer(on_replies(server, look), Settings())
     producer.submit(configs.txt2img("one"))
     producer.submit(configs.txt2img("two"), job_id=JOB_ID)
     producer.submit_many([configs.txt2img(f"batch {i}") for i in range(3)])
@@ -85,7 +65,7 @@ def test_two_submits_of_one_new_id_at_once_make_one_job_and_neither_touches_the_
     # When a submit of the same id runs with the other one landing between any two of its replies
     if after == 0:
         meanwhile()
-    producer = Producer(between_replies(server, lambda n: meanwhile() if n == after else None), Settings())
+    producer = Producer(on_replies(server, lambda n: meanwhile() if n == after else None), Settings())
     ours = producer.submit(config, job_id=JOB_ID)
     if not theirs:  # the submit needed fewer replies than ``after``: the other one lands after it
         meanwhile()
