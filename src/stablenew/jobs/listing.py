@@ -27,9 +27,10 @@ anyone lists, at a few microseconds of Redis time per entry looked at.
 
 Not by age alone (``ZREMRANGEBYSCORE`` below now - (the longest TTL + the job timeout ceiling)): an
 entry's score is its enqueue time, which does not tell whether RQ still holds the job. RQ sets no
-TTL on a job while it waits (queued, scheduled, deferred) or runs, nor on one canceled before it
-ran; a job may wait for days, be retried or handed back, and then lives ``result_ttl`` /
-``failure_ttl`` after it ends, while one that ended early is gone long before that bound. So the
+TTL on a job while it waits (queued, scheduled, deferred) or runs (nor on one it cancels before it
+ran: ``Producer.cancel`` gives that one ``failure_ttl``); a job may wait for days, be retried or
+handed back, and then lives ``result_ttl`` / ``failure_ttl`` after it ends, while one that ended
+early is gone long before that bound. So the
 sweep asks what decides: does the job hash exist (what a listing asks too). Checking and removing
 in one script is what makes it safe beside concurrent writers: an entry is only ever written after
 its job hash (the producer enqueues first, or in the same transaction), so a job re-submitted under
