@@ -11,6 +11,7 @@ import fakeredis
 import pytest
 
 from interleaving import on_replies
+from stablenew.errors import JobError
 from stablenew.jobs.keys import config_key, jobs_index_key, state_key
 from stablenew.jobs.producer import Producer
 from stablenew.queues import QUEUES
@@ -77,3 +78,15 @@ def test_two_submits_of_one_new_id_at_once_make_one_job_and_neither_touches_the_
     assert [s.job_id for s in (ours, *theirs)] == [JOB_ID, JOB_ID]
     assert sorted(s.existing for s in (ours, *theirs)) == [False, True]
     assert conn.get(state_key(JOB_ID)) == b"the running job's state"
+
+
+def test_submit_under_the_id_of_a_hash_that_is_no_job_is_refused_and_leaves_it(
+    producer: Producer, conn: Any, configs: Any
+) -> None:
+    conn.hset(f"rq:job:{JOB_ID}", "status", "queued")  # written by something else: no data
+
+    with pytest.raises(JobError, match=f"job {JOB_ID} exists but is not a stablenew plan"):
+        producer.submit(configs.txt2img(), job_id=JOB_ID)
+
+    assert conn.hgetall(f"rq:job:{JOB_ID}") == {b"status": b"queued"}
+    assert queued(conn) == []

@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import redis
 from rq import Queue
@@ -56,9 +58,14 @@ class JobReader:
             )
         return found
 
-    def _existing(self, job_id: str) -> Submission | None:
+    def _existing(self, job_id: str, raw: Mapping[Any, Any] | None = None) -> Submission | None:
+        """The job ``job_id`` as a submit finds it (None: no such job); ``raw``: its hash, already read.
+
+        Raises:
+            JobError: the job is not a stablenew plan, or cannot be read.
+        """
         try:
-            job = _fetch_job(self.connection, job_id)
+            job = _fetch_job(self.connection, job_id, raw)
         except NoSuchJobError:
             return None
         try:
@@ -172,8 +179,9 @@ class JobReader:
         return JobPage(views=views, next_cursor=cursor)
 
 
-def _fetch_job(connection: redis.Redis, job_id: str) -> Job:
-    """``Job.fetch`` with JSON, and a clear error for a job hash RQ cannot parse.
+def _fetch_job(connection: redis.Redis, job_id: str, raw: Mapping[Any, Any] | None = None) -> Job:
+    """``Job.fetch`` with JSON, and a clear error for a job hash RQ cannot parse; ``raw``: the hash,
+    when the caller has read it already.
 
     Raises:
         NoSuchJobError: no such job.
@@ -182,7 +190,12 @@ def _fetch_job(connection: redis.Redis, job_id: str) -> Job:
     try:
         # Not StableNewJob.fetch: that one hides an unreadable job from workers, here we report it.
         job = StableNewJob(job_id, connection=connection, serializer=JSONSerializer)
-        job.refresh()  # type: ignore[no-untyped-call]
+        if raw is None:
+            job.refresh()  # type: ignore[no-untyped-call]
+        elif not raw:
+            raise NoSuchJobError(f"No such job: {job.key}")
+        else:
+            job.restore(raw)
         return job
     except (NoSuchJobError, redis.RedisError):
         raise  # absent, or Redis failing (some Redis errors are ValueErrors too: not the hash's fault)

@@ -158,9 +158,9 @@ class Producer(JobControl):
         made known, the job, its index entry (after it), its dashboard view and its config as
         written. One round trip without ``job_id``.
 
-        With a ``job_id``, the job's key is WATCHed and looked up first (two round trips more): a
-        known id returns its job, and of two submits of a new id at once, one enqueues and the
-        other's transaction fails on the WATCH, so it looks again and finds the first one's job.
+        With a ``job_id``, the job's hash is WATCHed and read first (two round trips more): a known
+        id returns its job, and of two submits of a new id at once, one enqueues and the other's
+        transaction fails on the WATCH, so it reads again and finds the first one's job.
         """
         q = self._target(queue, plan)
         kwargs = self._enqueue_args(plan, job_id, reuse=reuse)
@@ -175,11 +175,14 @@ class Producer(JobControl):
                 try:
                     if job_key is not None:
                         pipe.watch(job_key)  # type: ignore[no-untyped-call]
-                        if pipe.exists(job_key):
+                        raw = pipe.hgetall(job_key)
+                        if raw:
                             pipe.reset()
-                            existing = self._existing(job_id or "")
-                            if existing is None:
-                                continue  # it expired meanwhile
+                            existing = self._existing(job_id or "", raw)
+                            if existing is None:  # a hash RQ does not take for a job (no data)
+                                raise JobError(
+                                    f"job {job_id} exists but is not a stablenew plan", job_id=job_id
+                                )
                             return _same_plan(existing, plan)
                     pipe.multi()
                     if job_id is not None:
