@@ -13,9 +13,10 @@ import pytest
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from interleaving import on_replies
 from stablenew.jobs.affinity import affinity_queue, register_queue
 from stablenew.jobs.keys import JOB_FUNCTION, jobs_index_key, jobs_text_key
-from stablenew.jobs.listing import sweep
+from stablenew.jobs.listing import IndexEntry, index_jobs, sweep
 from stablenew.jobs.producer import Producer, build_checked_plan
 from stablenew.settings import Settings
 
@@ -102,27 +103,6 @@ def test_under_a_steady_stream_the_index_stays_near_the_jobs_rq_holds(
     assert ids(producer.list_jobs(limit=held)) == list(reversed(submitted[-held:]))
 
 
-def on_replies(server: fakeredis.FakeServer, callback: Callable[[int], None]) -> Any:
-    """A client on ``server`` that calls ``callback(n)`` once it has read its n-th reply, as
-    another client's commands may run on Redis between two of ours."""
-    replies = 0
-    armed = False
-
-    class Connection(fakeredis.FakeRedisConnection):
-        def read_response(self, *args: Any, **kwargs: Any) -> Any:
-            nonlocal replies
-            reply = super().read_response(*args, **kwargs)
-            if armed:
-                replies += 1
-                callback(replies)
-            return reply
-
-    client = fakeredis.FakeRedis(server=server, connection_class=Connection)
-    client.ping()  # the connection's own handshake is not one of the replies counted
-    armed = True
-    return client
-
-
 def test_an_index_entry_is_never_written_before_its_job(
     conn: Any, server: fakeredis.FakeServer, env: None, configs: Any
 ) -> None:
@@ -195,3 +175,25 @@ def test_the_backfill_finds_jobs_on_checkpoint_queues(
         ("default", BASE, "finished"),
     ]
     assert ids(producer.list_jobs(queue="default", grep="old sdxl")) == [waiting, ran]
+
+
+def test_one_write_records_every_entry_under_its_queue_in_order_and_sweeps(conn: Any) -> None:
+    # Given an index holding the entry of a job RQ has expired
+    index_jobs(conn, [IndexEntry("gone", "low", "old text")], at=time.time() - A_MONTH)
+
+    # When a batch of jobs that exist is recorded (one of them on a queue that is not a band)
+    for job_id in ("a", "b", "c"):
+        conn.hset(job_key(job_id), "status", "queued")
+    batch = [IndexEntry("a", "high", "first"), IndexEntry("b", "default", "second"), IndexEntry("c", "x", "")]
+    index_jobs(conn, batch)
+
+    # Then each is in the index of all queues, in batch order, and in its own queue's, with its
+    # text; the expired job's entry is gone from every index and the texts
+    assert conn.zrange(jobs_index_key(None), 0, -1) == [b"a", b"b", b"c"]
+    assert [conn.zrange(jobs_index_key(q), 0, -1) for q in ("high", "default", "low", "x")] == [
+        [b"a"],
+        [b"b"],
+        [],
+        [b"c"],
+    ]
+    assert conn.hgetall(jobs_text_key()) == {b"a": b"first", b"b": b"second", b"c": b""}

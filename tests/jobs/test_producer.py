@@ -6,14 +6,17 @@ job to have run.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from rq import Queue
 from rq.job import JobStatus
-from rq.registry import FailedJobRegistry
+from rq.registry import CanceledJobRegistry, FailedJobRegistry
 from rq.serializers import JSONSerializer
 
+from job_checks import wait_until
 from stablenew.errors import ConfigError, InvalidStagePlanError, JobError, JobNotFound
-from stablenew.jobs.keys import cancel_key
+from stablenew.jobs.keys import cancel_key, jobs_index_key
 from stablenew.jobs.producer import Producer, build_checked_plan, estimate_timeout
 from stablenew.queues import QUEUES
 from stablenew.settings import Settings
@@ -347,6 +350,37 @@ def test_cancel_of_a_queued_job_cancels_it_and_it_never_runs(producer, run_worke
     assert view.error == "canceled before it started"
 
 
+def test_a_job_canceled_before_it_ran_expires_with_its_keys_within_the_failure_ttl(conn, env, configs):
+    # Given a job canceled while it waited, under a failure TTL of a minute
+    producer = Producer(conn, Settings(failure_ttl=60))
+    job_id = producer.submit(configs.two_stage()).job_id
+    producer.cancel(job_id)
+
+    # Then its hash and its state expire within that minute (RQ's cancel alone sets no TTL), every
+    # other key of its own expires too, and RQ's canceled registry files it until then
+    ttls = {k.decode(): conn.ttl(k) for k in conn.keys(f"*{job_id}*")}
+    assert 0 < ttls.pop(f"rq:job:{job_id}") <= 60
+    assert 0 < ttls.pop(f"stablenew:state:{job_id}") <= 60
+    assert set(ttls) == {f"stablenew:cancel:{job_id}", f"stablenew:config:{job_id}"}
+    assert all(ttl > 0 for ttl in ttls.values())
+    expires = conn.zscore(CanceledJobRegistry("default", conn).key, job_id)
+    assert 50 < expires - time.time() <= 60
+
+
+def test_a_job_canceled_before_it_ran_leaves_the_list_once_it_expired(conn, env, configs):
+    # Given a job canceled while it waited, under a failure TTL of one second, that has expired
+    producer = Producer(conn, Settings(failure_ttl=1))
+    canceled = producer.submit(configs.txt2img("canceled")).job_id
+    producer.cancel(canceled)
+    wait_until("the canceled job expired", lambda: not conn.exists(f"rq:job:{canceled}"), timeout=5)
+
+    # When another job is submitted (nobody lists)
+    fresh = producer.submit(configs.txt2img("fresh")).job_id
+
+    # Then the canceled job's entry left the list's index
+    assert conn.zrange(jobs_index_key(None), 0, -1) == [fresh.encode()]
+
+
 def test_cancel_of_a_finished_job_changes_nothing(producer, run_worker, conn, configs):
     submission = producer.submit(configs.txt2img())
     run_worker()
@@ -381,11 +415,13 @@ def test_retry_of_a_failed_job_requeues_it_and_it_resumes_after_its_finished_sta
     assert failed.status == "failed"
     assert [s["status"] for s in failed.stages] == ["finished", "failed", "skipped"]
     assert "img2img" in failed.error
+    assert conn.ttl(f"rq:job:{submission.job_id}") > 0  # RQ keeps a failed job failure_ttl
 
     # When it is retried and a worker runs the queue
     again = producer.retry(submission.job_id)
     assert again.job_id == submission.job_id
     assert producer.status(submission.job_id).status == "queued"
+    assert conn.ttl(f"rq:job:{submission.job_id}") == -1  # queued again: it waits as long as it takes
     run_worker()
 
     # Then it finished without running txt2img again
@@ -426,6 +462,17 @@ def test_retry_of_a_canceled_job_runs_it(producer, run_worker, sim, conn, config
     assert producer.status(submission.job_id).status == "finished"
     assert len(sim.posts(TXT2IMG)) == 1
     assert not conn.exists(cancel_key(submission.job_id))
+
+
+def test_a_retried_canceled_job_waits_without_the_ttl_its_cancel_gave_it(producer, conn, configs):
+    submission = producer.submit(configs.txt2img())
+    producer.cancel(submission.job_id)
+    assert conn.ttl(f"rq:job:{submission.job_id}") > 0
+
+    producer.retry(submission.job_id)
+
+    assert conn.ttl(f"rq:job:{submission.job_id}") == -1  # no expiry: it waits as long as it takes
+    assert producer.status(submission.job_id).status == "queued"
 
 
 def test_retry_of_a_stopped_job_takes_it_out_of_the_failed_registry_and_runs_it(

@@ -24,7 +24,7 @@ from stablenew.jobs.connection import map_redis_errors
 from stablenew.jobs.keys import cancel_key
 from stablenew.jobs.listing import entry_for, index_jobs
 from stablenew.jobs.rq_classes import StableNewJob
-from stablenew.jobs.state import mirror_to_meta
+from stablenew.jobs.state import StateStore, mirror_to_meta
 from stablenew.jobs.views import Submission, data_rewritten, pending_state
 
 _R = TypeVar("_R", bound=BaseRegistry)
@@ -43,12 +43,21 @@ class JobControl(JobReader):
         """
         job = self._fetch(job_id)
         job_id = job.id
+        # How long a job canceled before it ran is kept: as long as a failed one (a job canceled
+        # while it ran gets the same at its end). RQ's own cancel sets no TTL, so without this the
+        # job, its state and its list entry would stay in Redis for good.
+        ttl = job.failure_ttl or self.settings.failure_ttl
 
         def cancel_queued(pipe: Pipeline, status: JobStatus) -> None:
             try:
                 job.cancel(pipeline=pipe)
             except InvalidJobOperation:  # RQ read the status anew: another cancel came first
                 raise redis.WatchError(job.key) from None  # read it again, as a lost WATCH would
+            registry = CanceledJobRegistry(
+                job.origin, self.connection, job_class=StableNewJob, serializer=JSONSerializer
+            )
+            registry.add(job, ttl=ttl, pipeline=pipe)  # RQ filed it as expiring now
+            pipe.expire(job.key, ttl)
             # A worker may have popped the job already (it is still "queued" until the worker marks
             # it started): the cancel key makes that worker end it canceled before any work.
             pipe.set(cancel_key(job_id), "1", ex=self.settings.job_timeout_ceiling)
@@ -63,7 +72,7 @@ class JobControl(JobReader):
                     st.status = "canceled"
             job.get_status(refresh=True)  # RQ's cancel set it in Redis, not on this object
             with self.connection.pipeline(transaction=False) as pipe:
-                self.store.save(state, pipeline=pipe)
+                StateStore(self.connection, ttl=ttl).save(state, pipeline=pipe)  # kept as long as the job
                 mirror_to_meta(job, state, pipeline=pipe)
                 pipe.execute()
             return "canceled (it had not started)"
@@ -108,6 +117,9 @@ class JobControl(JobReader):
             for kind in (FailedJobRegistry, CanceledJobRegistry):  # RQ files stopped jobs as failed too
                 _registry(kind, queue).remove(job, pipeline=pipe)
             pipe.delete(cancel_key(job_id))
+            # A failed or canceled job expires failure_ttl after it ended; queued again, it must
+            # wait as long as it takes, as a new job does (RQ lifts the TTL only once it runs).
+            pipe.persist(job.key)
             job.started_at = None
             job.ended_at = None
             job._exc_info = ""  # what RQ's own requeue clears

@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import redis
 from rq import Queue
@@ -28,6 +30,8 @@ from stablenew.pipeline import StageExecutionPlan
 from stablenew.queues import QUEUES
 from stablenew.settings import Settings
 
+_QUEUES_KEPT = 256
+
 
 class JobReader:
     """Reads jobs on one Redis: the base of :class:`~stablenew.jobs.producer.Producer`, which sets
@@ -40,14 +44,28 @@ class JobReader:
     @map_redis_errors()
     def queue(self, name: str) -> Queue:
         """The RQ queue ``name``: a band (``high``, ``default``, ``low``) or one of its checkpoint
-        queues (``default.ckpt.<slug>``, see :mod:`stablenew.jobs.affinity`)."""
-        if band_of(name) is None:
-            raise ConfigError([FieldProblem("queue", f"must be one of {list(QUEUES)}", name)])
-        return Queue(name, connection=self.connection, serializer=JSONSerializer, job_class=StableNewJob)
+        queues (``default.ckpt.<slug>``, see :mod:`stablenew.jobs.affinity`). Made once per name
+        and kept (a queue object keeps nothing per job; every submit asks for one)."""
+        queues: dict[str, Queue] = self.__dict__.setdefault("_queues", {})
+        found = queues.get(name)
+        if found is None or found.connection is not self.connection:
+            if band_of(name) is None:
+                raise ConfigError([FieldProblem("queue", f"must be one of {list(QUEUES)}", name)])
+            if len(queues) >= _QUEUES_KEPT:  # one per band and checkpoint: a few, unless names churn
+                queues.clear()
+            found = queues[name] = Queue(
+                name, connection=self.connection, serializer=JSONSerializer, job_class=StableNewJob
+            )
+        return found
 
-    def _existing(self, job_id: str) -> Submission | None:
+    def _existing(self, job_id: str, raw: Mapping[Any, Any] | None = None) -> Submission | None:
+        """The job ``job_id`` as a submit finds it (None: no such job); ``raw``: its hash, already read.
+
+        Raises:
+            JobError: the job is not a stablenew plan, or cannot be read.
+        """
         try:
-            job = _fetch_job(self.connection, job_id)
+            job = _fetch_job(self.connection, job_id, raw)
         except NoSuchJobError:
             return None
         try:
@@ -161,8 +179,9 @@ class JobReader:
         return JobPage(views=views, next_cursor=cursor)
 
 
-def _fetch_job(connection: redis.Redis, job_id: str) -> Job:
-    """``Job.fetch`` with JSON, and a clear error for a job hash RQ cannot parse.
+def _fetch_job(connection: redis.Redis, job_id: str, raw: Mapping[Any, Any] | None = None) -> Job:
+    """``Job.fetch`` with JSON, and a clear error for a job hash RQ cannot parse; ``raw``: the hash,
+    when the caller has read it already.
 
     Raises:
         NoSuchJobError: no such job.
@@ -171,7 +190,12 @@ def _fetch_job(connection: redis.Redis, job_id: str) -> Job:
     try:
         # Not StableNewJob.fetch: that one hides an unreadable job from workers, here we report it.
         job = StableNewJob(job_id, connection=connection, serializer=JSONSerializer)
-        job.refresh()  # type: ignore[no-untyped-call]
+        if raw is None:
+            job.refresh()  # type: ignore[no-untyped-call]
+        elif not raw:
+            raise NoSuchJobError(f"No such job: {job.key}")
+        else:
+            job.restore(raw)
         return job
     except (NoSuchJobError, redis.RedisError):
         raise  # absent, or Redis failing (some Redis errors are ValueErrors too: not the hash's fault)

@@ -15,7 +15,8 @@ the first listing, from every queue a job can be on (the bands and their checkpo
 
 The index keeps no job RQ no longer holds, or not for long. A listing drops the entries of expired
 jobs it meets, and every write to the index (a submit, a batch, a retry) also sweeps: in the same
-atomic step (a Lua script, sent in the writer's own pipeline: no extra round trip), it looks at the
+atomic step (the one Lua script that writes the entries, sent in the writer's own transaction: no
+extra round trip, one command however many entries), it looks at the
 next ``16 + 3 x (entries written)`` entries, oldest first from where the last write stopped and
 round again once it reaches the newest, and drops those whose job hash RQ has deleted
 (``rq:job:<id>`` no longer exists) from every index and the texts. An expired job's entry is so
@@ -26,9 +27,10 @@ anyone lists, at a few microseconds of Redis time per entry looked at.
 
 Not by age alone (``ZREMRANGEBYSCORE`` below now - (the longest TTL + the job timeout ceiling)): an
 entry's score is its enqueue time, which does not tell whether RQ still holds the job. RQ sets no
-TTL on a job while it waits (queued, scheduled, deferred) or runs, nor on one canceled before it
-ran; a job may wait for days, be retried or handed back, and then lives ``result_ttl`` /
-``failure_ttl`` after it ends, while one that ended early is gone long before that bound. So the
+TTL on a job while it waits (queued, scheduled, deferred) or runs (nor on one it cancels before it
+ran: ``Producer.cancel`` gives that one ``failure_ttl``); a job may wait for days, be retried or
+handed back, and then lives ``result_ttl`` / ``failure_ttl`` after it ends, while one that ended
+early is gone long before that bound. So the
 sweep asks what decides: does the job hash exist (what a listing asks too). Checking and removing
 in one script is what makes it safe beside concurrent writers: an entry is only ever written after
 its job hash (the producer enqueues first, or in the same transaction), so a job re-submitted under
@@ -46,7 +48,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from redis.client import Pipeline
 from rq import Queue
 from rq.job import Job
 from rq.registry import (
@@ -70,11 +71,19 @@ _TEXT_LIMIT = 2000
 # How many index entries each write to the index sweeps: _SWEEP_STEP + _SWEEP_PER_ENTRY x the
 # entries it writes (see the module's docstring).
 _SWEEP_STEP, _SWEEP_PER_ENTRY = 16, 3
-# One step of the sweep. KEYS: the index of all queues, the texts, the sweep's mark, then each
-# band's index. ARGV: RQ's job key prefix, how many entries to look at. Returns how many it dropped.
+# The entries a write records, then one step of the sweep: one script, so that a submit's index
+# write is one command of its transaction, not four. KEYS: the index of all queues, the texts, the
+# sweep's mark, then each band's index (and the index of any other queue an entry names). ARGV:
+# RQ's job key prefix, how many entries to look at, then four per entry to record: its job id, its
+# score, which of KEYS is its queue's index, its text. Returns how many entries it dropped.
 # The job hashes it checks are named by the entries it reads, so they cannot be declared in KEYS:
 # fine on a single Redis (RQ needs one), not on a cluster.
 _SWEEP = """
+for i = 3, #ARGV, 4 do
+  redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
+  redis.call('ZADD', KEYS[tonumber(ARGV[i + 2])], ARGV[i + 1], ARGV[i])
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 3])
+end
 local mark = redis.call('GET', KEYS[3])
 local low = mark and ('(' .. mark) or '-inf'
 local count = tonumber(ARGV[2])
@@ -140,34 +149,39 @@ def entry_for(job_id: str, queue: str, plan: StageExecutionPlan, source: str | N
 
 
 def index_jobs(connection: Any, entries: Sequence[IndexEntry], *, at: float | None = None) -> None:
-    """Record ``entries`` as enqueued at ``at`` (now), in their order, in one round trip.
+    """Record ``entries`` as enqueued at ``at`` (now), in their order, and sweep (:func:`sweep`):
+    one command, a Lua script.
 
-    ``connection`` may be a pipeline (then the caller executes it). Scores are microseconds; a batch
-    gets consecutive ones so that its order survives.
+    ``connection`` may be a pipeline (then the caller executes it, and the entries land where it
+    puts them: after their jobs). Scores are microseconds; a batch gets consecutive ones so that its
+    order survives.
     """
     if not entries:
         return
     base = int((time.time() if at is None else at) * 1_000_000)
-    # A redis-py Pipeline is a Redis too: test for it, or the entries would go in a pipeline of
-    # their own, executed here, before the caller's (a batch's jobs would not exist yet).
-    pipe = connection if isinstance(connection, Pipeline) else connection.pipeline(transaction=False)
+    keys = _sweep_keys()
+    where = {key: place for place, key in enumerate(keys, start=1)}
+    recorded: list[Any] = []
     for offset, entry in enumerate(entries):
-        score = base + offset
-        pipe.zadd(jobs_index_key(None), {entry.job_id: score})
-        pipe.zadd(jobs_index_key(entry.queue), {entry.job_id: score})
-        pipe.hset(jobs_text_key(), entry.job_id, entry.text)
-    sweep(pipe, _SWEEP_STEP + _SWEEP_PER_ENTRY * len(entries))
-    if pipe is not connection:
-        pipe.execute()
+        key = jobs_index_key(entry.queue)
+        if key not in where:  # not a band (the index of every queue a job is on is written)
+            keys.append(key)
+            where[key] = len(keys)
+        recorded += [entry.job_id, base + offset, where[key], entry.text]
+    count = _SWEEP_STEP + _SWEEP_PER_ENTRY * len(entries)
+    connection.eval(_SWEEP, len(keys), *keys, Job.redis_job_namespace_prefix, count, *recorded)
 
 
 def sweep(connection: Any, count: int = _SWEEP_STEP) -> Any:
     """One step of the index's sweep: look at the next ``count`` entries (at least one; see the
     module's docstring) and drop those whose job RQ no longer holds. Returns how many it dropped
     (on a pipeline: the pipeline, and the count comes with its results)."""
-    count = max(count, 1)
-    keys = [jobs_index_key(None), jobs_text_key(), jobs_sweep_key(), *(jobs_index_key(q) for q in QUEUES)]
-    return connection.eval(_SWEEP, len(keys), *keys, Job.redis_job_namespace_prefix, count)
+    keys = _sweep_keys()
+    return connection.eval(_SWEEP, len(keys), *keys, Job.redis_job_namespace_prefix, max(count, 1))
+
+
+def _sweep_keys() -> list[str]:
+    return [jobs_index_key(None), jobs_text_key(), jobs_sweep_key(), *(jobs_index_key(q) for q in QUEUES)]
 
 
 def parse_since(text: str, *, now: datetime | None = None) -> datetime:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from itertools import groupby
 from typing import Any
 
 import redis
 from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError
 
 from stablenew.errors import ConfigError, FieldProblem, InvalidStagePlanError, JobError, WebUIRejected
 from stablenew.jobs._control import JobControl
@@ -33,6 +33,10 @@ from stablenew.pipeline import PipelineConfig, StageExecutionPlan
 from stablenew.queues import DEFAULT_QUEUE, QUEUES
 from stablenew.run import callback_refusal, is_valid_job_id
 from stablenew.settings import Settings
+
+# Tries of a submit under a known id whose job key changes between the look and the write (a
+# concurrent submit of the same id is found on the second try).
+_ATTEMPTS = 20
 
 
 def _same_plan(existing: Submission, plan: StageExecutionPlan) -> Submission:
@@ -150,37 +154,57 @@ class Producer(JobControl):
         source: str | None,
         reuse: bool,
     ) -> Submission:
+        """Enqueue ``plan`` in one MULTI/EXEC with everything that goes with it: its checkpoint queue
+        made known, the job, its index entry (after it), its dashboard view and its config as
+        written. One round trip without ``job_id``.
+
+        With a ``job_id``, the job's hash is WATCHed and read first (two round trips more): a known
+        id returns its job, and of two submits of a new id at once, one enqueues and the other's
+        transaction fails on the WATCH, so it reads again and finds the first one's job.
+        """
         q = self._target(queue, plan)
-        if job_id is not None:
-            existing = self._existing(job_id)
-            if existing is not None:
-                return _same_plan(existing, plan)
-            # An id reused after its job expired: the old run's stage state must not linger.
-            self.connection.delete(state_key(job_id), cancel_key(job_id))
         kwargs = self._enqueue_args(plan, job_id, reuse=reuse)
         # Queue.enqueue spells it job_timeout (prepare_data, used by submit_many, says timeout);
         # an unknown keyword next to args= is silently dropped, leaving RQ's 180 s default.
         kwargs["job_timeout"] = kwargs.pop("timeout")
         checkpoint = plan_checkpoint(plan)
-        if checkpoint:  # known to the workers before the plan lands on it
-            register_queue(self.connection, q.name, checkpoint)
-        try:
-            job = q.enqueue(JOB_FUNCTION, unique=job_id is not None, **kwargs)
-        except DuplicateJobError:
-            found = self._existing(job_id or "")
-            if found is None:
-                raise
-            return _same_plan(found, plan)
-        with self.connection.pipeline(transaction=False) as pipe:
-            index_jobs(pipe, [entry_for(job.id, queue, plan, source)])
-            mirror_to_meta(job, None, pipeline=pipe, unless_written=True)  # a worker may have started it
-            self._keep_config(pipe, job.id, config)
-            pipe.execute()
-        return Submission(job_id=job.id, queue=queue, plan=plan)
-
-    def _keep_config(self, connection: Any, job_id: str, config: ConfigInput) -> None:
-        """Keep ``config`` as written (JSON) beside the job, for :meth:`rerun`; a plan is not a config."""
         written = _written_config(config)
+        job_key = q.job_class.key_for(job_id) if job_id is not None else None
+        with self.connection.pipeline() as pipe:
+            for _ in range(_ATTEMPTS):
+                try:
+                    if job_key is not None:
+                        pipe.watch(job_key)  # type: ignore[no-untyped-call]
+                        raw = pipe.hgetall(job_key)
+                        if raw:
+                            pipe.reset()
+                            existing = self._existing(job_id or "", raw)
+                            if existing is None:  # a hash RQ does not take for a job (no data)
+                                raise JobError(
+                                    f"job {job_id} exists but is not a stablenew plan", job_id=job_id
+                                )
+                            return _same_plan(existing, plan)
+                    pipe.multi()
+                    if job_id is not None:
+                        # An id reused after its job expired: the old run's stage state must not linger.
+                        pipe.delete(state_key(job_id), cancel_key(job_id))
+                    if checkpoint:  # known to the workers before the plan lands on it
+                        register_queue(pipe, q.name, checkpoint)
+                    job = q.enqueue(JOB_FUNCTION, pipeline=pipe, **kwargs)
+                    index_jobs(pipe, [entry_for(job.id, queue, plan, source)])
+                    mirror_to_meta(job, None, pipeline=pipe)
+                    self._keep_config(pipe, job.id, written)
+                    pipe.execute()
+                    return Submission(job_id=job.id, queue=queue, plan=plan)
+                except redis.WatchError:
+                    continue  # the id was taken (or its job changed) since the WATCH: look again
+        raise JobError(
+            f"job {job_id} kept changing while it was submitted ({_ATTEMPTS} tries): try again",
+            job_id=job_id,
+        )
+
+    def _keep_config(self, connection: Any, job_id: str, written: str | None) -> None:
+        """Keep the config as written (:func:`_written_config`) beside the job, for :meth:`rerun`."""
         if written is not None:
             s = self.settings
             ttl = max(s.result_ttl, s.failure_ttl) + s.job_timeout_ceiling
@@ -259,21 +283,21 @@ class Producer(JobControl):
                 checkpoint = plan_checkpoint(plan)
                 if checkpoint:  # known to the workers before the plans land on it
                     register_queue(pipe, target.name, checkpoint)
-            # One by one in submission order (each on its own queue): a plan's enqueue time is
-            # its age, which orders dispatch across a band's queues.
-            jobs = [
-                target.enqueue_many(
-                    [Queue.prepare_data(JOB_FUNCTION, **self._enqueue_args(plan, None, reuse=reuse))],
-                    pipeline=pipe,
-                )[0]
-                for target, plan in zip(targets, plans, strict=True)
-            ]
+            # In submission order (each on its own queue; a run of plans for one queue in one call):
+            # a plan's enqueue time is its age, which orders dispatch across a band's queues.
+            jobs = []
+            for target, run in groupby(zip(targets, plans, strict=True), key=lambda pair: pair[0]):
+                datas = [
+                    Queue.prepare_data(JOB_FUNCTION, **self._enqueue_args(plan, None, reuse=reuse))
+                    for _, plan in run
+                ]
+                jobs += target.enqueue_many(datas, pipeline=pipe)
             names = [sources[i] if sources else None for i in range(len(plans))]
             entries = [entry_for(j.id, queue, p, n) for j, p, n in zip(jobs, plans, names, strict=True)]
             index_jobs(pipe, entries)
             for job, config in zip(jobs, configs, strict=True):
                 mirror_to_meta(job, None, pipeline=pipe)
-                self._keep_config(pipe, job.id, config)
+                self._keep_config(pipe, job.id, _written_config(config))
             pipe.execute()
         return [Submission(job_id=j.id, queue=queue, plan=p) for j, p in zip(jobs, plans, strict=True)]
 

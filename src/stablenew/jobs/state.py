@@ -109,9 +109,7 @@ class StateStore:
         (pipeline or self.connection).set(state_key(state.job_id), state.model_dump_json(), ex=self.ttl)
 
 
-def mirror_to_meta(
-    job: Job, state: JobState | None, *, pipeline: Any = None, unless_written: bool = False
-) -> None:
+def mirror_to_meta(job: Job, state: JobState | None, *, pipeline: Any = None) -> None:
     """Write ``job.meta["stablenew"]``, what rq-dashboard shows of the job: its ``status --json``
     (:func:`~stablenew.jobs.views.meta_view`) with ``state`` and the job's RQ status as they are
     now. On ``pipeline`` when given, so that it lands with the write it reflects. Always JSON,

@@ -90,8 +90,9 @@ def job_view(
     ``positions`` (from :func:`queue_positions`, for many jobs at once) has it."""
     rq_status = job.get_status(refresh=False)
     status = rq_status.value if isinstance(rq_status, JobStatus) else str(rq_status or "unknown")
+    stages = _plan_stages(job)  # read once for the checkpoint and, before any state, the stages
     if state is None:
-        state = _unstarted_state(job)
+        state = _unstarted_state(job, stages)
     if state.status == "canceled" and status in ("finished", "failed"):
         status = "canceled"
     if status in ("failed", "stopped") and state.status in ("running", "queued"):
@@ -117,7 +118,7 @@ def job_view(
         job_id=job.id,
         status=status,
         queue=band_of(job.origin) or job.origin,
-        checkpoint=job_checkpoint(job),
+        checkpoint=_checkpoint(stages),
         stages=view["stages"],
         error=error,
         manifest=view["manifest"],
@@ -261,25 +262,38 @@ def _older_elsewhere(
 def job_checkpoint(job: Job) -> str | None:
     """The checkpoint a job's plan asks for (its first generation stage's ``model``), read from
     the plan's JSON without validating it again; None for none, or a plan that does not read."""
+    return _checkpoint(_plan_stages(job))
+
+
+def _plan_stages(job: Job) -> list[Any] | None:
+    """The stages of a job's plan as its JSON holds them, not validated; None when it does not read."""
     try:
         stages = json.loads(job.args[0])["stages"]
-        for stage in stages:
+    except (DeserializationError, IndexError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return stages if isinstance(stages, list) else None
+
+
+def _checkpoint(stages: list[Any] | None) -> str | None:
+    try:
+        for stage in stages or ():
             if stage["stage_type"] in (StageType.TXT2IMG.value, StageType.IMG2IMG.value):
                 model = stage.get("config", {}).get("model")
                 return str(model) if model else None
-    except (DeserializationError, IndexError, KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         return None
     return None
 
 
-def _unstarted_state(job: Job) -> JobState:
-    """:func:`pending_state` for a view: the stage types read from the plan's JSON without
-    validating the whole plan again (it was at submit; the worker does again), which is most of the
-    cost of listing queued jobs. A plan that does not read this way gets the full reading."""
+def _unstarted_state(job: Job, stages: list[Any] | None) -> JobState:
+    """:func:`pending_state` for a view: the stage types read from the plan's JSON (``stages``)
+    without validating the whole plan again (it was at submit; the worker does again), which is most
+    of the cost of listing queued jobs. A plan that does not read this way gets the full reading."""
+    if stages is None:
+        return pending_state(job)
     try:
-        stages = json.loads(job.args[0])["stages"]
         types = [StageType(stage["stage_type"]).value for stage in stages]
-    except (DeserializationError, IndexError, KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError):
         return pending_state(job)
     return JobState(job_id=job.id, stages=[StageState(index=i, type=t) for i, t in enumerate(types)])
 

@@ -22,6 +22,7 @@ import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
@@ -104,7 +105,7 @@ def scalar_kinds(annotation: Any) -> set[type]:
     return set()
 
 
-def strict_scalar(kinds: set[type], value: Any) -> Any:
+def strict_scalar(kinds: AbstractSet[type], value: Any) -> Any:
     """Refuse what pydantic's lax mode would convert: ``"20"`` or ``true`` for a number, ``1`` or ``"yes"``
     for a flag, and NaN or infinity. A whole float (``20.0``) stays accepted for an integer."""
     number = bool(kinds & {int, float})

@@ -7,6 +7,7 @@ name the way both generation stages and the ADetailer main pass do.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
@@ -26,10 +27,8 @@ class Section(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _typed_as_written(cls, value: Any, info: ValidationInfo) -> Any:
-        field = cls.model_fields.get(info.field_name or "")
-        if field is None:
-            return value
-        return strict_scalar(scalar_kinds(field.annotation), value)
+        kinds = _declared_kinds(cls, info.field_name or "")
+        return strict_scalar(kinds, value) if kinds else value
 
     def known(self) -> dict[str, Any]:
         """The declared fields only, without the kept-but-unused extras.
@@ -37,6 +36,15 @@ class Section(BaseModel):
         Pydantic keeps declared fields in ``__dict__`` and extras apart (``__pydantic_extra__``), so this
         is a plain copy: it runs several times per submitted config."""
         return dict(self.__dict__)
+
+
+@cache
+def _declared_kinds(section: type[Section], name: str) -> frozenset[type]:
+    """The scalar types field ``name`` of ``section`` allows (none for an undeclared key, or a field
+    that is no scalar), worked out once per field: every field of every section of every submitted
+    config asks."""
+    field = section.model_fields.get(name)
+    return frozenset(scalar_kinds(field.annotation)) if field is not None else frozenset()
 
 
 def unset_vae(value: Any) -> Any:
