@@ -4,7 +4,7 @@ small server-rendered console at ``/``. Everything goes through the same produce
 CLI; the modules here only translate HTTP to them and back.
 """
 
-from stablenew.api._app import create_app
-from stablenew.api._settings import ApiSettings
+from ._app import create_app
+from ._settings import ApiSettings
 
 __all__ = ["ApiSettings", "create_app"]

@@ -13,16 +13,17 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from stablenew import Producer, __version__
-from stablenew.api._auth import require_read
-from stablenew.api._console import router as console_router
-from stablenew.api._errors import install_error_handlers
-from stablenew.api._events import job_events
-from stablenew.api._files import output_path, thumbnail
-from stablenew.api._routes import JobId, ProducerDep, router
-from stablenew.api._settings import ApiSettings
 from stablenew.errors import JobNotFound
 from stablenew.jobs.connection import connect
 from stablenew.settings import Settings
+
+from ._auth import require_read
+from ._console import router as console_router
+from ._errors import install_error_handlers
+from ._events import job_events
+from ._files import output_path, thumbnail
+from ._routes import JobId, ProducerDep, router
+from ._settings import ApiSettings
 
 STATIC_DIR = Path(__file__).parent / "static"
 

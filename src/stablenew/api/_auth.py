@@ -14,7 +14,7 @@ import hmac
 
 from fastapi import HTTPException, Request
 
-from stablenew.api._settings import ApiSettings
+from ._settings import ApiSettings
 
 COOKIE_NAME = "stablenew_console"
 CONSOLE_HEADER = "X-StableNew-Console"

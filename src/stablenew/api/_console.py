@@ -17,11 +17,12 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from stablenew import Producer, StageExecutionPlan
-from stablenew.api._auth import COOKIE_NAME, cookie_value, has_credentials, is_authorized
-from stablenew.api._settings import ApiSettings
 from stablenew.errors import JobNotFound, StableNewError
 from stablenew.jobs import queue_control
 from stablenew.jobs.worker_views import list_workers
+
+from ._auth import COOKIE_NAME, cookie_value, has_credentials, is_authorized
+from ._settings import ApiSettings
 
 router = APIRouter(include_in_schema=False)
 

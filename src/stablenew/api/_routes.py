@@ -10,10 +10,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stablenew import Producer
-from stablenew.api._auth import require_read, require_write
 from stablenew.errors import ConfigError, FieldProblem
 from stablenew.jobs import queue_control
 from stablenew.jobs.worker_views import list_workers
+
+from ._auth import require_read, require_write
 
 QueueName = Literal["high", "default", "low"]
 JobStatusName = Literal["queued", "started", "finished", "failed", "canceled"]

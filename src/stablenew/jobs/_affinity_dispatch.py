@@ -22,7 +22,6 @@ from rq.utils import as_text, current_timestamp
 from rq.worker_registration import REDIS_WORKER_KEYS
 
 from stablenew.errors import WebUIError
-from stablenew.jobs._configured_worker import ConfiguredWorker
 from stablenew.jobs.affinity import (
     checkpoint_name,
     checkpoint_queues,
@@ -36,6 +35,8 @@ from stablenew.jobs.affinity import (
 from stablenew.jobs.keys import affinity_lock_key, worker_models_key
 from stablenew.queues import QUEUES
 from stablenew.webui import WebUIClient
+
+from ._configured_worker import ConfiguredWorker
 
 # A worker orders its queues again at least this often while it waits (whole seconds: BLPOP's).
 AFFINITY_POLL_S = 1

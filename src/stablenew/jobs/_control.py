@@ -18,14 +18,15 @@ from rq.registry import BaseRegistry, CanceledJobRegistry, FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from stablenew.errors import JobError
-from stablenew.jobs._inspect import JobReader
-from stablenew.jobs._status_change import change_status
 from stablenew.jobs.connection import map_redis_errors
 from stablenew.jobs.keys import cancel_key
 from stablenew.jobs.listing import entry_for, index_jobs
 from stablenew.jobs.rq_classes import StableNewJob
 from stablenew.jobs.state import StateStore, mirror_to_meta
 from stablenew.jobs.views import Submission, data_rewritten, pending_state
+
+from ._inspect import JobReader
+from ._status_change import change_status
 
 _R = TypeVar("_R", bound=BaseRegistry)
 

@@ -23,12 +23,13 @@ from rq.serializers import JSONSerializer
 from rq.utils import as_text, import_attribute
 
 from stablenew.errors import Canceled, JobNotAllowed, Requeued, Superseded, is_permanent
-from stablenew.jobs._webhooks import WebhookOutbox
 from stablenew.jobs.keys import ALLOWED_FUNCTIONS
 from stablenew.jobs.state import StateStore, mirror_to_meta
 from stablenew.jobs.views import data_rewritten
 from stablenew.pipeline import MAX_PLAN_JSON_CHARS
 from stablenew.run import JobState
+
+from ._webhooks import WebhookOutbox
 
 log = logging.getLogger("stablenew.worker")
 

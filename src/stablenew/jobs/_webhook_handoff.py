@@ -10,8 +10,8 @@ import redis
 from rq import Queue
 from rq.job import Job
 
-from stablenew.jobs._configured_worker import ConfiguredWorker
-from stablenew.jobs._webhooks import WebhookOutbox, WebhookSender
+from ._configured_worker import ConfiguredWorker
+from ._webhooks import WebhookOutbox, WebhookSender
 
 
 class WebhookHandOff(ConfiguredWorker):

@@ -13,9 +13,10 @@ from typing import Any
 from rq.worker import WorkerStatus
 
 from stablenew.errors import WebUIError
-from stablenew.jobs._configured_worker import ConfiguredWorker
 from stablenew.jobs.resilience import WebUIBreaker, probe_webui
 from stablenew.settings import redact_url
+
+from ._configured_worker import ConfiguredWorker
 
 
 class WebUIOutage(ConfiguredWorker):

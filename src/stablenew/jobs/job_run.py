@@ -47,7 +47,6 @@ from stablenew.errors import (
     is_permanent,
     is_transient,
 )
-from stablenew.jobs._webhooks import WebhookOutbox, deliver
 from stablenew.jobs.affinity import record_loaded
 from stablenew.jobs.keys import cancel_key, inventory_key, owner_key, stop_key
 from stablenew.jobs.resilience import (
@@ -64,6 +63,8 @@ from stablenew.pipeline import StageExecutionPlan, StageResult, StageType
 from stablenew.run import JobState, PlanRun, RunRecorder
 from stablenew.settings import Settings
 from stablenew.webui import Inventory, WebUIClient, WebUIExecutor
+
+from ._webhooks import WebhookOutbox, deliver
 
 log = logging.getLogger("stablenew.worker")
 

@@ -20,7 +20,6 @@ import redis
 from rq import Queue, Retry
 
 from stablenew.errors import ConfigError, FieldProblem, InvalidStagePlanError, JobError, WebUIRejected
-from stablenew.jobs._control import JobControl
 from stablenew.jobs.affinity import affinity_queue, band_of, plan_checkpoint, register_queue
 from stablenew.jobs.checks import ConfigInput, build_checked_plan, estimate_timeout, webui_preflight
 from stablenew.jobs.connection import map_redis_errors
@@ -33,6 +32,8 @@ from stablenew.pipeline import PipelineConfig, StageExecutionPlan
 from stablenew.queues import DEFAULT_QUEUE, QUEUES
 from stablenew.run import callback_refusal, is_valid_job_id
 from stablenew.settings import Settings
+
+from ._control import JobControl
 
 # Tries of a submit under a known id whose job key changes between the look and the write (a
 # concurrent submit of the same id is found on the second try).

@@ -44,17 +44,18 @@ from rq.worker import WorkerStatus
 from rq.worker.base import BaseWorker
 
 from stablenew.errors import Requeued, Superseded
-from stablenew.jobs._affinity_dispatch import AFFINITY_POLL_S, AffinityDispatch
-from stablenew.jobs._pausable_queue import PAUSED_POLL_SECONDS, PausableQueue, paused_queues
-from stablenew.jobs._registration_watch import RegistrationWatch
-from stablenew.jobs._rq_job import MAX_JOB_DATA_BYTES, StableNewJob
-from stablenew.jobs._webhook_handoff import WebhookHandOff
-from stablenew.jobs._webui_outage import WebUIOutage
 from stablenew.jobs.affinity import forget_worker
 from stablenew.jobs.keys import birth_key, stop_key
 from stablenew.jobs.resilience import hand_back, provably_dead, reclaim_dead_namesake
 from stablenew.queues import QUEUES
 from stablenew.settings import Settings
+
+from ._affinity_dispatch import AFFINITY_POLL_S, AffinityDispatch
+from ._pausable_queue import PAUSED_POLL_SECONDS, PausableQueue, paused_queues
+from ._registration_watch import RegistrationWatch
+from ._rq_job import MAX_JOB_DATA_BYTES, StableNewJob
+from ._webhook_handoff import WebhookHandOff
+from ._webui_outage import WebUIOutage
 
 # The settings of the worker running the current job (its flags included), for the job function in the work
 # horse; None under another worker class, whose jobs read the environment.

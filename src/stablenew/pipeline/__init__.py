@@ -15,9 +15,9 @@ Every public name of the pipeline is imported from here; the modules behind it a
 - ``_runner``: runs a plan through a :class:`StageExecutor` (:class:`PipelineRunner`).
 """
 
-from stablenew.pipeline._adetailer import ADetailerBase, ADetailerPass, ADetailerSection, ADetailerStageConfig
-from stablenew.pipeline._adetailer_args import ADETAILER_ARGS
-from stablenew.pipeline._config import (
+from ._adetailer import ADetailerBase, ADetailerPass, ADetailerSection, ADetailerStageConfig
+from ._adetailer_args import ADETAILER_ARGS
+from ._config import (
     MAX_INIT_IMAGE_PIXELS,
     GenerationSection,
     HiresSection,
@@ -27,10 +27,10 @@ from stablenew.pipeline._config import (
     Txt2ImgSection,
     UpscaleSection,
 )
-from stablenew.pipeline._fill import fill_prompt
-from stablenew.pipeline._image_data import checked_image_data, image_bytes_problem, image_data_problem
-from stablenew.pipeline._keys import KEPT_SECTIONS, NOT_SENT, section_keys
-from stablenew.pipeline._limits import (
+from ._fill import fill_prompt
+from ._image_data import checked_image_data, image_bytes_problem, image_data_problem
+from ._keys import KEPT_SECTIONS, NOT_SENT, section_keys
+from ._limits import (
     MAX_BATCH,
     MAX_IMAGES,
     MAX_INIT_IMAGE_B64,
@@ -51,23 +51,23 @@ from stablenew.pipeline._limits import (
     size_problems,
     text_problem,
 )
-from stablenew.pipeline._normalise import MAX_DEPTH, detect_shape, parse_config, structure_problem
-from stablenew.pipeline._runner import (
+from ._normalise import MAX_DEPTH, detect_shape, parse_config, structure_problem
+from ._runner import (
     PipelineRunner,
     StageExecutor,
     StageHooks,
     StageResult,
     build_stage_payload,
 )
-from stablenew.pipeline._samplers import (
+from ._samplers import (
     A1111_SCHEDULERS,
     SamplerSchedulerConflict,
     resolve_sampler,
     scheduler_key,
     split_sampler_name,
 )
-from stablenew.pipeline._sequencer import StageSequencer
-from stablenew.pipeline._stage_models import (
+from ._sequencer import StageSequencer
+from ._stage_models import (
     ADETAILER_NEEDS_GENERATION,
     CANONICAL_ORDER,
     MAX_PLAN_JSON_CHARS,

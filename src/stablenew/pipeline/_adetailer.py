@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stablenew.pipeline._limits import (
+from ._limits import (
     MAX_SIDE,
     MAX_STEPS,
     MIN_SIDE,
@@ -21,8 +21,8 @@ from stablenew.pipeline._limits import (
     name_problem,
     text_problem,
 )
-from stablenew.pipeline._samplers import SAME_SCHEDULER, UNSET_NAMES, split_sampler_of
-from stablenew.pipeline._sections import Section, unset_vae
+from ._samplers import SAME_SCHEDULER, UNSET_NAMES, split_sampler_of
+from ._sections import Section, unset_vae
 
 # The ``ad_*`` pass-throughs that name a model, sampler or scheduler (the rest are numbers, flags or text).
 _AD_NAME_ARGS = frozenset(

@@ -7,7 +7,7 @@ unknown key, with a suggestion), the WebUI layer validates every tab it sends ag
 
 from __future__ import annotations
 
-from stablenew.pipeline._limits import MAX_NAME_CHARS, MAX_PROMPT_CHARS, MAX_SIDE, MAX_STEPS, MIN_SIDE
+from ._limits import MAX_NAME_CHARS, MAX_PROMPT_CHARS, MAX_SIDE, MAX_STEPS, MIN_SIDE
 
 # ADetailerArgs (ADetailer v25.3.0): name -> (type, min, max); for a str, max is its length. None = unbounded.
 # ADetailer's own schema has lower bounds only; the upper ones are ours: ADetailer's UI ranges, our config

@@ -39,9 +39,10 @@ from pydantic import (
 )
 
 from stablenew.errors import FieldProblem
-from stablenew.pipeline._adetailer import ADetailerSection
-from stablenew.pipeline._image_data import image_data_problem
-from stablenew.pipeline._limits import (
+
+from ._adetailer import ADetailerSection
+from ._image_data import image_data_problem
+from ._limits import (
     MAX_BATCH,
     MAX_INIT_IMAGE_B64,
     MAX_OUTPUT_SIDE,
@@ -55,8 +56,8 @@ from stablenew.pipeline._limits import (
     Side,
     output_limit_problems,
 )
-from stablenew.pipeline._samplers import UNSET_NAMES, split_sampler_of
-from stablenew.pipeline._sections import Section, unset_vae
+from ._samplers import UNSET_NAMES, split_sampler_of
+from ._sections import Section, unset_vae
 
 SUPPORTED_WRAPPER_SCHEMAS = frozenset({"stablenew.config.v2.6"})
 

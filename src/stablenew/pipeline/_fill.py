@@ -10,7 +10,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from stablenew.pipeline._normalise import detect_shape
+from ._normalise import detect_shape
 
 
 def fill_prompt(

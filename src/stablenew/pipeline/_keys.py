@@ -17,8 +17,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from stablenew.errors import FieldProblem
-from stablenew.pipeline._adetailer_args import ADETAILER_ARGS
-from stablenew.pipeline._config import Img2ImgSection, Txt2ImgSection, UpscaleSection
+
+from ._adetailer_args import ADETAILER_ARGS
+from ._config import Img2ImgSection, Txt2ImgSection, UpscaleSection
 
 STAGES = ("txt2img", "img2img", "upscale", "adetailer")
 NESTED_SECTIONS = (*STAGES, "pipeline", "hires_fix")

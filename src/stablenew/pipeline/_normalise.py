@@ -17,9 +17,10 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from stablenew.errors import ConfigError, FieldProblem
-from stablenew.pipeline._adetailer_args import ADETAILER_ARGS
-from stablenew.pipeline._config import SUPPORTED_WRAPPER_SCHEMAS, PipelineConfig
-from stablenew.pipeline._keys import (
+
+from ._adetailer_args import ADETAILER_ARGS
+from ._config import SUPPORTED_WRAPPER_SCHEMAS, PipelineConfig
+from ._keys import (
     AD_HANDS_ARGS,
     AD_HANDS_PREFIX,
     AD_PASS_KEYS,
@@ -36,7 +37,7 @@ from stablenew.pipeline._keys import (
     unknown_key_problems,
     wrapper_problems,
 )
-from stablenew.pipeline._samplers import UNSET_NAMES
+from ._samplers import UNSET_NAMES
 
 _log = logging.getLogger("stablenew.config")
 

@@ -28,9 +28,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from stablenew.pipeline._config import PipelineConfig
-from stablenew.pipeline._sequencer import StageSequencer
-from stablenew.pipeline._stage_models import StageExecution, StageExecutionPlan, StageType
+from ._config import PipelineConfig
+from ._sequencer import StageSequencer
+from ._stage_models import StageExecution, StageExecutionPlan, StageType
 
 StageResult = dict[str, Any]
 

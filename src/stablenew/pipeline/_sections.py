@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
-from stablenew.pipeline._limits import scalar_kinds, strict_scalar
-from stablenew.pipeline._samplers import UNSET_NAMES
+from ._limits import scalar_kinds, strict_scalar
+from ._samplers import UNSET_NAMES
 
 
 class Section(BaseModel):

@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from stablenew.errors import InvalidStagePlanError
-from stablenew.pipeline._config import PipelineConfig
-from stablenew.pipeline._normalise import parse_config
-from stablenew.pipeline._stage_models import (
+
+from ._config import PipelineConfig
+from ._normalise import parse_config
+from ._stage_models import (
     ADETAILER_NEEDS_GENERATION,
     StageExecution,
     StageExecutionPlan,

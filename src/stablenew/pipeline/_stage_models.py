@@ -23,9 +23,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from stablenew.errors import ConfigError, FieldProblem, InvalidStagePlanError, PlanVersionError
-from stablenew.pipeline._adetailer import ADetailerStageConfig
-from stablenew.pipeline._config import Img2ImgSection, Txt2ImgSection, UpscaleSection
-from stablenew.pipeline._limits import (
+
+from ._adetailer import ADetailerStageConfig
+from ._config import Img2ImgSection, Txt2ImgSection, UpscaleSection
+from ._limits import (
     MAX_INIT_IMAGE_B64,
     MAX_NAME_CHARS,
     MAX_SIDE,

@@ -10,8 +10,8 @@ knows of Redis or RQ: where a queued job's state is stored is :mod:`stablenew.jo
 
 from __future__ import annotations
 
-from stablenew.run._job_id import JOB_ID_PATTERN, is_valid_job_id
-from stablenew.run._notify import (
+from ._job_id import JOB_ID_PATTERN, is_valid_job_id
+from ._notify import (
     DEFAULT_TOLERANCE_S,
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -27,10 +27,10 @@ from stablenew.run._notify import (
     signature,
     verify_signature,
 )
-from stablenew.run._outputs import JobOutputs, OutputFile, StoredImage, atomic_write
-from stablenew.run._plan_run import PlanRun, ProgressListener
-from stablenew.run._recorder import PROGRESS_SAVE_INTERVAL_S, Persist, RunRecorder
-from stablenew.run._reuse import (
+from ._outputs import JobOutputs, OutputFile, StoredImage, atomic_write
+from ._plan_run import PlanRun, ProgressListener
+from ._recorder import PROGRESS_SAVE_INTERVAL_S, Persist, RunRecorder
+from ._reuse import (
     ModelIdentity,
     ReusableStage,
     ReusingExecutor,
@@ -38,7 +38,7 @@ from stablenew.run._reuse import (
     request_identity,
     stage_key,
 )
-from stablenew.run._state import (
+from ._state import (
     DONE_STATUSES,
     JobRunStatus,
     JobState,

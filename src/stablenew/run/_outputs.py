@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from stablenew.run._job_id import is_valid_job_id
 from stablenew.webui import ImageBytes, decode, image_format, image_size
+
+from ._job_id import is_valid_job_id
 
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "bin": "bin"}
 # The name of every image write_stage makes; nothing else is ever read as another job's output.

@@ -14,12 +14,13 @@ from collections.abc import Callable
 from typing import Any, Self
 
 from stablenew.pipeline import PipelineRunner, StageExecutionPlan, StageResult, StageType
-from stablenew.run._outputs import JobOutputs
-from stablenew.run._recorder import Persist, RunRecorder, never, no_persist
-from stablenew.run._reuse import ReusingExecutor, StageIndex, read_images
-from stablenew.run._state import JobState
 from stablenew.settings import Settings
 from stablenew.webui import ImageBytes, WebUIClient, WebUIExecutor
+
+from ._outputs import JobOutputs
+from ._recorder import Persist, RunRecorder, never, no_persist
+from ._reuse import ReusingExecutor, StageIndex, read_images
+from ._state import JobState
 
 ProgressListener = Callable[[StageType, float], None]
 

@@ -16,10 +16,11 @@ from typing import Any
 from stablenew import __version__
 from stablenew.errors import Canceled, Requeued
 from stablenew.pipeline import StageExecution, StageExecutionPlan, StageResult, StageType
-from stablenew.run._outputs import JobOutputs, OutputFile
-from stablenew.run._reuse import ReusableStage, StageIndex
-from stablenew.run._state import DONE_STATUSES, JobState, OutputRecord, ReusedFrom, StageState, utcnow
 from stablenew.settings import redact_url
+
+from ._outputs import JobOutputs, OutputFile
+from ._reuse import ReusableStage, StageIndex
+from ._state import DONE_STATUSES, JobState, OutputRecord, ReusedFrom, StageState, utcnow
 
 log = logging.getLogger("stablenew.recorder")
 

@@ -36,8 +36,9 @@ from typing import Any, Protocol
 
 from stablenew.errors import Superseded
 from stablenew.pipeline import StageExecutor, StageResult, StageType
-from stablenew.run._outputs import JobOutputs, OutputFile, StoredImage
 from stablenew.webui import ImageBytes, WebUIExecutor
+
+from ._outputs import JobOutputs, OutputFile, StoredImage
 
 log = logging.getLogger("stablenew.reuse")
 

@@ -13,7 +13,7 @@ of StableNew, so that it stands in for the WebUI and nothing else.
 
 from __future__ import annotations
 
-from stablenew.simulator._api import (
+from ._api import (
     A1111_VERSION,
     ADETAILER_ARG_KEYS,
     ADETAILER_VERSION,
@@ -26,10 +26,10 @@ from stablenew.simulator._api import (
     GENERATION_ROUTES,
     LATENT_UPSCALE_MODES,
 )
-from stablenew.simulator._faults import Fault, FaultKind
-from stablenew.simulator._images import Images, with_text_chunks
-from stablenew.simulator._timesteps import SIGMA_MAX, SIGMA_MIN, refiner_switch_step, step_sigmas, timestep_of
-from stablenew.simulator._webui import RecordedRequest, SimulatedWebUI, serve
+from ._faults import Fault, FaultKind
+from ._images import Images, with_text_chunks
+from ._timesteps import SIGMA_MAX, SIGMA_MIN, refiner_switch_step, step_sigmas, timestep_of
+from ._webui import RecordedRequest, SimulatedWebUI, serve
 
 __all__ = [
     "A1111_VERSION",

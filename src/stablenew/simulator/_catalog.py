@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from stablenew.simulator._api import (
+from ._api import (
     ADETAILER_ARG_KEYS,
     DEFAULT_ADETAILER_MODELS,
     DEFAULT_MODELS,

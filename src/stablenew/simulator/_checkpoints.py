@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
-from stablenew.simulator._api import Dropped
-from stablenew.simulator._catalog import Catalog
+from ._api import Dropped
+from ._catalog import Catalog
 
 
 class LoadedCheckpoint:

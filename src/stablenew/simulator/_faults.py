@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
-from stablenew.simulator._api import GENERATION_ROUTES, Dropped, a1111_error, validation_error
+from ._api import GENERATION_ROUTES, Dropped, a1111_error, validation_error
 
 FaultKind = Literal["status", "hang", "malformed_json", "bad_base64", "close", "no_images"]
 

@@ -10,7 +10,7 @@ import secrets
 import threading
 from typing import Any
 
-from stablenew.simulator._api import (
+from ._api import (
     A1111_OPTIONS,
     A1111_VERSION,
     ADETAILER_VERSION,
@@ -21,11 +21,11 @@ from stablenew.simulator._api import (
     num,
     validation_error,
 )
-from stablenew.simulator._catalog import NO_MODEL, Catalog
-from stablenew.simulator._checkpoints import LoadedCheckpoint
-from stablenew.simulator._images import Images
-from stablenew.simulator._jobs import JobRunner, Pass
-from stablenew.simulator._timesteps import refiner_switch_step
+from ._catalog import NO_MODEL, Catalog
+from ._checkpoints import LoadedCheckpoint
+from ._images import Images
+from ._jobs import JobRunner, Pass
+from ._timesteps import refiner_switch_step
 
 TXT2IMG, IMG2IMG, EXTRAS = "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/extra-single-image"
 

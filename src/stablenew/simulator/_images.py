@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from stablenew.simulator._api import http_exception
+from ._api import http_exception
 
 _STAGE_COLOURS = {
     "txt2img": (40, 80, 200),  # blue

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from stablenew.simulator._api import Dropped, validation_error
+from ._api import Dropped, validation_error
 
 _FINISHED_KEPT = 16  # modules/progress.py keeps the last 16 finished task ids
 _JOB_NAMES = {

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from stablenew.simulator._api import Dropped, Response, a1111_error
+from ._api import Dropped, Response, a1111_error
 
 # (method, target, headers, raw body) -> the answer to write; raises Dropped to close without one.
 Answer = Callable[[str, str, dict[str, str], bytes], Response]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from stablenew.simulator._api import (
+from ._api import (
     ADETAILER_ARG_KEYS,
     ADETAILER_VERSION,
     GENERATION_ROUTES,
@@ -28,13 +28,13 @@ from stablenew.simulator._api import (
     script_info,
     validation_error,
 )
-from stablenew.simulator._catalog import Catalog
-from stablenew.simulator._checkpoints import LoadedCheckpoint
-from stablenew.simulator._faults import Fault, FaultSchedule
-from stablenew.simulator._generation import EXTRAS, IMG2IMG, TXT2IMG, Generation
-from stablenew.simulator._images import Images
-from stablenew.simulator._jobs import JobRunner
-from stablenew.simulator._server import Server
+from ._catalog import Catalog
+from ._checkpoints import LoadedCheckpoint
+from ._faults import Fault, FaultSchedule
+from ._generation import EXTRAS, IMG2IMG, TXT2IMG, Generation
+from ._images import Images
+from ._jobs import JobRunner
+from ._server import Server
 
 
 @dataclass

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stablenew._lazy import lazy_exports
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "ANSWER_FLOOR_BYTES": "stablenew.webui._bounded",
@@ -106,11 +106,12 @@ __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
 
 if TYPE_CHECKING:
     from stablenew.pipeline import ADETAILER_ARGS
-    from stablenew.webui._adetailer_tab import adetailer_tab, validate_adetailer_tab
-    from stablenew.webui._bounded import ANSWER_FLOOR_BYTES, answer_limit
-    from stablenew.webui._client import GenerationResult, WebUIClient
-    from stablenew.webui._executor import CancelCheck, ProgressCallback, WebUIExecutor
-    from stablenew.webui._fields import (
+
+    from ._adetailer_tab import adetailer_tab, validate_adetailer_tab
+    from ._bounded import ANSWER_FLOOR_BYTES, answer_limit
+    from ._client import GenerationResult, WebUIClient
+    from ._executor import CancelCheck, ProgressCallback, WebUIExecutor
+    from ._fields import (
         DEFAULT_SAMPLER,
         EXTRAS_FIELDS,
         IMG2IMG_FIELDS,
@@ -121,9 +122,9 @@ if TYPE_CHECKING:
         hires_sampler_and_scheduler,
         sampler_and_scheduler,
     )
-    from stablenew.webui._images import ImageBytes, decode, image_format, image_size, strip_data_url
-    from stablenew.webui._inventory import Inventory, fetch_inventory
-    from stablenew.webui._payloads import (
+    from ._images import ImageBytes, decode, image_format, image_size, strip_data_url
+    from ._inventory import Inventory, fetch_inventory
+    from ._payloads import (
         DEFAULT_CLIP_SKIP,
         DEFAULT_VAE,
         REFINER_WITH_HIRES,

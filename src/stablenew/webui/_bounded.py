@@ -29,7 +29,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.response import BaseHTTPResponse
 
-from stablenew.webui._images import ImageBytes, image_size
+from ._images import ImageBytes, image_size
 
 _CHUNK = 256 * 1024
 _current = threading.local()

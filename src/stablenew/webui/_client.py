@@ -25,8 +25,9 @@ from urllib.parse import unquote
 import requests
 
 from stablenew.errors import WebUIHTTPError, WebUIRejected
-from stablenew.webui._responses import parse_info, require_base64
-from stablenew.webui._transport import Transport
+
+from ._responses import parse_info, require_base64
+from ._transport import Transport
 
 if TYPE_CHECKING:
     from stablenew.settings import Settings

@@ -33,14 +33,15 @@ from typing import Any
 
 from stablenew.errors import Canceled, WebUIError, WebUIHTTPError
 from stablenew.pipeline import MAX_OUTPUT_PIXELS, StageExecutionPlan, StageType, checked_image_data
-from stablenew.webui._bounded import answer_limit
-from stablenew.webui._client import GenerationResult, WebUIClient
-from stablenew.webui._fields import STAGE_ROUTES
-from stablenew.webui._images import ImageBytes, image_size
-from stablenew.webui._inventory import Inventory
-from stablenew.webui._payloads import adetailer_body, img2img_body, txt2img_body, upscale_body
-from stablenew.webui._preflight import Preflight
-from stablenew.webui._progress import ProgressPoller
+
+from ._bounded import answer_limit
+from ._client import GenerationResult, WebUIClient
+from ._fields import STAGE_ROUTES
+from ._images import ImageBytes, image_size
+from ._inventory import Inventory
+from ._payloads import adetailer_body, img2img_body, txt2img_body, upscale_body
+from ._preflight import Preflight
+from ._progress import ProgressPoller
 
 ProgressCallback = Callable[[StageType, float], None]
 CancelCheck = Callable[[], bool]

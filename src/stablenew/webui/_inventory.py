@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stablenew.errors import WebUIRejected
-from stablenew.webui._client import WebUIClient
+
+from ._client import WebUIClient
 
 
 @dataclass

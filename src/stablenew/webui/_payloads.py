@@ -49,8 +49,9 @@ from typing import Any
 
 from stablenew.errors import ConfigError, FieldProblem
 from stablenew.pipeline import size_problems
-from stablenew.webui._adetailer_tab import adetailer_tab
-from stablenew.webui._fields import (
+
+from ._adetailer_tab import adetailer_tab
+from ._fields import (
     EXTRAS_FIELDS,
     IMG2IMG_FIELDS,
     TXT2IMG_FIELDS,
@@ -58,7 +59,7 @@ from stablenew.webui._fields import (
     hires_sampler_and_scheduler,
     sampler_and_scheduler,
 )
-from stablenew.webui._images import ImageBytes, image_size
+from ._images import ImageBytes, image_size
 
 DEFAULT_CLIP_SKIP = 1
 DEFAULT_VAE = "Automatic"

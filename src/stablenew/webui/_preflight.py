@@ -19,10 +19,11 @@ from typing import Any
 
 from stablenew.errors import WebUIRejected
 from stablenew.pipeline import StageExecutionPlan, StageType
-from stablenew.webui._adetailer_tab import adetailer_tab
-from stablenew.webui._client import WebUIClient
-from stablenew.webui._fields import USE_SAME_SCHEDULER, hires_sampler_and_scheduler, sampler_and_scheduler
-from stablenew.webui._inventory import Inventory, fetch_inventory
+
+from ._adetailer_tab import adetailer_tab
+from ._client import WebUIClient
+from ._fields import USE_SAME_SCHEDULER, hires_sampler_and_scheduler, sampler_and_scheduler
+from ._inventory import Inventory, fetch_inventory
 
 _INVENTORY_TTL_S = 300.0
 _BUILTIN_VAES = frozenset({"", "automatic", "none"})  # A1111's own sd_vae values, not files

@@ -20,7 +20,7 @@ from stablenew.errors import WebUIError
 from stablenew.pipeline import StageType
 
 if TYPE_CHECKING:
-    from stablenew.webui._executor import WebUIExecutor
+    from ._executor import WebUIExecutor
 
 _log = logging.getLogger("stablenew.webui.executor")  # the name log filters already use
 

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from stablenew.webui._images import ImageBytes
+from ._images import ImageBytes
 
 _SLICE_CHARS = 1 << 20
 _INLINE_LIMIT = 1 << 16

@@ -25,7 +25,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from stablenew.errors import WebUIError, WebUIHTTPError, WebUITimeout, WebUIUnavailable
-from stablenew.webui._bounded import (
+
+from ._bounded import (
     AnswerTooLarge,
     CallGuard,
     CallRegistry,
@@ -33,8 +34,8 @@ from stablenew.webui._bounded import (
     guard_adapter,
     read_bounded,
 )
-from stablenew.webui._request_body import JsonBody
-from stablenew.webui._responses import html_answer, status_error, text_of, translate_request_error
+from ._request_body import JsonBody
+from ._responses import html_answer, status_error, text_of, translate_request_error
 
 _Timeout = tuple[float, float]
 LOOKUP_ANSWER_BYTES = 16 * 1024 * 1024  # model lists, progress, versions: never near this
