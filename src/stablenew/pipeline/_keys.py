@@ -92,9 +92,28 @@ AD_HANDS_PREFIX = "ad_hands_"  # StableNew's hands tab: ad_hands_<x> is the hand
 AD_HANDS_ARGS = {"ad_hands_padding": "ad_inpaint_only_masked_padding"}
 
 TOP = "<top>"
+# Keys StableNew writes both at the top of a config and in its "pipeline" section, with one reason.
+_WRITTEN_BOTH_PLACES: dict[str, str] = {
+    "video_enabled": "StableNew's video export",
+    "apply_global_negative_txt2img": "StableNew's global negative terms; prompts are sent as written",
+    "apply_global_negative_img2img": "StableNew's global negative terms; prompts are sent as written",
+    "apply_global_negative_upscale": "StableNew's global negative terms; prompts are sent as written",
+    "apply_global_negative_adetailer": "StableNew's global negative terms; prompts are sent as written",
+    "loop_type": "StableNew's batch loops; one config is one job here",
+    "loop_count": "StableNew's batch loops; one config is one job here",
+    "pack_mode": "StableNew's prompt packs; one config is one job here",
+    "images_per_prompt": "StableNew's batching; use txt2img batch_size / n_iter",
+    "model_matrix": "StableNew's model variants; one config is one job here",
+    "hypernetworks": "StableNew's hypernetwork variants (an options write there)",
+    "variant_mode": "StableNew's variants; one config is one job here",
+    "output_dir": "StableNew's output folder; ours is STABLENEW_OUTPUT_DIR",
+}
+
+
 # Keys StableNew's presets and packs carry that we accept and never send: section -> key -> why.
 NOT_SENT: dict[str, dict[str, str]] = {
     TOP: {
+        **_WRITTEN_BOTH_PLACES,
         "lora_strengths": "StableNew's LoRA weights; LoRAs are written in the prompt here",
         "webui_options_write_enabled": "StableNew's switch for POST /options; we never write options",
         "randomization_enabled": "StableNew's prompt randomisation; prompts are sent as written",
@@ -103,18 +122,6 @@ NOT_SENT: dict[str, dict[str, str]] = {
         "preset": "StableNew's GUI session: the preset last chosen",
         "selected_packs": "StableNew's GUI session: the packs last chosen",
         "override_pack": "StableNew's GUI session",
-        "video_enabled": "StableNew's video export",
-        "apply_global_negative_txt2img": "StableNew's global negative terms; prompts are sent as written",
-        "apply_global_negative_img2img": "StableNew's global negative terms; prompts are sent as written",
-        "apply_global_negative_upscale": "StableNew's global negative terms; prompts are sent as written",
-        "apply_global_negative_adetailer": "StableNew's global negative terms; prompts are sent as written",
-        "loop_type": "StableNew's batch loops; one config is one job here",
-        "loop_count": "StableNew's batch loops; one config is one job here",
-        "pack_mode": "StableNew's prompt packs; one config is one job here",
-        "images_per_prompt": "StableNew's batching; use txt2img batch_size / n_iter",
-        "model_matrix": "StableNew's model variants; one config is one job here",
-        "hypernetworks": "StableNew's hypernetwork variants (an options write there)",
-        "variant_mode": "StableNew's variants; one config is one job here",
         "comfy_base_url": "StableNew's app settings (ComfyUI launcher)",
         "comfy_workdir": "StableNew's app settings (ComfyUI launcher)",
         "comfy_command": "StableNew's app settings (ComfyUI launcher)",
@@ -127,7 +134,6 @@ NOT_SENT: dict[str, dict[str, str]] = {
         "webui_health_retry_count": "StableNew's app settings (WebUI launcher)",
         "webui_health_retry_interval_seconds": "StableNew's app settings (WebUI launcher)",
         "webui_health_total_timeout_seconds": "StableNew's app settings (WebUI launcher)",
-        "output_dir": "StableNew's output folder; ours is STABLENEW_OUTPUT_DIR",
         "model_dir": "StableNew's app settings (model folder)",
     },
     "txt2img": {
@@ -195,26 +201,14 @@ NOT_SENT: dict[str, dict[str, str]] = {
         "adetailer_checkpoint_model": "StableNew's model override for the stage; the pass uses the stage's model",
     },
     "pipeline": {
-        "images_per_prompt": "StableNew's batching; use txt2img batch_size / n_iter",
+        **_WRITTEN_BOTH_PLACES,
         "n_iter": "StableNew's batching; use txt2img batch_size / n_iter",
-        "output_dir": "StableNew's output folder; ours is STABLENEW_OUTPUT_DIR",
         "output_route": "StableNew's output routing",
         "filename_pattern": "StableNew's file naming; ours is fixed (see the run manifest)",
         "image_format": "StableNew's file format; the WebUI's PNG is stored as it comes",
         "seed_mode": "StableNew's seed handling across a batch; the stage's seed is sent",
         "allow_hr_with_stages": "StableNew's GUI rule; hires follows txt2img's enable_hr here",
         "refiner_compare_mode": "StableNew's side-by-side comparison runs",
-        "video_enabled": "StableNew's video export",
-        "apply_global_negative_txt2img": "StableNew's global negative terms; prompts are sent as written",
-        "apply_global_negative_img2img": "StableNew's global negative terms; prompts are sent as written",
-        "apply_global_negative_upscale": "StableNew's global negative terms; prompts are sent as written",
-        "apply_global_negative_adetailer": "StableNew's global negative terms; prompts are sent as written",
-        "loop_type": "StableNew's batch loops; one config is one job here",
-        "loop_count": "StableNew's batch loops; one config is one job here",
-        "pack_mode": "StableNew's prompt packs; one config is one job here",
-        "model_matrix": "StableNew's model variants; one config is one job here",
-        "hypernetworks": "StableNew's hypernetwork variants (an options write there)",
-        "variant_mode": "StableNew's variants; one config is one job here",
     },
     "hires_fix": {
         "use_base_model": "hires runs on the stage's model",
